@@ -1,0 +1,117 @@
+"""The streaming API: ``POST /api/chat`` answers with a Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask_limiter import RateLimitExceeded
+from gevent import monkey
+from werkzeug.exceptions import HTTPException
+
+from rill import chat_request, relay, state
+from rill.errors import PayloadTooLarge, RateLimited, RillError
+from rill.limits import client_key, limiter, rate_limit
+
+bp = Blueprint("api", __name__)
+
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+@bp.post("/chat")
+@limiter.limit(rate_limit)
+def chat() -> Response:
+    """Start a chat completion and stream it as Server-Sent Events."""
+    config = current_app.config
+    most = config["RILL_MAX_BODY_BYTES"]
+    if (request.content_length or 0) > most:
+        raise PayloadTooLarge(f"The request body is larger than {most} bytes.")
+    body = chat_request.parse_body(request.stream.read(most + 1), request.content_type, most)
+    params = chat_request.validate(body, config)
+    rill = state()
+    slot = rill.caps.acquire(client_key())
+    try:
+        upstream = rill.upstream.open(params)
+    except BaseException:
+        slot.release()
+        raise
+    return _stream_response(relay.Generation(upstream), upstream.model, slot.release)
+
+
+def _stream_response(generation: relay.Generation, model: str, release: Any) -> Response:
+    """Wrap ``generation`` in the SSE response; close everything when the response closes."""
+    config = current_app.config
+    gone = False
+
+    def on_disconnect() -> None:
+        nonlocal gone
+        gone = True
+        generation.stop()
+
+    sock = request.environ.get("gunicorn.socket")
+    watcher = None
+    if sock is not None and monkey.is_module_patched("socket"):
+        watcher = relay.watch_disconnect(sock, on_disconnect)
+
+    def close() -> None:
+        if watcher is not None:
+            watcher.kill(block=False)
+        generation.stop()
+        release()
+
+    body = relay.stream(
+        generation,
+        start={"stream_id": secrets.token_urlsafe(16), "model": model},
+        heartbeat=config["RILL_HEARTBEAT_SECONDS"],
+        stall_timeout=config["RILL_STALL_TIMEOUT_SECONDS"],
+        max_seconds=config["RILL_STREAM_MAX_SECONDS"],
+        client_gone=lambda: gone,
+    )
+    response = Response(stream_with_context(body), mimetype="text/event-stream",
+                        headers=SSE_HEADERS)
+    response.call_on_close(close)
+    return response
+
+
+@bp.errorhandler(RillError)
+def rill_error(error: RillError) -> tuple[Response, int]:
+    return error_response(error)
+
+
+@bp.errorhandler(HTTPException)
+def http_error(error: HTTPException) -> tuple[Response, int]:
+    return json_http_error(error)
+
+
+@bp.errorhandler(Exception)
+def internal_error(error: Exception) -> tuple[Response, int]:
+    current_app.logger.exception("unhandled error in the API", exc_info=error)
+    return error_response(RillError())
+
+
+@bp.errorhandler(RateLimitExceeded)
+def rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:
+    current = limiter.current_limit
+    wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+    return error_response(RateLimited(
+        f"Too many requests (limit: {error.description}). Try again in {wait} s.",
+        retry_after=wait))
+
+
+def json_http_error(error: HTTPException) -> tuple[Response, int]:
+    """Render a werkzeug HTTP error (404, 405, ...) as Rill's JSON error."""
+    code = (error.name or "error").lower().replace(" ", "_")
+    status = error.code or 500
+    return error_response(RillError(error.description, code=code), status)
+
+
+def error_response(error: RillError, status: int | None = None) -> tuple[Response, int]:
+    """Render ``error`` as ``{"error": {"code", "message"}}`` with its status."""
+    response = jsonify(error=error.to_dict())
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    response.headers["Cache-Control"] = "no-store"
+    return response, status or error.status

@@ -1,0 +1,23 @@
+"""Liveness and readiness checks for load balancers and Kubernetes probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from rill import state
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Report that the process is alive."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Report whether this worker takes new streams (503 when at its stream cap)."""
+    caps = state().caps
+    full = bool(caps.per_worker) and caps.total >= caps.per_worker
+    return jsonify(status="full" if full else "ready", streams=caps.total), 503 if full else 200

@@ -1,0 +1,55 @@
+"""gunicorn settings for Rill: one gevent worker per core, many streams per worker.
+
+Read by ``gunicorn -c gunicorn.conf.py app:app``. Nothing here imports the app or a network
+library: the gevent worker monkey-patches the standard library when it starts, and anything
+that imported ``ssl`` or ``socket`` before that (for example the app under ``--preload``)
+keeps blocking, unpatched sockets — every HTTPS upstream request then fails inside
+``ssl.wrap_socket``. Every setting can be overridden by an environment variable.
+"""
+
+import os
+import resource
+
+
+def _env(name, default):
+    return os.environ.get(name) or default
+
+
+# Each stream is one greenlet; one worker per core is the scaling unit. With the in-memory
+# state of this version, a stream lives in the worker that started it.
+worker_class = "gevent"
+workers = int(_env("WEB_CONCURRENCY", "1"))
+# worker_connections caps concurrent connections, so streams, per worker; gunicorn's
+# default of 1,000 is too low for long-lived SSE.
+worker_connections = int(_env("RILL_WORKER_CONNECTIONS", "10000"))
+
+# PORT (Heroku, Cloud Run, ...) means "listen on every interface on this port".
+_port = os.environ.get("PORT")
+bind = [_env("RILL_BIND", f"0.0.0.0:{_port}" if _port else "127.0.0.1:8000")]
+
+# On SIGTERM, streams in flight get this long to finish before the worker is killed.
+graceful_timeout = int(_env("RILL_GRACEFUL_TIMEOUT", "30"))
+# A gevent worker notifies the arbiter from its own greenlet; a worker that cannot do so
+# for this long is starved or hung and gets restarted.
+timeout = int(_env("RILL_WORKER_TIMEOUT", "30"))
+keepalive = int(_env("RILL_KEEPALIVE", "5"))
+# Which peers may set X-Forwarded-* for gunicorn itself (wsgi.url_scheme); the app trusts
+# forwarded headers only through RILL_PROXY_HOPS.
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+preload_app = False
+
+accesslog = "-"
+errorlog = "-"
+loglevel = _env("RILL_LOG_LEVEL", "info")
+
+# gunicorn 27's control socket is one per user ($HOME/.gunicorn/gunicorn.ctl): two
+# instances on one machine (tests, blue/green) would fight over it. Off unless asked for.
+control_socket_disable = _env("RILL_CONTROL_SOCKET", "") == ""
+if not control_socket_disable:
+    control_socket = os.environ["RILL_CONTROL_SOCKET"]
+
+# Each stream holds two sockets (client and upstream): lift the soft open-files limit to the
+# hard one, which workers inherit.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft < _hard:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))

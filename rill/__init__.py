@@ -1,0 +1,68 @@
+"""Rill: stream LLM chat completions to browsers over Server-Sent Events.
+
+``Rill(app)`` or ``rill.init_app(app)`` adds Rill to a Flask app: its settings (defaults
+under the app's own), the upstream, the stream caps, rate limits, security headers and the
+blueprints. State lives in ``app.extensions["rill"]`` (a :class:`RillState`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from . import security, upstreams
+from .config import DEFAULTS
+from .errors import RillError
+from .limits import StreamCaps, limiter
+from .upstreams import Upstream
+
+__all__ = ["Rill", "RillError", "RillState", "state"]
+
+
+@dataclass
+class RillState:
+    upstream: Upstream
+    caps: StreamCaps
+
+
+class Rill:
+    def __init__(self, app: Flask | None = None, *, url_prefix: str = "") -> None:
+        self.url_prefix = url_prefix
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Configure ``app`` for Rill. Raises ``ValueError`` for an unusable setting."""
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        config = app.config
+        app.config.setdefault("RATELIMIT_ENABLED", config["RILL_RATELIMIT_ENABLED"])
+        app.config.setdefault("RATELIMIT_STORAGE_URI", config["RILL_RATELIMIT_STORAGE_URI"])
+        app.extensions["rill"] = RillState(
+            upstream=upstreams.create(config),
+            caps=StreamCaps(config["RILL_MAX_STREAMS_PER_CLIENT"], config["RILL_MAX_STREAMS"]),
+        )
+        limiter.init_app(app)
+        security.init_app(app)
+
+        from blueprints import api, health, page
+
+        app.register_blueprint(page.bp, url_prefix=self.url_prefix or None)
+        app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
+        app.register_blueprint(health.bp, url_prefix=self.url_prefix or None)
+        api_prefix = f"{self.url_prefix}/api/"
+
+        @app.errorhandler(HTTPException)
+        def api_http_error(error: HTTPException) -> Any:
+            """Routing errors (404, 405) under the API prefix answer in JSON too."""
+            if request.path.startswith(api_prefix):
+                return api.json_http_error(error)
+            return error
+
+
+def state() -> RillState:
+    """Return the current app's Rill state (inside an app or request context)."""
+    return current_app.extensions["rill"]  # type: ignore[no-any-return]

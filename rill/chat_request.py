@@ -1,0 +1,127 @@
+"""Validate a ``POST /api/chat`` body into a :class:`ChatRequest`.
+
+The body follows OpenAI's chat completions request, narrowed to what Rill relays:
+``{"messages": [{"role", "content"}, ...], "model"?, "max_tokens"?, "temperature"?}``.
+Each failure raises :class:`~rill.errors.InvalidRequest` whose ``code`` names the field
+(``invalid_messages``, ``invalid_model``, ...) and whose ``param`` points into the body
+(``messages[2].role``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+ROLES = frozenset({"system", "user", "assistant"})
+KNOWN_FIELDS = frozenset({"messages", "model", "max_tokens", "temperature"})
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request: plain values, safe to hand to a greenlet."""
+
+    messages: list[dict[str, str]]
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+def parse_body(raw: bytes, content_type: str | None, max_bytes: int) -> Any:
+    """Decode a JSON request body of at most ``max_bytes`` bytes.
+
+    Raises :class:`UnsupportedMediaType` (415) unless the type is ``application/json``,
+    :class:`PayloadTooLarge` (413), or :class:`InvalidRequest` ``invalid_json`` (400).
+    """
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
+    if mimetype != "application/json":
+        raise UnsupportedMediaType()
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+
+
+def validate(body: Any, config: Mapping[str, Any]) -> ChatRequest:
+    """Check ``body`` against the limits in ``config`` and return a :class:`ChatRequest`."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field {unknown[0]!r}; allowed: {', '.join(sorted(KNOWN_FIELDS))}.",
+            code="unknown_field", param=unknown[0],
+        )
+    return ChatRequest(
+        messages=_messages(body.get("messages"), config),
+        model=_model(body.get("model"), config),
+        max_tokens=_max_tokens(body.get("max_tokens"), config["RILL_MAX_TOKENS"]),
+        temperature=_temperature(body.get("temperature")),
+    )
+
+
+def _messages(value: Any, config: Mapping[str, Any]) -> list[dict[str, str]]:
+    most, per_message = config["RILL_MAX_MESSAGES"], config["RILL_MAX_MESSAGE_CHARS"]
+    if not isinstance(value, list) or not 1 <= len(value) <= most:
+        raise _bad("messages", f"`messages` must be a list of 1 to {most} messages.")
+    total = 0
+    messages = []
+    for i, message in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _bad("messages", f"`{where}` must be an object with `role` and `content`.",
+                       where)
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise _bad("messages", f"`{where}.role` must be one of: system, user, assistant.",
+                       f"{where}.role")
+        if not isinstance(content, str):
+            raise _bad("messages", f"`{where}.content` must be a string.", f"{where}.content")
+        if len(content) > per_message:
+            raise _bad("messages", f"`{where}.content` is longer than {per_message} "
+                       "characters.", f"{where}.content")
+        total += len(content)
+        messages.append({"role": role, "content": content})
+    if total > config["RILL_MAX_TOTAL_CHARS"]:
+        raise _bad("messages", "The messages together are longer than "
+                   f"{config['RILL_MAX_TOTAL_CHARS']} characters.")
+    return messages
+
+
+def _model(value: Any, config: Mapping[str, Any]) -> str:
+    allowed: list[str] = config["RILL_MODELS"]
+    if value is None:
+        default = str(config["RILL_MODEL"])
+        return allowed[0] if allowed and default not in allowed else default
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        raise _bad("model", "`model` must be a non-empty string of at most 256 characters.")
+    if allowed and value not in allowed:
+        raise _bad("model", f"Model {value[:64]!r} is not offered here; choose one of: "
+                   f"{', '.join(allowed)}.")
+    return value
+
+
+def _max_tokens(value: Any, most: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise _bad("max_tokens", f"`max_tokens` must be a whole number from 1 to {most}.")
+    return value
+
+
+def _temperature(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+        raise _bad("temperature", "`temperature` must be a number from 0 to 2.")
+    return float(value)
+
+
+def _bad(field_name: str, message: str, param: str | None = None) -> InvalidRequest:
+    return InvalidRequest(message, code=f"invalid_{field_name}", param=param or field_name)

@@ -1,0 +1,102 @@
+"""Rill's settings: one table of names, defaults, types and meanings.
+
+Every key is ``RILL_*`` in ``app.config`` (namespaced, so a host Flask app's own keys never
+collide) and may be set by an environment variable of the same name. The README's
+configuration table is this table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _str_list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("RILL_UPSTREAM", "auto", str,
+            "`openai`, `demo`, or `auto`: `openai` when OPENAI_API_KEY or OPENAI_BASE_URL "
+            "is set, else the offline demo."),
+    Setting("RILL_MODEL", "gpt-4o-mini", str,
+            "Model used when a request names none (the demo always answers as `rill-demo`)."),
+    Setting("RILL_MODELS", [], _str_list,
+            "Comma-separated allow-list of models a request may name; empty allows any."),
+    Setting("RILL_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0, float,
+            "Time to connect to the upstream (and, for the response headers, "
+            "RILL_STALL_TIMEOUT_SECONDS); past it the request fails with 504."),
+    Setting("RILL_UPSTREAM_MAX_RETRIES", 2, int,
+            "Retries the OpenAI SDK makes before the first byte (connection errors, 408, "
+            "409, 429, 5xx), with its exponential backoff and Retry-After."),
+    Setting("RILL_DEMO_TTFT_MS", 400, int, "Demo upstream: time to first token, in ms."),
+    Setting("RILL_DEMO_TOKENS_PER_SECOND", 40.0, float,
+            "Demo upstream: tokens per second after the first."),
+    Setting("RILL_HEARTBEAT_SECONDS", 15.0, float,
+            "Seconds of silence after which a `: ping` comment is sent."),
+    Setting("RILL_STALL_TIMEOUT_SECONDS", 300.0, float,
+            "Seconds without an upstream chunk after which the stream ends with "
+            "`upstream_stalled` (reasoning models may think for minutes)."),
+    Setting("RILL_STREAM_MAX_SECONDS", 1800.0, float,
+            "Longest a stream may last; then it ends with `timeout`."),
+    Setting("RILL_MAX_BODY_BYTES", 1_048_576, int, "Largest request body, in bytes (413)."),
+    Setting("RILL_MAX_MESSAGES", 256, int, "Most messages in one request."),
+    Setting("RILL_MAX_MESSAGE_CHARS", 100_000, int, "Most characters in one message."),
+    Setting("RILL_MAX_TOTAL_CHARS", 400_000, int, "Most characters in all messages together."),
+    Setting("RILL_MAX_TOKENS", 32_768, int, "Largest `max_tokens` a request may ask for."),
+    Setting("RILL_RATE_LIMIT", "20/minute;300/hour", str,
+            "flask-limiter rate limit on POST /api/chat, per client."),
+    Setting("RILL_RATELIMIT_ENABLED", True, _bool, "`false` turns rate limiting off."),
+    Setting("RILL_RATELIMIT_STORAGE_URI", "memory://", str, "flask-limiter storage."),
+    Setting("RILL_MAX_STREAMS_PER_CLIENT", 4, int,
+            "Concurrent streams per client; 0 means unlimited (429 `too_many_streams`)."),
+    Setting("RILL_MAX_STREAMS", 5000, int,
+            "Concurrent streams per worker; 0 means unlimited (503 `unavailable`). Also "
+            "sizes the upstream connection pool."),
+    Setting("RILL_PROXY_HOPS", 0, int,
+            "Trusted reverse proxies in front of Rill; X-Forwarded-For/-Proto/-Host are "
+            "honoured (through werkzeug's ProxyFix) only when > 0."),
+    Setting("RILL_FORCE_HTTPS", True, _bool,
+            "Redirect plain-HTTP requests to https, except to loopback hosts "
+            "(127.0.0.1, localhost, ::1) and the health checks."),
+)
+
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value Rill cannot use; the message names it."""
+
+
+def from_env(config: MutableMapping[str, Any], environ: Mapping[str, str] = os.environ) -> None:
+    """Copy every ``RILL_*`` setting present in ``environ`` into ``config``, parsed.
+
+    Raises :class:`ConfigError` naming the variable when a value does not parse.
+    """
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None:
+            continue
+        try:
+            config[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.name}={raw!r} is not valid: {exc}") from None

@@ -1,0 +1,128 @@
+"""Rill's one error hierarchy.
+
+Every failure Rill reports is a :class:`RillError` with a stable ``code`` (snake_case, part
+of the public API) and a ``message`` fit to show a person. The web edge turns it into an
+HTTP response ``{"error": {"code", "message"}}`` before the stream starts, or into an SSE
+``error`` event after (see :mod:`rill.sse`). Messages never carry upstream response bodies,
+API keys or tracebacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RillError(Exception):
+    """A failure with an HTTP ``status``, a stable ``code`` and a human ``message``."""
+
+    status = 500
+    code = "internal"
+    message = "Something went wrong inside Rill. Please try again."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.param = param
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON error object ``{"code", "message"[, "param"]}``."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.param is not None:
+            body["param"] = self.param
+        return body
+
+
+class InvalidRequest(RillError):
+    status = 400
+    code = "invalid_request"
+    message = "The request is not valid."
+
+
+class PayloadTooLarge(RillError):
+    status = 413
+    code = "body_too_large"
+    message = "The request body is too large."
+
+
+class UnsupportedMediaType(RillError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "Send the request body as JSON with Content-Type: application/json."
+
+
+class TooManyStreams(RillError):
+    status = 429
+    code = "too_many_streams"
+    message = "Too many answers are streaming at once. Wait for one to finish and try again."
+
+
+class RateLimited(RillError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests. Please slow down and try again shortly."
+
+
+class Unavailable(RillError):
+    status = 503
+    code = "unavailable"
+    message = "This server is not taking new answers right now. Please try again shortly."
+
+
+class UpstreamError(RillError):
+    """The model provider failed. Before the first byte: 502; after: an ``error`` event."""
+
+    status = 502
+    code = "upstream_error"
+    message = "The model provider returned an error. Please try again."
+
+
+class UpstreamAuthError(UpstreamError):
+    code = "upstream_auth"
+    message = "The model provider refused Rill's credentials; ask the operator to check them."
+
+
+class UpstreamRejected(UpstreamError):
+    code = "upstream_rejected"
+    message = "The model provider rejected the request."
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    code = "upstream_rate_limited"
+    message = "The model provider is rate limiting requests. Please try again shortly."
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+    message = "The model provider could not be reached. Please try again shortly."
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    message = "The model provider did not answer in time. Please try again."
+
+
+class UpstreamCut(UpstreamError):
+    code = "upstream_cut"
+    message = "The model provider's connection broke off mid-answer; the answer is incomplete."
+
+
+class UpstreamStalled(UpstreamError):
+    code = "upstream_stalled"
+    message = "The model provider stopped sending; the answer is incomplete."
+
+
+class StreamTimeout(RillError):
+    status = 504
+    code = "timeout"
+    message = "The answer took longer than this server allows and was stopped."

@@ -1,0 +1,75 @@
+"""HTTPS, a strict CSP and the other security headers, through flask-talisman.
+
+Talisman sets the headers; two things it does not do safely here are done in this module:
+it believes ``X-Forwarded-Proto`` from anyone, so the raw header is dropped and only
+werkzeug's ``ProxyFix`` (with ``RILL_PROXY_HOPS`` trusted hops) may turn a request into
+https; and it cannot let plain HTTP through for loopback, so the https redirect is ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, redirect, request
+from flask_talisman import Talisman
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+EXEMPT_ENDPOINTS = frozenset({"health.healthz", "health.readyz"})
+
+CSP = {
+    "default-src": "'self'",
+    "script-src": "",  # scripts only by nonce (talisman appends it)
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "connect-src": "'self'",
+    "font-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
+def init_app(app: Flask) -> Talisman:
+    """Trust forwarded headers only through ProxyFix, then apply talisman and the redirect."""
+    app.wsgi_app = _DropForwardedProto(app.wsgi_app)  # type: ignore[method-assign]
+    hops = app.config["RILL_PROXY_HOPS"]
+    if hops > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+    talisman = Talisman(
+        app,
+        force_https=False,
+        strict_transport_security=True,
+        strict_transport_security_max_age=31_536_000,
+        content_security_policy=CSP,
+        content_security_policy_nonce_in=["script-src"],
+        frame_options="DENY",
+        referrer_policy="strict-origin-when-cross-origin",
+        session_cookie_secure=True,
+    )
+    if app.config["RILL_FORCE_HTTPS"]:
+        app.before_request(_redirect_to_https)
+    return talisman
+
+
+def _redirect_to_https() -> Response | None:
+    if request.is_secure or request.endpoint in EXEMPT_ENDPOINTS:
+        return None
+    if request.host.rsplit(":", 1)[0] in LOOPBACK_HOSTS or request.host in LOOPBACK_HOSTS:
+        return None
+    # 308 keeps the method and body; the client should use https from the start.
+    return redirect(request.url.replace("http://", "https://", 1), code=308)
+
+
+class _DropForwardedProto:
+    """Remove ``X-Forwarded-Proto`` after ProxyFix has read what it trusts of it."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ.pop("HTTP_X_FORWARDED_PROTO", None)
+        return self.wsgi_app(environ, start_response)

@@ -1,0 +1,73 @@
+"""Upstreams: where chat completions come from, behind one narrow interface.
+
+An :class:`Upstream` opens a stream for a :class:`~rill.chat_request.ChatRequest` and
+yields Rill's own events, so the relay never sees a vendor's wire format:
+
+- ``("delta", {"content": str})`` — answer text, one or more tokens;
+- ``("reasoning", {"content": str})`` — a reasoning model's thinking;
+- ``("done", {"finish_reason": str | None, "usage": dict | None})`` — the last event.
+
+``open`` raises :class:`~rill.errors.UpstreamError` before anything streams (the view
+answers with an HTTP error); iteration raises it mid-stream (the relay sends an ``error``
+event). :func:`create` picks an upstream by ``RILL_UPSTREAM``, as a registry of names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from ..chat_request import ChatRequest
+
+Event = tuple[str, dict[str, Any]]
+
+
+class UpstreamStream(Protocol):
+    model: str
+    def __iter__(self) -> Iterator[Event]: ...
+
+    def close(self) -> None:
+        """Release the upstream request; closes its connection unless fully read."""
+
+
+class Upstream(Protocol):
+    demo: bool
+
+    def open(self, request: ChatRequest) -> UpstreamStream: ...
+
+
+def _openai(config: Mapping[str, Any]) -> Upstream:
+    from .openai_compat import OpenAIUpstream
+
+    return OpenAIUpstream(config)
+
+
+def _demo(config: Mapping[str, Any]) -> Upstream:
+    from .demo import DemoUpstream
+
+    return DemoUpstream(config)
+
+
+REGISTRY: dict[str, Callable[[Mapping[str, Any]], Upstream]] = {
+    "openai": _openai,
+    "demo": _demo,
+}
+
+
+def create(config: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Upstream:
+    """Build the upstream ``RILL_UPSTREAM`` names (``auto``: openai if configured, else demo).
+
+    Raises ``ValueError`` for an unknown name.
+    """
+    name = config["RILL_UPSTREAM"]
+    if name == "auto":
+        configured = environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL")
+        name = "openai" if configured else "demo"
+    try:
+        factory = REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"RILL_UPSTREAM={name!r} is not one of: auto, {', '.join(REGISTRY)}"
+        ) from None
+    return factory(config)
