@@ -108,7 +108,24 @@ def stream(
     when ``client_gone()`` turns true. Times in seconds.
     """
     yield encode_json_event("start", start, 0)
-    next_id, seen = 1, 0
+    ids = iter(range(1, 1 << 62))
+    try:
+        yield from _relay(generation, ids, heartbeat, stall_timeout, max_seconds, client_gone)
+    except Exception:
+        log.exception("the relay failed mid-stream")
+        generation.stop()
+        yield encode_json_event("error", errors.RillError().to_dict(), next(ids))
+
+
+def _relay(
+    generation: Generation,
+    ids: Iterator[int],
+    heartbeat: float,
+    stall_timeout: float,
+    max_seconds: float,
+    client_gone: Callable[[], bool],
+) -> Iterator[bytes]:
+    seen = 0
     deadline = time.monotonic() + max_seconds
     while True:
         now = time.monotonic()
@@ -118,8 +135,7 @@ def stream(
             return
         if batch:
             seen += len(batch)
-            frames, next_id = _encode(batch, next_id)
-            yield frames
+            yield _encode(batch, ids)
             if generation.finished and seen == len(generation.events):
                 return
             continue
@@ -132,8 +148,8 @@ def stream(
             yield HEARTBEAT
 
 
-def _encode(batch: list[Event], next_id: int) -> tuple[bytes, int]:
-    """Frame ``batch``, merging runs of same-kind text events; return bytes and next id."""
+def _encode(batch: list[Event], ids: Iterator[int]) -> bytes:
+    """Frame ``batch``, merging runs of same-kind text events, numbering them from ``ids``."""
     frames = []
     i = 0
     while i < len(batch):
@@ -145,9 +161,8 @@ def _encode(batch: list[Event], next_id: int) -> tuple[bytes, int]:
                 parts.append(batch[i][1]["content"])
                 i += 1
             payload = {"content": "".join(parts)}
-        frames.append(encode_json_event(kind, payload, next_id))
-        next_id += 1
-    return b"".join(frames), next_id
+        frames.append(encode_json_event(kind, payload, next(ids)))
+    return b"".join(frames)
 
 
 def watch_disconnect(sock: socket.socket, on_disconnect: Callable[[], None]) -> Greenlet:

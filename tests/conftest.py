@@ -1,0 +1,99 @@
+"""Fixtures for in-process tests: ``app``, ``client``, ``runner`` and a fake upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import pytest
+from flask import Flask
+
+from app import create_app
+from rill.chat_request import ChatRequest
+from rill.errors import RillError
+from rill.upstreams import Event
+
+TEST_CONFIG = {
+    "TESTING": True,
+    "RILL_UPSTREAM": "demo",
+    "RILL_RATELIMIT_ENABLED": False,
+    "RILL_DEMO_TTFT_MS": 0,
+    "RILL_DEMO_TOKENS_PER_SECOND": 10_000,
+}
+
+Step = Event | float | Exception  # an event to yield, seconds to sleep, or an error to raise
+
+
+class FakeUpstream:
+    """An upstream that replays scripted steps and records what it was asked.
+
+    ``enqueue(steps)`` scripts the next stream; ``fail_open(error)`` makes the next
+    ``open`` raise. ``requests`` holds every :class:`ChatRequest`; ``closed`` counts
+    streams whose ``close`` ran.
+    """
+
+    demo = False
+
+    def __init__(self) -> None:
+        self.scripts: list[list[Step]] = []
+        self.open_errors: list[RillError] = []
+        self.requests: list[ChatRequest] = []
+        self.closed = 0
+
+    def enqueue(self, steps: list[Step]) -> None:
+        self.scripts.append(steps)
+
+    def fail_open(self, error: RillError) -> None:
+        self.open_errors.append(error)
+
+    def open(self, request: ChatRequest) -> FakeStream:
+        self.requests.append(request)
+        if self.open_errors:
+            raise self.open_errors.pop(0)
+        return FakeStream(self, self.scripts.pop(0) if self.scripts else [], request.model)
+
+
+class FakeStream:
+    def __init__(self, upstream: FakeUpstream, steps: list[Step], model: str) -> None:
+        self.upstream, self.steps, self.model = upstream, steps, model
+
+    def __iter__(self) -> Iterator[Event]:
+        for step in self.steps:
+            if isinstance(step, Exception):
+                raise step
+            if isinstance(step, int | float):
+                gevent.sleep(step)
+            else:
+                yield step
+
+    def close(self) -> None:
+        self.upstream.closed += 1
+
+
+@pytest.fixture
+def config() -> dict[str, Any]:
+    """Per-test config overrides, applied on top of ``TEST_CONFIG``."""
+    return {}
+
+
+@pytest.fixture
+def app(config: dict[str, Any]) -> Flask:
+    return create_app({**TEST_CONFIG, **config})
+
+
+@pytest.fixture
+def fake_upstream(app: Flask) -> FakeUpstream:
+    fake = FakeUpstream()
+    app.extensions["rill"].upstream = fake
+    return fake
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()

@@ -1,0 +1,57 @@
+"""Settings from the environment, and the app factory."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from rill.config import DEFAULTS, SETTINGS, ConfigError, from_env
+from rill.upstreams import create
+from rill.upstreams.demo import DemoUpstream
+from rill.upstreams.openai_compat import OpenAIUpstream
+
+
+def test_environment_values_are_parsed_by_type() -> None:
+    config: dict = {}
+    from_env(config, {"RILL_MAX_STREAMS": "12", "RILL_MODELS": "a, b,,c",
+                      "RILL_RATELIMIT_ENABLED": "off", "RILL_HEARTBEAT_SECONDS": "2.5",
+                      "RILL_MODEL": "123", "UNRELATED": "x"})
+    assert config == {"RILL_MAX_STREAMS": 12, "RILL_MODELS": ["a", "b", "c"],
+                      "RILL_RATELIMIT_ENABLED": False, "RILL_HEARTBEAT_SECONDS": 2.5,
+                      "RILL_MODEL": "123"}
+
+
+@pytest.mark.parametrize(("name", "value"), [("RILL_MAX_STREAMS", "many"),
+                                             ("RILL_RATELIMIT_ENABLED", "maybe")])
+def test_a_bad_environment_value_names_the_variable(name, value) -> None:
+    with pytest.raises(ConfigError, match=name):
+        from_env({}, {name: value})
+
+
+def test_create_app_reads_the_environment_then_test_config(monkeypatch) -> None:
+    monkeypatch.setenv("RILL_MAX_STREAMS", "7")
+    monkeypatch.setenv("RILL_MAX_MESSAGES", "3")
+    app = create_app({"RILL_MAX_MESSAGES": 9, "RILL_UPSTREAM": "demo"})
+    assert app.config["RILL_MAX_STREAMS"] == 7
+    assert app.config["RILL_MAX_MESSAGES"] == 9
+
+
+def test_every_setting_has_a_default_and_a_meaning() -> None:
+    assert set(DEFAULTS) == {s.name for s in SETTINGS}
+    assert all(s.name.startswith("RILL_") and s.meaning for s in SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("environ", "kind"),
+    [({}, DemoUpstream), ({"OPENAI_API_KEY": "sk-test"}, OpenAIUpstream),
+     ({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, OpenAIUpstream)],
+)
+def test_auto_upstream_is_openai_when_configured_else_demo(environ, kind, monkeypatch) -> None:
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    assert isinstance(create({**DEFAULTS}, environ), kind)
+
+
+def test_unknown_upstream_is_refused() -> None:
+    with pytest.raises(ValueError, match="RILL_UPSTREAM='nope'"):
+        create({**DEFAULTS, "RILL_UPSTREAM": "nope"}, {})

@@ -1,0 +1,86 @@
+"""HTTPS, CSP and the other security headers (flask-talisman, plus Rill's redirect)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+
+def csp_of(response) -> dict[str, str]:
+    policy = response.headers["Content-Security-Policy"]
+    return {part.split()[0]: " ".join(part.split()[1:]) for part in policy.split(";")}
+
+
+def test_page_has_a_strict_csp_and_nonced_scripts(client) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    csp = csp_of(response)
+    nonce = re.fullmatch(r"'nonce-([A-Za-z0-9_\-+/=]{16,})'", csp["script-src"]).group(1)
+    assert csp["default-src"] == "'self'"
+    assert csp["frame-ancestors"] == "'none'"
+    assert csp["object-src"] == "'none'"
+    assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+    assert "unsafe-eval" not in response.headers["Content-Security-Policy"]
+    html = response.get_data(as_text=True)
+    scripts = re.findall(r"<script\b[^>]*>", html)
+    assert scripts, "the page loads its script"
+    assert all(f'nonce="{nonce}"' in tag for tag in scripts)
+    assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
+    assert "style=" not in html, "no inline styles"
+    assert client.get("/").headers["Content-Security-Policy"] != response.headers[
+        "Content-Security-Policy"], "a fresh nonce per response"
+
+
+def test_security_headers_are_set(client) -> None:
+    headers = client.get("/").headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("host", ["rill.example", "rill.example:8000", "10.1.2.3:8000"])
+def test_plain_http_to_a_public_host_is_redirected_to_https(client, host) -> None:
+    response = client.get("/?q=1", headers={"Host": host})
+    assert response.status_code == 308
+    assert response.headers["Location"] == f"https://{host}/?q=1"
+    assert client.post("/api/chat", json={}, headers={"Host": host}).status_code == 308
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "localhost:8000", "[::1]:8000"])
+def test_plain_http_to_loopback_keeps_working(client, host) -> None:
+    response = client.get("/", headers={"Host": host})
+    assert response.status_code == 200
+    assert "Strict-Transport-Security" not in response.headers
+
+
+def test_health_checks_answer_over_plain_http_on_any_host(client) -> None:
+    assert client.get("/healthz", headers={"Host": "10.0.0.7:8000"}).json == {"status": "ok"}
+    assert client.get("/readyz", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+
+
+def test_https_responses_carry_hsts(client) -> None:
+    response = client.get("/", base_url="https://rill.example")
+    assert response.status_code == 200
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_spoofed_forwarded_proto_is_ignored_without_trusted_proxies(client) -> None:
+    """flask-talisman alone trusts X-Forwarded-Proto from anyone; Rill must not."""
+    response = client.get("/", headers={"Host": "rill.example", "X-Forwarded-Proto": "https"})
+    assert response.status_code == 308
+    assert "Strict-Transport-Security" not in response.headers
+
+
+@pytest.mark.parametrize("config", [{"RILL_PROXY_HOPS": 1}])
+def test_forwarded_proto_from_a_trusted_proxy_counts(client) -> None:
+    headers = {"Host": "rill.example", "X-Forwarded-Proto": "https",
+               "X-Forwarded-For": "203.0.113.9"}
+    response = client.get("/", headers=headers)
+    assert response.status_code == 200
+    assert "Strict-Transport-Security" in response.headers
+
+
+@pytest.mark.parametrize("config", [{"RILL_FORCE_HTTPS": False}])
+def test_redirect_can_be_turned_off(client) -> None:
+    assert client.get("/", headers={"Host": "rill.example"}).status_code == 200

@@ -1,0 +1,90 @@
+"""Byte-exact SSE framing and parsing (WHATWG HTML, "Server-sent events")."""
+
+from __future__ import annotations
+
+import pytest
+
+from rill.sse import HEARTBEAT, encode_comment, encode_event, encode_json_event, iter_data
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"data": "hello"}, b"data: hello\n\n"),
+        ({"data": ""}, b"data: \n\n"),
+        ({"data": "a\nb"}, b"data: a\ndata: b\n\n"),
+        ({"data": "a\r\nb"}, b"data: a\ndata: b\n\n"),
+        ({"data": "a\rb"}, b"data: a\ndata: b\n\n"),
+        ({"data": "a\n\nb"}, b"data: a\ndata: \ndata: b\n\n"),
+        ({"data": "trailing\n"}, b"data: trailing\ndata: \n\n"),
+        ({"data": " lead"}, b"data:  lead\n\n"),
+        ({"data": "é ✓ 🚀"}, "data: é ✓ 🚀\n\n".encode()),
+        ({"data": "x", "event": "delta"}, b"event: delta\ndata: x\n\n"),
+        ({"data": "x", "event": "de\nl\rta"}, b"event: delta\ndata: x\n\n"),
+        ({"data": "x", "id": 7}, b"id: 7\ndata: x\n\n"),
+        ({"data": "x", "id": "a\r\nb\x00c"}, b"id: abc\ndata: x\n\n"),
+        ({"data": "x", "retry": 3000}, b"retry: 3000\ndata: x\n\n"),
+        (
+            {"data": "x", "event": "e", "id": 1, "retry": 10},
+            b"id: 1\nevent: e\nretry: 10\ndata: x\n\n",
+        ),
+    ],
+)
+def test_encode_event_is_byte_exact(kwargs: dict, expected: bytes) -> None:
+    assert encode_event(**kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "id", "expected"),
+    [
+        ("delta", {"content": "hi"}, 3, b'id: 3\nevent: delta\ndata: {"content":"hi"}\n\n'),
+        ("delta", {"content": "a\nb\r\nc"}, 0,
+         b'id: 0\nevent: delta\ndata: {"content":"a\\nb\\r\\nc"}\n\n'),
+        ("delta", {"content": "é🚀"}, 1, 'id: 1\nevent: delta\ndata: {"content":"é🚀"}\n\n'.encode()),
+        ("delta", {"content": "\u2028\x00"}, 2,
+         b'id: 2\nevent: delta\ndata: {"content":"\xe2\x80\xa8\\u0000"}\n\n'),
+        ("done", {"finish_reason": None, "usage": None}, 9,
+         b'id: 9\nevent: done\ndata: {"finish_reason":null,"usage":null}\n\n'),
+    ],
+)
+def test_encode_json_event_is_byte_exact(event: str, payload: dict, id: int, expected: bytes) -> None:
+    assert encode_json_event(event, payload, id) == expected
+
+
+def test_json_event_data_never_breaks_lines() -> None:
+    """Any text in a JSON payload stays on one data line: JSON escapes CR and LF."""
+    framed = encode_json_event("delta", {"content": "\r\n\r\n\n\r"}, 1)
+    assert framed.count(b"\n") == 4 and b"\r" not in framed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", b": \n\n"), ("ping", b": ping\n\n"), ("a\nb", b": a\n: b\n\n")],
+)
+def test_encode_comment_is_byte_exact(text: str, expected: bytes) -> None:
+    assert encode_comment(text) == expected
+    assert HEARTBEAT == encode_comment("ping")
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([b"data: a\n\n"], [b"a"]),
+        ([b"data:a\n\n"], [b"a"]),
+        ([b"data:  a\n\n"], [b" a"]),
+        ([b"data: a\r\n\r\n"], [b"a"]),
+        ([b"data: a\r\r"], [b"a"]),
+        ([b"data: a\r", b"\n\r", b"\ndata: b\n\n"], [b"a", b"b"]),
+        ([b"da", b"ta: a", b"bc\n", b"\n"], [b"abc"]),
+        ([b"data: a\ndata: b\n\n"], [b"a\nb"]),
+        ([b": comment\ndata: a\n\n: ping\n\n"], [b"a"]),
+        ([b"event: x\nid: 3\nretry: 5\ndata: a\n\n"], [b"a"]),
+        ([b"event: x\n\n"], []),
+        ([b"data: a\n\ndata: [DONE]"], [b"a", b"[DONE]"]),
+        ([b"data: a\n\ndata: [DONE]\r"], [b"a", b"[DONE]"]),
+        ([b"data: a"], [b"a"]),
+        ([], []),
+    ],
+)
+def test_iter_data_parses_upstream_streams(chunks: list[bytes], expected: list[bytes]) -> None:
+    assert list(iter_data(chunks)) == expected
