@@ -55,3 +55,11 @@ def test_auto_upstream_is_openai_when_configured_else_demo(environ, kind, monkey
 def test_unknown_upstream_is_refused() -> None:
     with pytest.raises(ValueError, match="RILL_UPSTREAM='nope'"):
         create({**DEFAULTS, "RILL_UPSTREAM": "nope"}, {})
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in readme]
+    assert not missing

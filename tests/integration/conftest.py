@@ -1,0 +1,109 @@
+"""Real processes: the upstream simulator and gunicorn with a gevent worker, on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from rill.simulator import SimulatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+API_KEY = "sk-test-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RillServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def chat(self, body: dict, **kwargs) -> requests.Response:
+        return requests.post(f"{self.url}/api/chat", json=body, stream=True,
+                             timeout=kwargs.pop("timeout", 30), **kwargs)
+
+
+@contextmanager
+def run_rill(env: dict[str, str], name: str = "rill") -> Iterator[RillServer]:
+    """Start ``gunicorn -c gunicorn.conf.py app:app`` on a free port; stop it after."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
+    full_env = {**base, "RILL_BIND": f"127.0.0.1:{port}", "RILL_RATELIMIT_ENABLED": "false",
+                "PYTHONUNBUFFERED": "1", **env}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = ARTIFACTS / f"{name}-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = RillServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_healthy(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_healthy(server: RillServer, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early:\n{server.log()}")
+        try:
+            if requests.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"gunicorn did not become healthy:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess() as sim:
+        yield sim
+
+
+def relay_env(simulator: SimulatorProcess, **overrides: str) -> dict[str, str]:
+    """Environment for a Rill that relays the simulator through the OpenAI SDK."""
+    return {
+        "OPENAI_BASE_URL": simulator.base_url,
+        "OPENAI_API_KEY": API_KEY,
+        "RILL_MODEL": "sim",
+        "RILL_UPSTREAM_MAX_RETRIES": "0",
+        "RILL_STALL_TIMEOUT_SECONDS": "2",
+        "RILL_HEARTBEAT_SECONDS": "1",
+        "RILL_MAX_STREAMS_PER_CLIENT": "0",
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def rill(simulator: SimulatorProcess) -> Iterator[RillServer]:
+    """One gunicorn gevent worker relaying the simulator, shared by the session."""
+    with run_rill(relay_env(simulator), "relay") as server:
+        yield server
