@@ -38,8 +38,10 @@ keepalive = int(_env("RILL_KEEPALIVE", "5"))
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 preload_app = False
 
+# Logs go to stdout, where container runtimes and systemd collect them ("-" is stderr for
+# gunicorn's error log).
 accesslog = "-"
-errorlog = "-"
+errorlog = "/dev/stdout"
 loglevel = _env("RILL_LOG_LEVEL", "info")
 
 # gunicorn 27's control socket is one per user ($HOME/.gunicorn/gunicorn.ctl): two

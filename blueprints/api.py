@@ -58,7 +58,9 @@ def _stream_response(generation: relay.Generation, model: str, release: Any) -> 
 
     def close() -> None:
         if watcher is not None:
-            watcher.kill(block=False)
+            # Dead before gunicorn reads the next request from this socket: two greenlets
+            # may not wait on one socket.
+            watcher.kill(block=True, timeout=1)
         generation.stop()
         release()
 
