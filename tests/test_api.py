@@ -180,7 +180,8 @@ def test_failed_upstream_open_releases_the_stream_slot(app, client, fake_upstrea
     assert app.extensions["rill"].caps.total == 0
 
 
-@pytest.mark.parametrize("config", [{"RILL_RATELIMIT_ENABLED": True, "RILL_RATE_LIMIT": "2/minute"}])
+@pytest.mark.parametrize("config", [{"RILL_RATELIMIT_ENABLED": True,
+                                     "RILL_RATE_LIMIT": "2/minute"}])
 def test_rate_limit_is_a_429_with_retry_after(client, fake_upstream) -> None:
     for _ in range(2):
         fake_upstream.enqueue([DONE])

@@ -40,14 +40,16 @@ def test_encode_event_is_byte_exact(kwargs: dict, expected: bytes) -> None:
         ("delta", {"content": "hi"}, 3, b'id: 3\nevent: delta\ndata: {"content":"hi"}\n\n'),
         ("delta", {"content": "a\nb\r\nc"}, 0,
          b'id: 0\nevent: delta\ndata: {"content":"a\\nb\\r\\nc"}\n\n'),
-        ("delta", {"content": "é🚀"}, 1, 'id: 1\nevent: delta\ndata: {"content":"é🚀"}\n\n'.encode()),
+        ("delta", {"content": "é🚀"}, 1,
+         'id: 1\nevent: delta\ndata: {"content":"é🚀"}\n\n'.encode()),
         ("delta", {"content": "\u2028\x00"}, 2,
          b'id: 2\nevent: delta\ndata: {"content":"\xe2\x80\xa8\\u0000"}\n\n'),
         ("done", {"finish_reason": None, "usage": None}, 9,
          b'id: 9\nevent: done\ndata: {"finish_reason":null,"usage":null}\n\n'),
     ],
 )
-def test_encode_json_event_is_byte_exact(event: str, payload: dict, id: int, expected: bytes) -> None:
+def test_encode_json_event_is_byte_exact(event: str, payload: dict, id: int,
+                                         expected: bytes) -> None:
     assert encode_json_event(event, payload, id) == expected
 
 
@@ -63,7 +65,7 @@ def test_json_event_data_never_breaks_lines() -> None:
 )
 def test_encode_comment_is_byte_exact(text: str, expected: bytes) -> None:
     assert encode_comment(text) == expected
-    assert HEARTBEAT == encode_comment("ping")
+    assert encode_comment("ping") == HEARTBEAT
 
 
 @pytest.mark.parametrize(

@@ -61,17 +61,13 @@ class OpenAIUpstream:
         Raises an :class:`~rill.errors.UpstreamError` subclass for a refused connection,
         a timeout or an error status, after the SDK's retries.
         """
-        options: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            options["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        manager = self.client.chat.completions.with_streaming_response.create(
+        manager = self.client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
             model=request.model,
-            messages=request.messages,  # type: ignore[arg-type]
+            messages=request.messages,
             stream=True,
             stream_options={"include_usage": True},
-            **options,
+            max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
+            temperature=openai.omit if request.temperature is None else request.temperature,
         )
         try:
             response = manager.__enter__()

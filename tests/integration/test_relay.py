@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
-
 from rill.simulator import BIG_EVENT_BYTES, expected_text
+
 from tests.integration.conftest import API_KEY, relay_env, run_rill
 from tests.sse_client import Event, events_only, parse, text_of
 
@@ -234,7 +234,7 @@ def test_curl_streams_the_simulators_tokens(rill) -> None:
     if not shutil.which("curl"):
         pytest.skip("curl is not installed")
     model, _ = sim_model(tokens=5, itl_ms=20)
-    body = '{"messages":[{"role":"user","content":"Hi"}],"model":"%s"}' % model
+    body = f'{{"messages":[{{"role":"user","content":"Hi"}}],"model":"{model}"}}'
     out = subprocess.run(
         ["curl", "-sN", "-X", "POST", f"{rill.url}/api/chat", "-H",
          "Content-Type: application/json", "-d", body],
