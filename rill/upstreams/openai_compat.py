@@ -37,7 +37,10 @@ class OpenAIUpstream:
 
     demo = False
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], transport: httpx2.BaseTransport | None = None
+    ) -> None:
+        """``transport`` replaces the network (tests pass an ``httpx2.MockTransport``)."""
         streams = config["RILL_MAX_STREAMS"] or None
         connect = config["RILL_UPSTREAM_CONNECT_TIMEOUT_SECONDS"]
         http_client = openai.DefaultHttpxClient(
@@ -47,6 +50,7 @@ class OpenAIUpstream:
                                  keepalive_expiry=30.0),
             timeout=httpx2.Timeout(connect=connect, pool=connect, write=30.0,
                                    read=config["RILL_STALL_TIMEOUT_SECONDS"]),
+            transport=transport,
         )
         self.client = openai.OpenAI(
             # A local server (vLLM, Ollama, llama.cpp) needs no key, but the SDK wants one.

@@ -1,0 +1,176 @@
+"""The OpenAI-compatible upstream, in-process: the SDK over an httpx2 MockTransport.
+
+Cassettes in ``tests/cassettes/`` are streams in the shapes real providers send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx2
+import orjson
+import pytest
+
+from rill import errors
+from rill.chat_request import ChatRequest
+from rill.config import DEFAULTS
+from rill.upstreams.openai_compat import OpenAIUpstream
+
+CASSETTES = Path(__file__).parent / "cassettes"
+REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m", max_tokens=9)
+USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+def upstream(handler: Callable[[httpx2.Request], httpx2.Response], **config) -> OpenAIUpstream:
+    settings = {**DEFAULTS, "RILL_UPSTREAM_MAX_RETRIES": 0, **config}
+    return OpenAIUpstream(settings, transport=httpx2.MockTransport(handler))
+
+
+def sse(body: bytes | Iterator[bytes], status: int = 200, **headers: str) -> httpx2.Response:
+    return httpx2.Response(status, content=body,
+                           headers={"content-type": "text/event-stream", **headers})
+
+
+def cassette(name: str, chunk_size: int = 7) -> Iterator[bytes]:
+    """Replay a cassette in small pieces, as a network would split it."""
+    data = (CASSETTES / name).read_bytes()
+    for i in range(0, len(data), chunk_size):
+        yield data[i:i + chunk_size]
+
+
+def run(up: OpenAIUpstream) -> list:
+    stream = up.open(REQUEST)
+    try:
+        return list(stream)
+    finally:
+        stream.close()
+
+
+def test_request_asks_for_a_stream_with_usage_and_passes_limits() -> None:
+    seen = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return sse(cassette("openai.sse"))
+
+    run(upstream(handler))
+    body = orjson.loads(seen[0].content)
+    assert seen[0].url.path.endswith("/chat/completions")
+    assert body == {"model": "m", "messages": [{"role": "user", "content": "Hi"}],
+                    "stream": True, "stream_options": {"include_usage": True},
+                    "max_tokens": 9}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("openai.sse", [("delta", "Hello"), ("delta", " there"), ("delta", "!"),
+                        ("done", "stop", USAGE)]),
+        ("vllm_reasoning.sse", [("reasoning", "Let me think."), ("reasoning", " Yes."),
+                                ("delta", "Hello"), ("delta", " there!"),
+                                ("done", "stop", USAGE)]),
+        ("llamacpp.sse", [("reasoning", "Let me think."), ("reasoning", " Yes."),
+                          ("delta", "Hello"), ("delta", " there!"), ("done", "stop", USAGE)]),
+        ("azure.sse", [("delta", "Hello"), ("delta", " there!"), ("done", "stop", None)]),
+        ("vllm_abort.sse", [("delta", "Hello"), ("delta", " there!"), ("done", "abort", None)]),
+    ],
+)
+def test_provider_stream_shapes_become_rill_events(name: str, expected: list) -> None:
+    events = run(upstream(lambda _: sse(cassette(name))))
+    simplified = [(kind, p["content"]) if kind != "done" else
+                  (kind, p["finish_reason"], p["usage"]) for kind, p in events]
+    assert simplified == expected
+
+
+def test_error_object_inside_the_stream_is_an_upstream_error_without_its_text() -> None:
+    stream = upstream(lambda _: sse(cassette("error_in_stream.sse"))).open(REQUEST)
+    events = []
+    with pytest.raises(errors.UpstreamError) as info:
+        events.extend(stream)
+    assert events == [("delta", {"content": "Hello"})]
+    assert info.value.code == "upstream_error"
+    assert "sk-secret" not in info.value.message
+
+
+def test_stream_ending_without_done_is_upstream_cut() -> None:
+    with pytest.raises(errors.UpstreamCut):
+        run(upstream(lambda _: sse(cassette("no_done.sse"))))
+
+
+def broken_body(exc: Exception) -> Iterator[bytes]:
+    yield b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
+    raise exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "error"),
+    [(httpx2.RemoteProtocolError("peer closed"), errors.UpstreamCut),
+     (httpx2.ReadError("reset"), errors.UpstreamCut),
+     (httpx2.ReadTimeout("slow"), errors.UpstreamStalled)],
+)
+def test_transport_failure_mid_stream_is_cut_or_stalled(exc, error) -> None:
+    stream = upstream(lambda _: sse(broken_body(exc))).open(REQUEST)
+    events = []
+    with pytest.raises(error):
+        events.extend(stream)
+    assert events == [("delta", {"content": "Hel"})]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retry_after"),
+    [(401, errors.UpstreamAuthError, None), (403, errors.UpstreamAuthError, None),
+     (400, errors.UpstreamRejected, None), (404, errors.UpstreamRejected, None),
+     (408, errors.UpstreamTimeout, None), (429, errors.UpstreamRateLimited, 3),
+     (500, errors.UpstreamError, None), (503, errors.UpstreamError, None)],
+)
+def test_error_status_before_streaming_maps_to_an_upstream_error(status, error, retry_after):
+    body = b'{"error": {"message": "key sk-secret is bad", "type": "x"}}'
+
+    def handler(_: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(status, content=body, headers={"retry-after": "3"})
+
+    with pytest.raises(error) as info:
+        upstream(handler).open(REQUEST)
+    assert type(info.value) is error
+    assert info.value.retry_after == retry_after
+    assert "sk-secret" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("exc", "error"),
+    [(httpx2.ConnectError("refused"), errors.UpstreamUnavailable),
+     (httpx2.ConnectTimeout("slow"), errors.UpstreamTimeout),
+     (httpx2.ReadTimeout("no headers"), errors.UpstreamTimeout)],
+)
+def test_connection_failure_before_streaming_maps_to_an_upstream_error(exc, error) -> None:
+    def handler(_: httpx2.Request) -> httpx2.Response:
+        raise exc
+
+    with pytest.raises(error):
+        upstream(handler).open(REQUEST)
+
+
+def test_sdk_retries_before_the_first_byte_when_allowed(monkeypatch) -> None:
+    calls = []
+
+    def handler(_: httpx2.Request) -> httpx2.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx2.Response(500, content=b"{}")
+        return sse(cassette("openai.sse"))
+
+    up = upstream(handler, RILL_UPSTREAM_MAX_RETRIES=1)
+    monkeypatch.setattr(up.client, "_calculate_retry_timeout", lambda *a, **k: 0.0)
+    assert run(up)[-1][0] == "done"
+    assert len(calls) == 2
+
+
+def test_malformed_event_is_skipped_and_the_answer_goes_on() -> None:
+    body = (b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+            b"data: {not json\n\n"
+            b"data: [1, 2]\n\n"
+            b'data: {"choices":[{"index":0,"delta":{"content":"b"}}]}\n\n'
+            b"data: [DONE]\n\n")
+    events = run(upstream(lambda _: sse(body)))
+    assert [e[1].get("content") for e in events] == ["a", "b", None]
