@@ -242,3 +242,24 @@ def test_curl_streams_the_simulators_tokens(rill) -> None:
     events = events_only(parse([out]))
     assert text_of(events) == expected_text(5)
     assert events[-1].event == "done"
+
+
+def test_curl_streams_the_demo_answer_without_any_upstream() -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    env = {"RILL_DEMO_TTFT_MS": "50", "RILL_DEMO_TOKENS_PER_SECOND": "500"}
+    with run_rill(env, "demo") as server:
+        out = subprocess.run(
+            ["curl", "-sN", "-X", "POST", f"{server.url}/api/chat", "-H",
+             "Content-Type: application/json", "-d",
+             '{"messages":[{"role":"user","content":"Hello!"}]}'],
+            capture_output=True, timeout=30, check=True).stdout
+        page = requests.get(server.url, timeout=5).text
+    events = events_only(parse([out]))
+    assert events[0].json["model"] == "rill-demo"
+    assert len(text_of(events)) > 100
+    assert events[-1].event == "done"
+    assert "Demo mode" in page
