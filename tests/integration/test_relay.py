@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from rill.simulator import BIG_EVENT_BYTES, expected_text
 
+from rill.simulator import BIG_EVENT_BYTES, expected_text
 from tests.integration.conftest import API_KEY, relay_env, run_rill
 from tests.sse_client import Event, events_only, parse, text_of
 
