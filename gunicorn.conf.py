@@ -2,13 +2,22 @@
 
 Read by ``gunicorn -c gunicorn.conf.py app:app``. Nothing here imports the app or a network
 library: the gevent worker monkey-patches the standard library when it starts, and anything
-that imported ``ssl`` or ``socket`` before that (for example the app under ``--preload``)
-keeps blocking, unpatched sockets — every HTTPS upstream request then fails inside
-``ssl.wrap_socket``. Every setting can be overridden by an environment variable.
+that imported ``ssl`` or ``socket`` before that keeps blocking, unpatched sockets — every
+HTTPS upstream request then fails inside ``ssl.wrap_socket``, and plain-HTTP ones block the
+whole worker. ``--preload`` imports the app in the arbiter, so then this file patches first.
+Every setting can be overridden by an environment variable.
 """
 
 import os
 import resource
+import sys
+
+# With --preload the app, and with it ssl and socket, is imported in the arbiter before the
+# worker patches; patch first so the app's sockets are cooperative.
+if "--preload" in sys.argv or "--preload" in os.environ.get("GUNICORN_CMD_ARGS", ""):
+    from gevent import monkey
+
+    monkey.patch_all()
 
 
 def _env(name, default):
@@ -36,7 +45,6 @@ keepalive = int(_env("RILL_KEEPALIVE", "5"))
 # Which peers may set X-Forwarded-* for gunicorn itself (wsgi.url_scheme); the app trusts
 # forwarded headers only through RILL_PROXY_HOPS.
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-preload_app = False
 
 # Logs go to stdout, where container runtimes and systemd collect them ("-" is stderr for
 # gunicorn's error log).

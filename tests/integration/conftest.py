@@ -42,7 +42,8 @@ class RillServer:
 
 
 @contextmanager
-def run_rill(env: dict[str, str], name: str = "rill") -> Iterator[RillServer]:
+def run_rill(env: dict[str, str], name: str = "rill",
+             args: tuple[str, ...] = ()) -> Iterator[RillServer]:
     """Start ``gunicorn -c gunicorn.conf.py app:app`` on a free port; stop it after."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
@@ -52,7 +53,7 @@ def run_rill(env: dict[str, str], name: str = "rill") -> Iterator[RillServer]:
     log_path = ARTIFACTS / f"{name}-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, "app:app"],
             cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = RillServer(f"http://127.0.0.1:{port}", process, log_path)
     try:

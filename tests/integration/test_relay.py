@@ -263,3 +263,17 @@ def test_curl_streams_the_demo_answer_without_any_upstream() -> None:
     assert len(text_of(events)) > 100
     assert events[-1].event == "done"
     assert "Demo mode" in page
+
+
+def test_preloaded_app_still_streams_concurrently(simulator) -> None:
+    """With --preload the app imported socket and ssl before the worker patched them, so
+    each upstream read blocked the whole worker (and HTTPS upstreams failed outright)."""
+    model, _ = sim_model(tokens=10, itl_ms=100)
+    with run_rill(relay_env(simulator), "preload", args=("--preload",)) as server:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            texts = list(pool.map(
+                lambda _: text_of(events_only(read_all(server.chat(ask(model))))), range(20)))
+        elapsed = time.monotonic() - started
+    assert texts == [expected_text(10)] * 20
+    assert elapsed < 8, "20 streams of 1 s ran one after another"
