@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from rill.simulator import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
