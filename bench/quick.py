@@ -17,9 +17,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rill.simulator import SimulatorProcess  # noqa: E402
-from tests.integration.conftest import relay_env, run_rill  # noqa: E402
-from tests.sse_client import Event, events_only, parse, text_of  # noqa: E402
+from rill.simulator import SimulatorProcess
+from tests.integration.conftest import relay_env, run_rill
+from tests.sse_client import Event, events_only, parse, text_of
 
 STREAMS, TOKENS = 100, 2000
 
