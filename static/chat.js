@@ -83,7 +83,8 @@
   function createTurn(role, content) {
     const item = element("li", `turn turn-${role}`);
     item.dataset.role = role;
-    const label = element("p", "turn-label", role === "user" ? "You" : "Assistant");
+    const label = element("p", "turn-label");
+    label.append(element("span", "turn-role", role === "user" ? "You" : "Assistant"));
     const body = element("div", "turn-text");
     const text = document.createTextNode(content || "");
     body.append(text);
@@ -186,6 +187,12 @@
       window.scrollTo({ top: document.documentElement.scrollHeight });
     }
 
+    function following(grow) {
+      const follow = atBottom();
+      grow();
+      if (follow) scrollToEnd();
+    }
+
     function addTurn(role, content) {
       if (emptyState) emptyState.hidden = true;
       const turn = createTurn(role, content);
@@ -201,17 +208,17 @@
       },
       delta(run, payload) {
         if (!payload.content) return;
-        const follow = atBottom();
         if (!run.firstTokenAt) run.firstTokenAt = performance.now();
-        run.turn.text.appendData(payload.content);
         run.tokens += 1;
+        following(() => run.turn.text.appendData(payload.content));
         setStatus(`Generating… ${plural(run.tokens, "token")}`, "busy");
-        if (follow) scrollToEnd();
       },
       reasoning(run, payload) {
         if (!payload.content) return;
-        run.turn.thinking.details.hidden = false;
-        run.turn.thinking.text.appendData(payload.content);
+        following(() => {
+          run.turn.thinking.details.hidden = false;
+          run.turn.thinking.text.appendData(payload.content);
+        });
       },
       done(run, payload) {
         run.outcome = "done";
@@ -240,6 +247,11 @@
       run.turn.item.remove();
       run.question.item.classList.add("unsent");
       if (!prompt.value.trim()) prompt.value = question;
+    }
+
+    function lost(run) {
+      run.turn.item.classList.add("failed");
+      setStatus(LOST, "error");
     }
 
     function settle(run, question) {
@@ -271,11 +283,11 @@
         });
         if (!response.ok) return await refused(run, response, question);
         await readBody(response.body, createSseParser((message) => onEvent(run, message)));
-        if (!run.outcome) setStatus(LOST, "error");
+        if (!run.outcome) lost(run);
       } catch (error) {
         if (run.outcome) return undefined; // done or error already said how it ended
         if (error.name === "AbortError") setStatus("Stopped.");
-        else setStatus(LOST, "error");
+        else lost(run);
       } finally {
         settle(run, question);
       }
