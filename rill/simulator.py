@@ -556,11 +556,11 @@ def main(argv: list[str] | None = None) -> None:
     _raise_open_files_limit()
     simulator = Simulator(args.ttft_ms, args.itl_ms, args.tokens)
     server = StreamServer((args.host, args.port), simulator.handle, backlog=args.backlog)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before the line: callers may stop at once
+        gevent.signal_handler(signum, server.stop)
     server.start()
     host, port = server.address[:2]
     print(f"rill-simulator listening on http://{host}:{port}", flush=True)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, server.stop)
     server.serve_forever()
 
 

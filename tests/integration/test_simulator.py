@@ -379,7 +379,7 @@ def test_ttft_delays_the_first_chunk(sim) -> None:
             next(response.iter_content(chunk_size=None))
             return time.monotonic() - started
 
-    assert first_chunk_after(0) < 0.1
+    assert first_chunk_after(0) < 0.2
     assert 0.29 < first_chunk_after(300) < 1.0
 
 
@@ -450,6 +450,7 @@ def test_bad_requests_get_a_json_error(sim, method, path, body, status) -> None:
 
 
 def test_simulator_exits_cleanly_on_sigterm() -> None:
+    """SIGTERM right after the listening line used to kill it: handlers came after the line."""
     process = SimulatorProcess("--tokens", "2")
     process.stop()
     assert process.process.returncode == 0
