@@ -84,7 +84,7 @@ class Sse:
 
 
 def parse_sse(raw: bytes) -> Sse:
-    sse, lines = Sse(), []
+    sse, lines = Sse(), list[str]()
     for line in re.split(r"\r\n|\r|\n", raw.decode()):
         if line == "":
             if lines:
@@ -406,7 +406,8 @@ def test_openai_sdk_streams_the_expected_text(sim) -> None:
             chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == expected_text(12)
-    assert chunks[-1].usage.completion_tokens == 12
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 12
     record = sim.find(tag)
     assert record["headers"]["authorization"] == "Bearer test"
     assert record["outcome"] == "completed"
