@@ -1,11 +1,10 @@
-"""The streaming API: ``POST /api/chat`` answers with a Server-Sent Events stream."""
+"""The streaming API: ``POST /api/chat`` starts a stream, which can be resumed and cancelled."""
 
 from __future__ import annotations
 
 import math
 import secrets
 import time
-from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from flask_limiter import RateLimitExceeded
@@ -13,7 +12,7 @@ from gevent import monkey
 from werkzeug.exceptions import HTTPException
 
 from rill import chat_request, relay, state
-from rill.errors import PayloadTooLarge, RateLimited, RillError
+from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, limiter, rate_limit
 
 bp = Blueprint("api", __name__)
@@ -32,24 +31,55 @@ def chat() -> Response:
     body = chat_request.parse_body(request.stream.read(most + 1), request.content_type, most)
     params = chat_request.validate(body, config)
     rill = state()
+    rill.refuse_when_draining()
     slot = rill.caps.acquire(client_key())
     try:
         upstream = rill.upstream.open(params)
     except BaseException:
         slot.release()
         raise
-    return _stream_response(relay.Generation(upstream), upstream.model, slot.release)
+    stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
+    try:
+        rill.start_generation(stream_id, upstream, owner=None, on_finish=slot.release)
+    except BaseException:
+        upstream.close()
+        slot.release()
+        raise
+    return _subscription(stream_id, after=-1)
 
 
-def _stream_response(generation: relay.Generation, model: str, release: Any) -> Response:
-    """Wrap ``generation`` in the SSE response; close everything when the response closes."""
-    config = current_app.config
+@bp.get("/chat/<stream_id>/events")
+def events(stream_id: str) -> Response:
+    """Replay a stream after ``Last-Event-ID`` (or ``?last_event_id``), then follow it live."""
+    raw = request.headers.get("Last-Event-ID", request.args.get("last_event_id", "-1"))
+    try:
+        after = int(raw)
+    except ValueError:
+        raise InvalidRequest("Last-Event-ID must be a whole number.",
+                             code="invalid_last_event_id", param="Last-Event-ID") from None
+    state().hub.owner(stream_id)  # 404 stream_not_found before the stream starts
+    return _subscription(stream_id, after=max(after, -1))
+
+
+@bp.post("/chat/<stream_id>/cancel")
+def cancel(stream_id: str) -> tuple[Response, int]:
+    """Cancel a stream's generation; its subscribers get ``done`` with ``cancelled``."""
+    hub = state().hub
+    hub.owner(stream_id)
+    hub.request_cancel(stream_id)
+    return jsonify(stream_id=stream_id, status="cancelling"), 202
+
+
+def _subscription(stream_id: str, after: int) -> Response:
+    """Stream ``stream_id`` to this client; leave the stream when the client does."""
+    config, hub = current_app.config, state().hub
+    subscriber = secrets.token_hex(8)
     gone = False
 
     def on_disconnect() -> None:
         nonlocal gone
         gone = True
-        generation.stop()
+        hub.leave(stream_id, subscriber)  # the producer may be orphaned now
 
     sock = request.environ.get("gunicorn.socket")
     watcher = None
@@ -61,15 +91,12 @@ def _stream_response(generation: relay.Generation, model: str, release: Any) -> 
             # Dead before gunicorn reads the next request from this socket: two greenlets
             # may not wait on one socket.
             watcher.kill(block=True, timeout=1)
-        generation.stop()
-        release()
 
-    body = relay.stream(
-        generation,
-        start={"stream_id": secrets.token_urlsafe(16), "model": model},
+    body = relay.subscribe(
+        hub, stream_id, after, subscriber,
         heartbeat=config["RILL_HEARTBEAT_SECONDS"],
-        stall_timeout=config["RILL_STALL_TIMEOUT_SECONDS"],
-        max_seconds=config["RILL_STREAM_MAX_SECONDS"],
+        lease=config["RILL_PRODUCER_LEASE_SECONDS"],
+        batch=config["RILL_REPLAY_BATCH"],
         client_gone=lambda: gone,
     )
     response = Response(stream_with_context(body), mimetype="text/event-stream",

@@ -7,25 +7,18 @@ blueprints. State lives in ``app.extensions["rill"]`` (a :class:`RillState`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from . import security, upstreams
+from . import hub, security, upstreams
 from .config import DEFAULTS
 from .errors import RillError
 from .limits import StreamCaps, limiter
-from .upstreams import Upstream
+from .service import RillState
 
 __all__ = ["Rill", "RillError", "RillState", "state"]
-
-
-@dataclass
-class RillState:
-    upstream: Upstream
-    caps: StreamCaps
 
 
 class Rill:
@@ -42,7 +35,9 @@ class Rill:
         app.config.setdefault("RATELIMIT_ENABLED", config["RILL_RATELIMIT_ENABLED"])
         app.config.setdefault("RATELIMIT_STORAGE_URI", config["RILL_RATELIMIT_STORAGE_URI"])
         app.extensions["rill"] = RillState(
+            config,
             upstream=upstreams.create(config),
+            hub=hub.create(config),
             caps=StreamCaps(config["RILL_MAX_STREAMS_PER_CLIENT"], config["RILL_MAX_STREAMS"]),
         )
         limiter.init_app(app)

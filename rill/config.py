@@ -58,6 +58,20 @@ SETTINGS: tuple[Setting, ...] = (
             "`upstream_stalled` (reasoning models may think for minutes)."),
     Setting("RILL_STREAM_MAX_SECONDS", 1800.0, float,
             "Longest a stream may last; then it ends with `timeout`."),
+    Setting("RILL_REDIS_URL", "", str,
+            "Redis for the stream hub, rate limits and stream caps (`redis://host:6379/0`); "
+            "empty keeps streams in this worker's memory."),
+    Setting("RILL_ORPHAN_GRACE_SECONDS", 30.0, float,
+            "How long a generation runs on after its last subscriber leaves, so a reconnect "
+            "can resume it; then the upstream is cancelled. 0 cancels at once."),
+    Setting("RILL_STREAM_MAX_EVENTS", 10_000, int,
+            "Events a stream keeps for replay (runs of tokens are merged into one event)."),
+    Setting("RILL_STREAM_TTL_SECONDS", 600.0, float,
+            "How long a finished stream can still be replayed."),
+    Setting("RILL_PRODUCER_LEASE_SECONDS", 5.0, float,
+            "A producing worker renews a lease on each live stream; past it, subscribers "
+            "elsewhere get `producer_lost`."),
+    Setting("RILL_REPLAY_BATCH", 256, int, "Most events sent in one write when replaying."),
     Setting("RILL_MAX_BODY_BYTES", 1_048_576, int, "Largest request body, in bytes (413)."),
     Setting("RILL_MAX_MESSAGES", 256, int, "Most messages in one request."),
     Setting("RILL_MAX_MESSAGE_CHARS", 100_000, int, "Most characters in one message."),

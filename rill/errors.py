@@ -77,6 +77,35 @@ class Unavailable(RillError):
     message = "This server is not taking new answers right now. Please try again shortly."
 
 
+class StreamNotFound(RillError):
+    status = 404
+    code = "stream_not_found"
+    message = "There is no such stream, or it has expired."
+
+
+class HubUnavailable(RillError):
+    status = 503
+    code = "hub_unavailable"
+    message = "The stream store is unreachable right now; please try again shortly."
+
+
+class EventsExpired(RillError):
+    status = 410
+    code = "events_expired"
+    message = "The events after that id are no longer kept; start the answer again."
+
+
+class ProducerLost(RillError):
+    code = "producer_lost"
+    message = "The server generating this answer stopped; the answer is incomplete."
+
+
+class Shutdown(RillError):
+    status = 503
+    code = "shutdown"
+    message = "This server is restarting; reconnect to resume the answer."
+
+
 class UpstreamError(RillError):
     """The model provider failed. Before the first byte: 502; after: an ``error`` event."""
 

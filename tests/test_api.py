@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import gevent
 import pytest
 
 from rill import errors
@@ -11,6 +12,11 @@ from tests.sse_client import Event, events_only, parse, text_of
 
 USER = {"messages": [{"role": "user", "content": "Hi"}]}
 DONE = ("done", {"finish_reason": "stop", "usage": None})
+
+
+def settle() -> None:
+    """Let background greenlets (the producer's reader, its supervisor) run to their end."""
+    gevent.sleep(0.05)
 
 
 def stream(client, body=USER) -> list[Event | str]:
@@ -38,6 +44,7 @@ def test_stream_sends_start_deltas_and_done_byte_exact(client, fake_upstream) ->
         b'{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n' % stream_id
     )
     assert fake_upstream.requests[0].model == "m1"
+    settle()
     assert fake_upstream.closed == 1
 
 
@@ -67,6 +74,7 @@ def test_stream_sends_error_event_when_upstream_fails_mid_answer(client, fake_up
     assert text_of(events) == "partial"
     assert events[-1].event == "error"
     assert events[-1].json["code"] == "upstream_cut"
+    settle()
     assert fake_upstream.closed == 1
 
 
@@ -108,6 +116,7 @@ def test_stream_sends_upstream_stalled_when_no_chunk_arrives(client, fake_upstre
     events = events_only(stream(client))
     assert text_of(events) == "x"
     assert events[-1].json["code"] == "upstream_stalled"
+    settle()
     assert fake_upstream.closed == 1
 
 
@@ -171,6 +180,7 @@ def test_streams_over_the_worker_cap_are_a_503_and_readyz_says_full(app, fake_up
     assert refused.json["error"]["code"] == "unavailable"
     assert client.get("/readyz").status_code == 503
     held.close()
+    settle()
     assert client.get("/readyz").json == {"status": "ready", "streams": 0}
 
 

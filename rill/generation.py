@@ -1,0 +1,194 @@
+"""The producer: one generation, in greenlets of its own, writing into the stream hub.
+
+A reader greenlet iterates the upstream into a pending list; a supervisor greenlet flushes
+pending events to the hub (merging runs of tokens that waited together, so a busy worker or a
+slow hub gets fewer, larger events), renews the stream's lease, and ends the generation on a
+cancel, an orphan past ``RILL_ORPHAN_GRACE_SECONDS``, a stall, or the length limit. Stopping
+kills the reader, whose ``finally`` closes the upstream request at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.event
+
+from . import errors
+from .hub import TERMINAL, Hub, Record
+from .sse import encode_json_event
+from .upstreams import Event, UpstreamStream
+
+log = logging.getLogger(__name__)
+
+YIELD_EVERY = 64  # upstream events read before the reader lets other greenlets run
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Times in seconds."""
+
+    stall_timeout: float
+    max_seconds: float
+    orphan_grace: float
+    lease: float
+
+
+class Producer:
+    """Runs ``upstream`` into ``hub`` as ``stream_id``; ``on_finish`` runs once at the end."""
+
+    def __init__(self, hub: Hub, stream_id: str, upstream: UpstreamStream,
+                 start: dict[str, Any], limits: Limits,
+                 on_finish: Callable[[], None] = lambda: None) -> None:
+        self.hub, self.stream_id, self.limits = hub, stream_id, limits
+        self.next_id = 0
+        self.finished = False
+        self.wake = gevent.event.Event()
+        self._pending: list[Event] = []
+        self._upstream = upstream
+        self._events = iter(upstream)  # one iterator: the drain must continue the same read
+        self._on_finish = on_finish
+        self._stop_request: tuple[errors.RillError | None] | None = None
+        self._started = self.last_chunk_at = time.monotonic()
+        self._flush([("start", start)])
+        self._reader = gevent.spawn(self._read)
+        self._supervisor = gevent.spawn(self._supervise)
+
+    def _read(self) -> None:
+        try:
+            self._read_events()
+            # After done: read the body to its end so the connection returns to the pool.
+            for _ in self._events:
+                pass
+        except Exception:
+            pass  # the answer is complete; only the connection's reuse is lost
+        finally:
+            self._upstream.close()
+
+    def _read_events(self) -> None:
+        try:
+            for count, event in enumerate(self._events, 1):
+                self._pending.append(event)
+                self.last_chunk_at = time.monotonic()
+                self.wake.set()
+                if event[0] in TERMINAL:
+                    return
+                if count % YIELD_EVERY == 0:
+                    gevent.sleep(0)
+            self._pending.append(("error", errors.UpstreamCut().to_dict()))
+        except errors.RillError as exc:
+            self._pending.append(("error", exc.to_dict()))
+        except Exception:
+            log.exception("the upstream reader failed")
+            self._pending.append(("error", errors.RillError().to_dict()))
+        finally:
+            self.wake.set()
+
+    def _supervise(self) -> None:
+        orphaned_at: float | None = None
+        renewed = time.monotonic()
+        try:
+            while not self.finished:
+                now = time.monotonic()
+                self.wake.wait(self._timeout(now, orphaned_at))
+                self.wake.clear()
+                if self._pending:
+                    batch, self._pending = self._pending, []
+                    self._flush(batch)
+                    if self.finished:
+                        break
+                now = time.monotonic()
+                if self._stop_request is not None:
+                    self._stop(*self._stop_request)
+                    break
+                orphaned_at = self._check(now, orphaned_at)
+                if now - renewed >= self.limits.lease / 3:
+                    self.hub.renew([self.stream_id])
+                    renewed = now
+        except errors.HubUnavailable:
+            log.warning("stream %s: the hub is unreachable; stopping its generation",
+                        self.stream_id[:6])
+            self._reader.kill(block=True, timeout=5)
+        except Exception:
+            log.exception("stream %s: the supervisor failed", self.stream_id[:6])
+            self._reader.kill(block=True, timeout=5)
+        finally:
+            self.finished = True
+            self._on_finish()
+
+    def _timeout(self, now: float, orphaned_at: float | None) -> float:
+        limits = self.limits
+        deadlines = [now + limits.lease / 3, self._started + limits.max_seconds,
+                     self.last_chunk_at + limits.stall_timeout]
+        if orphaned_at is not None:
+            deadlines.append(orphaned_at + limits.orphan_grace)
+        return max(min(deadlines) - now, 0.0)
+
+    def _check(self, now: float, orphaned_at: float | None) -> float | None:
+        """Stop the generation when it must end; return when it was orphaned, if it is."""
+        hub, stream_id = self.hub, self.stream_id
+        if hub.cancel_requested(stream_id):
+            self._stop()
+        elif now - self._started >= self.limits.max_seconds:
+            self._stop(errors.StreamTimeout())
+        elif now - self.last_chunk_at >= self.limits.stall_timeout:
+            self._stop(errors.UpstreamStalled())
+        elif hub.subscribers(stream_id) == 0:
+            orphaned_at = orphaned_at or now
+            if now - orphaned_at >= self.limits.orphan_grace:
+                log.info("stream %s: no subscriber for %.0f s; cancelling", stream_id[:6],
+                         self.limits.orphan_grace)
+                self._stop()
+            return orphaned_at
+        return None
+
+    def stop(self, error: errors.RillError | None = None) -> None:
+        """Ask the generation to end now (from any greenlet); see :meth:`_stop`."""
+        self._stop_request = (error,)
+        self.wake.set()
+
+    def _stop(self, error: errors.RillError | None = None) -> None:
+        """End the generation: close the upstream, then write the terminal event.
+
+        ``error`` None means a cancel (``done`` with ``finish_reason: "cancelled"``).
+        """
+        if self.finished:
+            return
+        self._reader.kill(block=True, timeout=5)
+        pending, self._pending = self._pending, []
+        pending = [e for e in pending if e[0] not in TERMINAL]
+        terminal: Event = (("done", {"finish_reason": "cancelled", "usage": None})
+                           if error is None else ("error", error.to_dict()))
+        self._flush([*pending, terminal])
+
+    def _flush(self, events: list[Event]) -> None:
+        records = _merge(events, self.next_id)
+        if not records:
+            return
+        self.next_id = records[-1][0] + 1
+        self.hub.append(self.stream_id, records)
+        if records[-1][1] in TERMINAL:
+            self.finished = True
+
+
+def _merge(events: list[Event], next_id: int) -> list[Record]:
+    """Number ``events`` from ``next_id``, merging runs of same-kind text events."""
+    records: list[Record] = []
+    for kind, payload in events:
+        if (kind in ("delta", "reasoning") and records and records[-1][1] == kind):
+            last = records[-1]
+            records[-1] = (last[0], kind, {"content": last[2]["content"] + payload["content"]})
+        else:
+            records.append((next_id + len(records), kind, payload))
+        if kind in TERMINAL:
+            break
+    return records
+
+
+def encode_records(records: list[Record]) -> bytes:
+    """Frame records as SSE, ids included."""
+    return b"".join(encode_json_event(kind, payload, id_) for id_, kind, payload in records)

@@ -1,0 +1,63 @@
+"""What one Rill app holds at run time: upstream, hub, caps and the generations it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import errors
+from .generation import Limits, Producer
+from .hub import Hub
+from .limits import StreamCaps
+from .upstreams import Upstream, UpstreamStream
+
+
+class RillState:
+    """Kept in ``app.extensions["rill"]``. ``producers`` are the generations this worker runs."""
+
+    def __init__(self, config: Mapping[str, Any], upstream: Upstream, hub: Hub,
+                 caps: StreamCaps) -> None:
+        self.upstream, self.hub, self.caps = upstream, hub, caps
+        self.producers: dict[str, Producer] = {}
+        self.draining = False
+        self.limits = Limits(
+            stall_timeout=config["RILL_STALL_TIMEOUT_SECONDS"],
+            max_seconds=config["RILL_STREAM_MAX_SECONDS"],
+            orphan_grace=config["RILL_ORPHAN_GRACE_SECONDS"],
+            lease=config["RILL_PRODUCER_LEASE_SECONDS"],
+        )
+        hub.on_signal(self._wake)
+
+    def _wake(self, stream_id: str) -> None:
+        producer = self.producers.get(stream_id)
+        if producer is not None:
+            producer.wake.set()
+
+    def start_generation(self, stream_id: str, upstream: UpstreamStream, owner: str | None,
+                         on_finish: Callable[[], None]) -> Producer:
+        """Open ``stream_id`` in the hub and run ``upstream`` into it.
+
+        Raises :class:`~rill.errors.HubUnavailable` when the hub cannot be reached.
+        """
+        self.hub.open(stream_id, owner)
+
+        def finished() -> None:
+            self.producers.pop(stream_id, None)
+            on_finish()
+
+        producer = Producer(self.hub, stream_id, upstream,
+                            {"stream_id": stream_id, "model": upstream.model},
+                            self.limits, on_finish=finished)
+        self.producers[stream_id] = producer
+        return producer
+
+    def refuse_when_draining(self) -> None:
+        """Raise :class:`~rill.errors.Unavailable` (503) once shutdown has begun."""
+        if self.draining:
+            raise errors.Unavailable("This server is shutting down; please retry.",
+                                     retry_after=1)
+
+    def shut_down(self) -> None:
+        """End every generation still running here with ``error`` ``shutdown``."""
+        for producer in list(self.producers.values()):
+            producer.stop(errors.Shutdown())
