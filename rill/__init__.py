@@ -33,7 +33,10 @@ class Rill:
             app.config.setdefault(key, value)
         config = app.config
         app.config.setdefault("RATELIMIT_ENABLED", config["RILL_RATELIMIT_ENABLED"])
-        app.config.setdefault("RATELIMIT_STORAGE_URI", config["RILL_RATELIMIT_STORAGE_URI"])
+        storage = config["RILL_RATELIMIT_STORAGE_URI"]
+        if config["RILL_REDIS_URL"] and storage == "memory://":
+            storage = config["RILL_REDIS_URL"]  # limits shared by every worker and instance
+        app.config.setdefault("RATELIMIT_STORAGE_URI", storage)
         app.extensions["rill"] = RillState(
             config,
             upstream=upstreams.create(config),

@@ -1,6 +1,15 @@
-"""Fixtures for in-process tests: ``app``, ``client``, ``runner`` and a fake upstream."""
+"""Fixtures for in-process tests: ``app``, ``client``, ``runner`` and a fake upstream.
+
+Sockets are made cooperative first, as a gevent worker makes them, so in-process tests of
+the Redis hub can block in one greenlet while producers run in others. Only ``socket`` is
+patched: threads and ``select`` stay real for pytest-timeout and Playwright.
+"""
 
 from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_socket()
 
 from collections.abc import Iterator
 from typing import Any
@@ -97,3 +106,61 @@ def client(app: Flask) -> Any:
 @pytest.fixture
 def runner(app: Flask) -> Any:
     return app.test_cli_runner()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, with no persistence."""
+
+    def __init__(self) -> None:
+        import shutil
+        import subprocess
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._binary = binary
+        self._subprocess = subprocess
+        self.process: Any = None
+        self.start()
+
+    def start(self) -> None:
+        import time
+
+        import redis
+
+        self.process = self._subprocess.Popen(
+            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=self._subprocess.DEVNULL, stderr=self._subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()

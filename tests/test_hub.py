@@ -1,0 +1,272 @@
+"""The stream hub, memory and Redis alike, and the producer and subscriber built on it.
+
+The Redis cases run against a real redis-server on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import pytest
+
+from rill import errors
+from rill.config import DEFAULTS
+from rill.generation import Limits, Producer
+from rill.hub import Hub, create
+from rill.relay import subscribe
+from tests.conftest import FakeStream, FakeUpstream
+from tests.sse_client import Event, events_only, parse, text_of
+
+DONE = ("done", {"finish_reason": "stop", "usage": None})
+
+
+@pytest.fixture(params=["memory", "redis"])
+def hub_config(request) -> dict[str, Any]:
+    config = {**DEFAULTS, "RILL_PRODUCER_LEASE_SECONDS": 0.6, "RILL_HEARTBEAT_SECONDS": 0.3}
+    if request.param == "redis":
+        config["RILL_REDIS_URL"] = request.getfixturevalue("redis_server").url
+    return config
+
+
+@pytest.fixture
+def hub(hub_config) -> Hub:
+    return create(hub_config)
+
+
+def sid() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def records(first: int, n: int, terminal: bool = False) -> list:
+    out = [(first + i, "delta", {"content": f"t{first + i} "}) for i in range(n)]
+    if terminal:
+        out.append((first + n, *DONE))
+    return out
+
+
+def test_read_returns_records_after_an_id_in_batches(hub) -> None:
+    stream = sid()
+    hub.open(stream, "alice")
+    hub.append(stream, records(0, 10))
+    assert [r[0] for r in hub.read(stream, -1, 0.1, 100)] == list(range(10))
+    assert [r[0] for r in hub.read(stream, 6, 0.1, 100)] == [7, 8, 9]
+    assert [r[0] for r in hub.read(stream, -1, 0.1, 4)] == [0, 1, 2, 3]
+    assert hub.read(stream, 9, 0.05, 100) == []
+    assert hub.read(stream, 2, 0.1, 1) == [(3, "delta", {"content": "t3 "})]
+    assert hub.owner(stream) == "alice"
+    assert hub.state(stream) == "live"
+
+
+def test_read_waits_for_the_next_append(hub) -> None:
+    stream = sid()
+    hub.open(stream, None)
+    hub.append(stream, records(0, 1))
+    later = gevent.spawn_later(0.1, hub.append, stream, records(1, 1, terminal=True))
+    got = hub.read(stream, 0, 2.0, 100)
+    later.join()
+    assert [r[0] for r in got] in ([1], [1, 2])
+    assert hub.state(stream) == "finished"
+
+
+def test_unknown_stream_is_not_found(hub) -> None:
+    for call in (lambda: hub.owner("nope"), lambda: hub.state("nope")):
+        with pytest.raises(errors.StreamNotFound):
+            call()
+
+
+def test_trimmed_events_cannot_be_replayed(hub_config) -> None:
+    hub = create({**hub_config, "RILL_STREAM_MAX_EVENTS": 10})
+    stream = sid()
+    hub.open(stream, None)
+    for i in range(0, 1000, 100):
+        hub.append(stream, records(i, 100))
+    with pytest.raises(errors.EventsExpired):
+        hub.read(stream, -1, 0.1, 10)
+    assert hub.read(stream, 998, 0.1, 10)[0][0] == 999
+
+
+def test_finished_streams_expire_after_the_ttl(hub_config) -> None:
+    hub = create({**hub_config, "RILL_STREAM_TTL_SECONDS": 1})
+    stream = sid()
+    hub.open(stream, None)
+    hub.append(stream, records(0, 2, terminal=True))
+    assert hub.state(stream) == "finished"
+    gevent.sleep(1.3)
+    hub.open(sid(), None)  # the memory hub sweeps on open
+    with pytest.raises(errors.StreamNotFound):
+        hub.state(stream)
+
+
+def test_append_if_next_adds_once(hub) -> None:
+    stream = sid()
+    hub.open(stream, None)
+    hub.append(stream, records(0, 3))
+    lost = (3, "error", errors.ProducerLost().to_dict())
+    hub.append_if_next(stream, lost)
+    hub.append_if_next(stream, lost)
+    hub.append_if_next(stream, (2, "error", {}))
+    assert [r[0] for r in hub.read(stream, -1, 0.1, 100)] == [0, 1, 2, 3]
+    assert hub.state(stream) == "finished"
+
+
+def test_cancel_and_leave_signal_the_producer(hub) -> None:
+    seen: list[str] = []
+    hub.on_signal(seen.append)
+    stream = sid()
+    hub.open(stream, None)
+    gevent.sleep(0.2)  # the Redis listener subscribes
+    hub.join(stream, "a")
+    hub.join(stream, "b")
+    assert hub.subscribers(stream) == 2
+    hub.leave(stream, "a")
+    assert hub.subscribers(stream) == 1
+    assert not hub.cancel_requested(stream)
+    hub.request_cancel(stream)
+    assert hub.cancel_requested(stream)
+    deadline = gevent.Timeout(2)
+    with deadline:
+        while seen.count(stream) < 2:
+            gevent.sleep(0.01)
+
+
+def test_redis_lease_lapses_when_the_producer_stops_renewing(redis_server) -> None:
+    hub = create({**DEFAULTS, "RILL_REDIS_URL": redis_server.url,
+                  "RILL_PRODUCER_LEASE_SECONDS": 0.3})
+    stream = sid()
+    hub.open(stream, None)
+    hub.append(stream, records(0, 1))
+    gevent.sleep(0.2)
+    hub.renew([stream])
+    gevent.sleep(0.2)
+    assert hub.state(stream) == "live"
+    gevent.sleep(0.3)
+    assert hub.state(stream) == "lost"
+
+
+def test_redis_down_is_hub_unavailable() -> None:
+    from tests.conftest import _free_port
+
+    hub = create({**DEFAULTS, "RILL_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0"})
+    with pytest.raises(errors.HubUnavailable):
+        hub.open(sid(), None)
+
+
+# The producer and subscribers over the hub.
+
+def start(hub, steps: list, limits: Limits | None = None) -> tuple[str, Producer, FakeUpstream]:
+    fake = FakeUpstream()
+    stream = sid()
+    hub.open(stream, None)
+    upstream = FakeStream(fake, steps, "m")
+    producer = Producer(hub, stream, upstream, {"stream_id": stream, "model": "m"},
+                        limits or Limits(60, 60, 60, 0.6))
+    hub.on_signal(lambda s: producer.wake.set() if s == stream else None)
+    return stream, producer, fake
+
+
+def read_events(hub, stream: str, after: int = -1, **kwargs) -> list[Event | str]:
+    body = subscribe(hub, stream, after, sid(), heartbeat=kwargs.pop("heartbeat", 0.3),
+                     lease=0.6, batch=kwargs.pop("batch", 256), **kwargs)
+    return list(parse(body))
+
+
+def tokens(n: int, pause: float = 0.0) -> Iterator:
+    for i in range(n):
+        yield ("delta", {"content": f"w{i} "})
+        if pause:
+            yield pause
+
+
+def test_subscribers_see_identical_sequences_and_resume_exactly(hub) -> None:
+    stream, producer, fake = start(hub, [*tokens(20, 0.01), DONE])
+    first, second = gevent.spawn(read_events, hub, stream), gevent.spawn(read_events, hub,
+                                                                           stream)
+    gevent.joinall([first, second], raise_error=True)
+    a, b = events_only(first.value), events_only(second.value)
+    assert [(e.id, e.event, e.data) for e in a] == [(e.id, e.event, e.data) for e in b]
+    assert text_of(a) == "".join(f"w{i} " for i in range(20))
+    for cut in range(len(a)):
+        resumed = events_only(read_events(hub, stream, after=int(a[cut].id)))
+        assert [e.id for e in a[: cut + 1] + resumed] == [e.id for e in a]
+    assert events_only(read_events(hub, stream, after=int(a[-1].id))) == []
+
+
+def test_replay_goes_out_in_bounded_batches(hub) -> None:
+    stream, producer, _ = start(hub, [*tokens(50, 0.001), DONE])
+    gevent.sleep(0.5)
+    body = subscribe(hub, stream, -1, "s", heartbeat=1, lease=0.6, batch=8)
+    writes = list(body)
+    assert max(w.count(b"\nevent: ") + w.startswith(b"event: ") for w in writes) <= 8
+    assert len(events_only(parse(writes))) > 8
+
+
+def test_cancel_closes_the_upstream_and_ends_with_cancelled(hub) -> None:
+    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE])
+    gevent.spawn_later(0.3, hub.request_cancel, stream)
+    events = events_only(read_events(hub, stream))
+    assert events[-1].json == {"finish_reason": "cancelled", "usage": None}
+    assert 0 < len(text_of(events)) < len("".join(f"w{i} " for i in range(100)))
+    gevent.sleep(0.05)
+    assert fake.closed == 1
+
+
+def test_orphaned_generation_is_cancelled_after_the_grace(hub) -> None:
+    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 0.4, 0.6))
+    gevent.sleep(1.0)
+    assert producer.finished
+    assert fake.closed == 1
+    events = events_only(read_events(hub, stream))
+    assert events[-1].json["finish_reason"] == "cancelled"
+
+
+def test_a_resumed_generation_is_not_cancelled(hub) -> None:
+    stream, producer, fake = start(hub, [*tokens(20, 0.05), DONE], Limits(60, 60, 0.4, 0.6))
+    gevent.sleep(0.2)
+    events = events_only(read_events(hub, stream))
+    assert events[-1].json["finish_reason"] == "stop"
+
+
+def test_stall_and_timeout_end_the_generation(hub) -> None:
+    stream, producer, fake = start(hub, [*tokens(2), 30, DONE], Limits(0.2, 60, 60, 0.6))
+    assert events_only(read_events(hub, stream))[-1].json["code"] == "upstream_stalled"
+    stream, producer, fake = start(hub, [*tokens(100, 0.05)], Limits(60, 0.3, 60, 0.6))
+    assert events_only(read_events(hub, stream))[-1].json["code"] == "timeout"
+
+
+def test_shutdown_stop_ends_with_a_shutdown_error(hub) -> None:
+    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE])
+    gevent.spawn_later(0.2, producer.stop, errors.Shutdown())
+    events = events_only(read_events(hub, stream))
+    assert events[-1].json["code"] == "shutdown"
+
+
+def test_redis_subscriber_reports_a_lost_producer(redis_server) -> None:
+    hub = create({**DEFAULTS, "RILL_REDIS_URL": redis_server.url})
+    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 60, 0.6))
+    gevent.sleep(0.2)
+    # A dead worker renews nothing and writes nothing more.
+    gevent.killall([producer._supervisor, producer._reader])
+    items = read_events(hub, stream)
+    events = events_only(items)
+    assert events[-1].json["code"] == "producer_lost"
+    assert [e.id for e in events] == [str(i) for i in range(len(events))]
+    again = events_only(read_events(hub, stream))
+    assert [e.data for e in again] == [e.data for e in events]
+
+
+def test_hub_failure_mid_stream_is_an_error_event_without_id(redis_server) -> None:
+    hub = create({**DEFAULTS, "RILL_REDIS_URL": redis_server.url})
+    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE])
+    gevent.sleep(0.2)
+
+    def broken(*args, **kwargs):
+        raise errors.HubUnavailable()
+
+    hub.read = broken  # type: ignore[method-assign]
+    items = read_events(hub, stream)
+    assert items[-1].event == "error" and items[-1].id is None
+    assert items[-1].json["code"] == "hub_unavailable"
+    producer.stop()
