@@ -10,6 +10,7 @@ Every setting can be overridden by an environment variable.
 
 import os
 import resource
+import signal
 import sys
 
 # With --preload the app, and with it ssl and socket, is imported in the arbiter before the
@@ -24,10 +25,12 @@ def _env(name, default):
     return os.environ.get(name) or default
 
 
-# Each stream is one greenlet; one worker per core is the scaling unit. With the in-memory
-# state of this version, a stream lives in the worker that started it.
+# Each stream is one greenlet; one worker per core is the scaling unit. With the memory hub a
+# stream lives in the worker that started it, so there may be only one; with Redis any worker
+# serves any stream, and the default is one per core.
+_redis_hub = bool(os.environ.get("RILL_REDIS_URL"))
 worker_class = "gevent"
-workers = int(_env("WEB_CONCURRENCY", "1"))
+workers = int(_env("WEB_CONCURRENCY", str(os.cpu_count() or 1) if _redis_hub else "1"))
 # worker_connections caps concurrent connections, so streams, per worker; gunicorn's
 # default of 1,000 is too low for long-lived SSE.
 worker_connections = int(_env("RILL_WORKER_CONNECTIONS", "10000"))
@@ -63,3 +66,26 @@ if not control_socket_disable:
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if _soft < _hard:
     resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+
+
+def on_starting(server):
+    """Refuse several workers on the memory hub: a resume could land on the wrong one."""
+    if server.cfg.workers > 1 and not _redis_hub:
+        raise SystemExit(
+            f"rill: {server.cfg.workers} workers need RILL_REDIS_URL: with the memory hub a "
+            "stream lives in one worker. Set RILL_REDIS_URL, or run one worker.")
+
+
+def post_worker_init(worker):
+    """On SIGTERM, drain Rill's streams before graceful_timeout ends (rill.lifecycle)."""
+    handle_exit = worker.handle_exit
+
+    def drain_then_exit(sig, frame):
+        from rill.lifecycle import begin_drain
+
+        if hasattr(worker.wsgi, "extensions"):
+            begin_drain(worker.wsgi, worker.cfg.graceful_timeout)
+        handle_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, drain_then_exit)
+    signal.siginterrupt(signal.SIGTERM, False)

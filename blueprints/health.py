@@ -17,7 +17,9 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Report whether this worker takes new streams (503 when at its stream cap)."""
-    caps = state().caps
+    """Report whether this worker takes new streams (503 when draining or at its cap)."""
+    rill = state()
+    caps = rill.caps
     full = bool(caps.per_worker) and caps.total >= caps.per_worker
-    return jsonify(status="full" if full else "ready", streams=caps.total), 503 if full else 200
+    status = "draining" if rill.draining else "full" if full else "ready"
+    return jsonify(status=status, streams=caps.total), 200 if status == "ready" else 503

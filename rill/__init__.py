@@ -37,6 +37,9 @@ class Rill:
         if config["RILL_REDIS_URL"] and storage == "memory://":
             storage = config["RILL_REDIS_URL"]  # limits shared by every worker and instance
         app.config.setdefault("RATELIMIT_STORAGE_URI", storage)
+        # A rate-limit store that is down should not turn requests into 500s; the hub
+        # answers 503 hub_unavailable on its own when it is the same Redis.
+        app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
         app.extensions["rill"] = RillState(
             config,
             upstream=upstreams.create(config),

@@ -34,10 +34,15 @@ class RillError(Exception):
         super().__init__(self.message)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON error object ``{"code", "message"[, "param"]}``."""
+        """Return the JSON error object ``{"code", "message"[, "param"][, "retry_after"]}``.
+
+    ``retry_after`` is in seconds, as the HTTP ``Retry-After`` header.
+    """
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.param is not None:
             body["param"] = self.param
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
         return body
 
 

@@ -109,9 +109,9 @@ class Producer:
                 if now - renewed >= self.limits.lease / 3:
                     self.hub.renew([self.stream_id])
                     renewed = now
-        except errors.HubUnavailable:
-            log.warning("stream %s: the hub is unreachable; stopping its generation",
-                        self.stream_id[:6])
+        except errors.HubUnavailable as exc:
+            log.warning("stream %s: the hub is unreachable (%r); stopping its generation",
+                        self.stream_id[:6], exc.__cause__)
             self._reader.kill(block=True, timeout=5)
         except Exception:
             log.exception("stream %s: the supervisor failed", self.stream_id[:6])

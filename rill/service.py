@@ -60,4 +60,4 @@ class RillState:
     def shut_down(self) -> None:
         """End every generation still running here with ``error`` ``shutdown``."""
         for producer in list(self.producers.values()):
-            producer.stop(errors.Shutdown())
+            producer.stop(errors.Shutdown(retry_after=1))

@@ -46,9 +46,12 @@ class RedisHub:
     def __init__(self, config: Mapping[str, Any]) -> None:
         heartbeat = config["RILL_HEARTBEAT_SECONDS"]
         url = config["RILL_REDIS_URL"]
+        # Each subscriber waits in its own blocking XREAD, and each producer writes: size the
+        # pool to the stream cap (redis-py's default of 100 refuses the 101st).
+        streams = config["RILL_MAX_STREAMS"] or 50_000
         self.redis = redis.Redis.from_url(
             url, socket_connect_timeout=2.0, socket_timeout=max(10.0, heartbeat + 5.0),
-            health_check_interval=30)
+            health_check_interval=30, max_connections=2 * streams + 64)
         # The signal listener waits for messages indefinitely: no read timeout of its own.
         self._signals = redis.Redis.from_url(url, socket_connect_timeout=2.0,
                                              socket_keepalive=True)

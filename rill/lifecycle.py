@@ -1,0 +1,41 @@
+"""Graceful shutdown of one worker: refuse new streams, let running ones finish, and end the
+rest with ``error`` ``shutdown`` before gunicorn's ``graceful_timeout`` runs out.
+
+gunicorn kills the worker with SIGKILL when ``graceful_timeout`` ends, and then no
+generator's ``finally`` runs: so the ``shutdown`` events are written a margin before that
+deadline, while subscribers can still flush them. With the Redis hub, a client that resumes
+on another instance gets the events written so far and the ``shutdown`` error's retry hint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+from flask import Flask
+
+from .service import RillState
+
+log = logging.getLogger(__name__)
+
+
+def begin_drain(app: Flask, graceful_timeout: float) -> gevent.Greenlet | None:
+    """Start draining ``app``'s Rill (idempotent); return the draining greenlet."""
+    state: RillState | None = app.extensions.get("rill")
+    if state is None or state.draining:
+        return None
+    state.draining = True
+    margin = min(2.0, graceful_timeout * 0.2)
+    log.info("draining: %d generations running, %.0f s to finish", len(state.producers),
+             graceful_timeout)
+    return gevent.spawn(_drain, state, time.monotonic() + graceful_timeout - margin)
+
+
+def _drain(state: RillState, deadline: float) -> None:
+    while state.producers and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+    if state.producers:
+        log.warning("draining: ending %d generations with a shutdown error",
+                    len(state.producers))
+        state.shut_down()

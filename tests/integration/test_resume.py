@@ -1,0 +1,256 @@
+"""Resumable streams across real processes: gunicorn instances, the simulator, redis-server.
+
+``pair`` is two Rill instances sharing one Redis (A produces, B resumes), or, for the memory
+hub, one instance standing for both.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from rill.simulator import expected_text
+from tests.conftest import RedisServer
+from tests.integration.conftest import RillServer, relay_env, run_rill
+from tests.sse_client import Event, events_only, parse, text_of
+
+pytestmark = pytest.mark.integration
+
+
+def sim_model(**params: object) -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:12]
+    query = "&".join(f"{k}={quote(str(v))}" for k, v in {**params, "tag": tag}.items())
+    return f"sim?{query}", tag
+
+
+def ask(model: str) -> dict:
+    return {"messages": [{"role": "user", "content": "Hi"}], "model": model}
+
+
+def hub_env(simulator, redis_url: str | None = None, **overrides: str) -> dict[str, str]:
+    env = relay_env(simulator, **{"RILL_ORPHAN_GRACE_SECONDS": "30", **overrides})
+    if redis_url:
+        env["RILL_REDIS_URL"] = redis_url
+    return env
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def pair(request, simulator) -> Iterator[tuple[RillServer, RillServer]]:
+    if request.param == "memory":
+        with run_rill(hub_env(simulator), "hub-memory") as server:
+            yield server, server
+        return
+    redis_url = request.getfixturevalue("redis_server").url
+    with run_rill(hub_env(simulator, redis_url), "hub-a") as a, \
+            run_rill(hub_env(simulator, redis_url), "hub-b") as b:
+        yield a, b
+
+
+def take(response: requests.Response, deltas: int) -> list[Event]:
+    """Read events until ``deltas`` deltas (or the end), then drop the connection."""
+    seen: list[Event] = []
+    with response:
+        assert response.status_code == 200, response.text
+        count = 0
+        for item in parse(response.iter_content(chunk_size=None)):
+            if isinstance(item, Event):
+                seen.append(item)
+                count += item.event == "delta"
+                if count >= deltas or item.event in ("done", "error"):
+                    break
+    return seen
+
+
+def resume(server: RillServer, stream_id: str, last_id: str | None,
+           deltas: int = 10**9) -> list[Event]:
+    headers = {"Last-Event-ID": last_id} if last_id is not None else {}
+    response = requests.get(f"{server.url}/api/chat/{stream_id}/events", headers=headers,
+                            stream=True, timeout=30)
+    return take(response, deltas)
+
+
+def test_stream_resumes_on_another_instance_byte_identical(pair) -> None:
+    a, b = pair
+    model, _ = sim_model(tokens=60, itl_ms=20)
+    first = take(a.chat(ask(model)), 10)
+    stream_id = first[0].json["stream_id"]
+    rest = resume(b, stream_id, first[-1].id)
+    events = first + rest
+    assert [e.id for e in events] == [str(i) for i in range(len(events))]
+    assert text_of(events) == expected_text(60)
+    assert events[-1].event == "done"
+    again = events_only(parse([requests.get(f"{b.url}/api/chat/{stream_id}/events",
+                                            timeout=30).content]))
+    assert [(e.id, e.data) for e in again] == [(e.id, e.data) for e in events]
+
+
+def test_random_drops_and_resumes_lose_and_repeat_nothing(pair) -> None:
+    a, b = pair
+    model, _ = sim_model(tokens=30, itl_ms=5)
+    rng = random.Random(7)
+
+    def run(seed: int) -> tuple[str, list[str]]:
+        local = random.Random(seed)
+        servers = [a, b]
+        events = take(servers[local.randrange(2)].chat(ask(model)), local.randrange(1, 31))
+        stream_id = events[0].json["stream_id"]
+        while events[-1].event not in ("done", "error"):
+            events += resume(servers[local.randrange(2)], stream_id, events[-1].id,
+                             local.randrange(1, 31))
+        return text_of(events), [e.id for e in events]
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(run, [rng.randrange(10**9) for _ in range(200)]))
+    lost = sum(text != expected_text(30) for text, _ in results)
+    duplicated = sum(len(ids) != len(set(ids)) for _, ids in results)
+    assert (lost, duplicated) == (0, 0)
+    assert all(ids == [str(i) for i in range(len(ids))] for _, ids in results)
+
+
+def test_unknown_stream_is_a_404_and_a_bad_last_event_id_a_400(pair) -> None:
+    a, _ = pair
+    response = requests.get(f"{a.url}/api/chat/{'x' * 22}/events", timeout=5)
+    assert (response.status_code, response.json()["error"]["code"]) == (404,
+                                                                          "stream_not_found")
+    response = requests.post(f"{a.url}/api/chat/{'x' * 22}/cancel", timeout=5)
+    assert response.status_code == 404
+    model, _ = sim_model(tokens=3)
+    stream_id = take(a.chat(ask(model)), 100)[0].json["stream_id"]
+    response = requests.get(f"{a.url}/api/chat/{stream_id}/events",
+                            headers={"Last-Event-ID": "x"}, timeout=5)
+    assert response.json()["error"]["code"] == "invalid_last_event_id"
+
+
+def test_cancel_on_any_instance_stops_the_upstream(pair, simulator) -> None:
+    a, b = pair
+    model, tag = sim_model(tokens=500, itl_ms=30)
+    response = a.chat(ask(model))
+    items = parse(response.iter_content(chunk_size=None))
+    start = next(i for i in items if isinstance(i, Event))
+    stream_id = start.json["stream_id"]
+    next(i for i in items if isinstance(i, Event) and i.event == "delta")
+    for _ in range(2):  # idempotent
+        cancel = requests.post(f"{b.url}/api/chat/{stream_id}/cancel", timeout=5)
+        assert cancel.status_code == 202
+    rest = events_only(items)
+    response.close()
+    assert rest[-1].event == "done"
+    assert rest[-1].json["finish_reason"] == "cancelled"
+    record = simulator.wait_for(tag, lambda r: r["outcome"] == "client_closed", timeout=3)
+    assert record["tokens_sent"] < 500
+
+
+def test_orphan_is_cancelled_after_the_grace_and_a_resumed_one_is_not(simulator,
+                                                                        redis_server) -> None:
+    env = hub_env(simulator, redis_server.url, RILL_ORPHAN_GRACE_SECONDS="1")
+    with run_rill(env, "orphan-a") as a, run_rill(env, "orphan-b") as b:
+        model, tag = sim_model(tokens=200, itl_ms=30)
+        first = take(a.chat(ask(model)), 2)
+        left = time.monotonic()
+        record = simulator.wait_for(tag, lambda r: r["outcome"] == "client_closed",
+                                    timeout=5)
+        assert 0.8 < time.monotonic() - left < 4
+        assert record["tokens_sent"] < 200
+        assert resume(b, first[0].json["stream_id"], None)[-1].json["finish_reason"] == \
+            "cancelled"
+
+        model, tag = sim_model(tokens=60, itl_ms=30)
+        first = take(a.chat(ask(model)), 2)
+        time.sleep(0.5)
+        rest = resume(b, first[0].json["stream_id"], first[-1].id)
+        assert text_of(first + rest) == expected_text(60)
+        assert simulator.find(tag)["outcome"] == "completed"
+
+
+def test_killed_producer_is_reported_as_producer_lost(simulator, redis_server) -> None:
+    env = hub_env(simulator, redis_server.url, RILL_PRODUCER_LEASE_SECONDS="2")
+    with run_rill(env, "lost-a") as a, run_rill(env, "lost-b") as b:
+        model, _ = sim_model(tokens=500, itl_ms=50)
+        first = take(a.chat(ask(model)), 3)
+        stream_id = first[0].json["stream_id"]
+        response = requests.get(f"{b.url}/api/chat/{stream_id}/events", stream=True,
+                                timeout=30)
+        items = parse(response.iter_content(chunk_size=None))
+        next(i for i in items if isinstance(i, Event) and i.event == "delta")
+        for pid in [*_children(a.process.pid), a.process.pid]:
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        events = events_only(items)
+        response.close()
+    assert events[-1].json["code"] == "producer_lost"
+    assert events[-1].at - killed < 2 + 1  # the lease, plus one read period (lease / 2)
+    assert int(events[-1].id) == int(events[-2].id) + 1
+
+
+def test_redis_outage_gives_documented_errors_then_service_resumes(simulator) -> None:
+    redis = RedisServer()
+    try:
+        with run_rill(hub_env(simulator, redis.url), "outage") as server:
+            model, _ = sim_model(tokens=500, itl_ms=30)
+            response = server.chat(ask(model))
+            items = parse(response.iter_content(chunk_size=None))
+            next(i for i in items if isinstance(i, Event) and i.event == "delta")
+            redis.stop()
+            rest = list(items)
+            response.close()
+            assert isinstance(rest[-1], Event) and rest[-1].id is None
+            assert rest[-1].json["code"] == "hub_unavailable"
+            refused = server.chat(ask(model))
+            assert (refused.status_code, refused.json()["error"]["code"]) == (
+                503, "hub_unavailable")
+            redis.start()
+            model, _ = sim_model(tokens=5)
+            events = take(server.chat(ask(model)), 100)
+            assert text_of(events) == expected_text(5)
+    finally:
+        if redis.process.poll() is None:
+            redis.stop()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_sigterm_ends_every_in_flight_stream_with_done_or_shutdown(simulator, backend,
+                                                                    request) -> None:
+    redis_url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    env = hub_env(simulator, redis_url, RILL_GRACEFUL_TIMEOUT="4")
+    long_model, _ = sim_model(tokens=1000, itl_ms=50)
+    short_model, _ = sim_model(tokens=20, itl_ms=50)
+    started = threading.Barrier(101, timeout=30)
+
+    def one(i: int) -> Event:
+        # Each thread makes its own connection: gevent sockets stay in their thread.
+        with server.chat(ask(short_model if i % 2 else long_model)) as response:
+            items = parse(response.iter_content(chunk_size=None))
+            events = [next(i for i in items if isinstance(i, Event))]
+            started.wait()
+            events += events_only(items)
+        return events[-1]
+
+    with run_rill(env, f"drain-{backend}") as server, \
+            ThreadPoolExecutor(max_workers=100) as pool:
+        futures = [pool.submit(one, i) for i in range(100)]
+        started.wait()
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        finals = [f.result(timeout=30) for f in futures]
+        server.process.wait(timeout=15)
+    outcomes = {(e.event, e.json.get("finish_reason") or e.json.get("code")) for e in finals}
+    assert outcomes <= {("done", "stop"), ("error", "shutdown")}
+    assert ("done", "stop") in outcomes and ("error", "shutdown") in outcomes
+    shutdown = next(e for e in finals if e.event == "error")
+    assert shutdown.json["retry_after"] == 1
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    with open(path) as f:
+        return [int(p) for p in f.read().split()]
