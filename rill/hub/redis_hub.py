@@ -94,8 +94,8 @@ class RedisHub:
     def read(self, stream_id: str, after: int, timeout: float, count: int) -> list[Record]:
         key = _keys(stream_id)["events"]
         with _guard():
-            reply = self.redis.xread({key: f"0-{after + 1}"}, count=count,
-                                     block=max(int(timeout * 1000), 1))
+            reply: Any = self.redis.xread({key: f"0-{after + 1}"}, count=count,
+                                          block=max(int(timeout * 1000), 1))
         if not reply:
             return []
         records = [(int(entry_id.split(b"-")[1]) - 1, fields[b"e"].decode(),
@@ -118,7 +118,7 @@ class RedisHub:
 
     def owner(self, stream_id: str) -> str | None:
         with _guard():
-            owner = self.redis.hget(_keys(stream_id)["meta"], "owner")
+            owner: Any = self.redis.hget(_keys(stream_id)["meta"], "owner")
         if owner is None:
             raise StreamNotFound()
         return owner.decode() or None
