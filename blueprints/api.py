@@ -32,13 +32,13 @@ def chat() -> Response:
     params = chat_request.validate(body, config)
     rill = state()
     rill.refuse_when_draining()
-    slot = rill.caps.acquire(client_key())
+    stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
+    slot = rill.caps.acquire(client_key(), stream_id)
     try:
         upstream = rill.upstream.open(params)
     except BaseException:
         slot.release()
         raise
-    stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
     try:
         rill.start_generation(stream_id, upstream, owner=None, on_finish=slot.release)
     except BaseException:

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from . import hub, security, upstreams
 from .config import DEFAULTS
 from .errors import RillError
-from .limits import StreamCaps, limiter
+from .limits import RedisStreamCaps, StreamCaps, limiter
 from .service import RillState
 
 __all__ = ["Rill", "RillError", "RillState", "state"]
@@ -44,7 +44,7 @@ class Rill:
             config,
             upstream=upstreams.create(config),
             hub=hub.create(config),
-            caps=StreamCaps(config["RILL_MAX_STREAMS_PER_CLIENT"], config["RILL_MAX_STREAMS"]),
+            caps=_caps(config),
         )
         limiter.init_app(app)
         security.init_app(app)
@@ -62,6 +62,13 @@ class Rill:
             if request.path.startswith(api_prefix):
                 return api.json_http_error(error)
             return error
+
+
+def _caps(config: Any) -> StreamCaps:
+    per_client, per_worker = config["RILL_MAX_STREAMS_PER_CLIENT"], config["RILL_MAX_STREAMS"]
+    if config["RILL_REDIS_URL"]:
+        return RedisStreamCaps(per_client, per_worker, config["RILL_REDIS_URL"])
+    return StreamCaps(per_client, per_worker)
 
 
 def state() -> RillState:

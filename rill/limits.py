@@ -2,18 +2,21 @@
 
 Two kinds: request *rates* (flask-limiter, ``RILL_RATE_LIMIT``) and streams *in flight*
 (:class:`StreamCaps`, ``RILL_MAX_STREAMS_PER_CLIENT`` and ``RILL_MAX_STREAMS``), which a
-rate limiter cannot count. Both key a client by its address: ``request.remote_addr``, which
+rate limiter cannot count; with Redis the per-client count is shared by every instance
+(:class:`RedisStreamCaps`). Both key a client by its address: ``request.remote_addr``, which
 is the real client only because ``ProxyFix`` rewrites it when ``RILL_PROXY_HOPS`` > 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import Counter
 
 from flask import current_app, request
 from flask_limiter import Limiter
 
-from .errors import TooManyStreams, Unavailable
+from .errors import HubUnavailable, TooManyStreams, Unavailable
 
 
 def client_key() -> str:
@@ -37,7 +40,7 @@ class StreamCaps:
         self.active: Counter[str] = Counter()
         self.total = 0
 
-    def acquire(self, key: str) -> Slot:
+    def acquire(self, key: str, stream_id: str = "") -> Slot:
         """Take a slot for ``key``; release it with :meth:`Slot.release` when the stream ends.
 
         Raises :class:`~rill.errors.TooManyStreams` (429) over the per-client cap, and
@@ -46,27 +49,88 @@ class StreamCaps:
         if self.per_worker and self.total >= self.per_worker:
             raise Unavailable("This server is carrying as many answers as it can. "
                               "Please try again shortly.", retry_after=5)
-        if self.per_client and self.active[key] >= self.per_client:
+        if self.per_client and not self._take_client_slot(key, stream_id):
             raise TooManyStreams(
                 f"You already have {self.per_client} answers streaming; wait for one to "
                 "finish and try again.", retry_after=5)
         self.active[key] += 1
         self.total += 1
-        return Slot(self, key)
+        return Slot(self, key, stream_id)
+
+    def _take_client_slot(self, key: str, stream_id: str) -> bool:
+        return self.active[key] < self.per_client
+
+    def _release_client_slot(self, key: str, stream_id: str) -> None:
+        pass
+
+
+# Counts a client's streams across every worker and instance: a stream counts while its
+# producer's lease lives (so a killed worker's streams free themselves) or, while the
+# upstream is still being opened, for GRACE seconds after the slot was taken.
+_ACQUIRE = """
+local now, cap, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local live = 0
+for i = 1, #members, 2 do
+  local id, taken = members[i], tonumber(members[i + 1])
+  local leased = redis.call('EXISTS', 'rill:' .. id .. ':lease') == 1
+  local opened = redis.call('EXISTS', 'rill:' .. id .. ':meta') == 1
+  if leased or (not opened and now - taken < grace) then
+    live = live + 1
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+if live >= cap then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('EXPIRE', KEYS[1], 86400)
+return 1
+"""
+
+
+class RedisStreamCaps(StreamCaps):
+    """:class:`StreamCaps` whose per-client count lives in Redis, shared by all instances.
+
+    Raises :class:`~rill.errors.HubUnavailable` when Redis cannot be reached.
+    """
+
+    GRACE = 60.0  # seconds a slot counts before its stream's lease exists
+
+    def __init__(self, per_client: int, per_worker: int, redis_url: str) -> None:
+        import redis
+
+        super().__init__(per_client, per_worker)
+        self._redis_errors = (redis.ConnectionError, redis.TimeoutError)
+        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0,
+                                          socket_timeout=5.0)
+        self._acquire = self.redis.register_script(_ACQUIRE)
+
+    def _take_client_slot(self, key: str, stream_id: str) -> bool:
+        try:
+            return bool(self._acquire(keys=[f"rill:caps:{key}"],
+                                      args=[time.time(), self.per_client, stream_id,
+                                            self.GRACE]))
+        except self._redis_errors as exc:
+            raise HubUnavailable() from exc
+
+    def _release_client_slot(self, key: str, stream_id: str) -> None:
+        with contextlib.suppress(*self._redis_errors):
+            self.redis.zrem(f"rill:caps:{key}", stream_id)
 
 
 class Slot:
     """One stream's place under the caps; :meth:`release` is idempotent."""
 
-    def __init__(self, caps: StreamCaps, key: str) -> None:
+    def __init__(self, caps: StreamCaps, key: str, stream_id: str) -> None:
         self._caps: StreamCaps | None = caps
-        self._key = key
+        self._key, self._stream_id = key, stream_id
 
     def release(self) -> None:
         caps, self._caps = self._caps, None
         if caps is None:
             return
         caps.total -= 1
+        caps._release_client_slot(self._key, self._stream_id)
         caps.active[self._key] -= 1
         if caps.active[self._key] <= 0:
             del caps.active[self._key]

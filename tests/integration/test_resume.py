@@ -254,3 +254,38 @@ def _children(pid: int) -> list[int]:
     path = f"/proc/{pid}/task/{pid}/children"
     with open(path) as f:
         return [int(p) for p in f.read().split()]
+
+
+def test_per_client_stream_cap_is_shared_across_instances(simulator, redis_server) -> None:
+    """Streams count while their producer's lease lives: a killed instance frees its own."""
+    env = hub_env(simulator, redis_server.url, RILL_MAX_STREAMS_PER_CLIENT="2",
+                  RILL_PRODUCER_LEASE_SECONDS="1")
+    with run_rill(env, "caps-a") as a, run_rill(env, "caps-b") as b:
+        model, _ = sim_model(tokens=1000, itl_ms=50)
+        first = [take(a.chat(ask(model)), 1) for _ in range(2)]
+        refused = b.chat(ask(model))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (429,
+                                                                          "too_many_streams")
+        assert refused.headers["Retry-After"] == "5"
+        stream_id = first[0][0].json["stream_id"]
+        requests.post(f"{b.url}/api/chat/{stream_id}/cancel", timeout=5)
+        deadline = time.monotonic() + 5
+        while (response := b.chat(ask(sim_model(tokens=2)[0]))).status_code == 429:
+            response.close()
+            assert time.monotonic() < deadline, "a cancelled stream kept its slot"
+            time.sleep(0.1)
+        take(response, 100)
+        for pid in [*_children(a.process.pid), a.process.pid]:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        held = []
+        while len(held) < 2:
+            response = b.chat(ask(model))
+            if response.status_code == 200:
+                held.append(take(response, 1))
+            else:
+                response.close()
+                assert time.monotonic() < deadline, "a killed instance's streams kept slots"
+                time.sleep(0.1)
+        for events in held:
+            requests.post(f"{b.url}/api/chat/{events[0].json['stream_id']}/cancel", timeout=5)
