@@ -2,7 +2,8 @@
 
 Not the side-by-side benchmark (that compares Rill with its peers); this reports Rill's own
 numbers: relay CPU per token for long fast streams, and how soon the upstream sees a client
-leave. Run: ``.venv/bin/python bench/quick.py``. Traffic stays on 127.0.0.1.
+leave. Run: ``.venv/bin/python bench/quick.py`` (memory hub) or ``… --redis`` (the Redis hub,
+on a redis-server it starts). Traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rill.simulator import SimulatorProcess
+from tests.conftest import RedisServer
 from tests.integration.conftest import relay_env, run_rill
 from tests.sse_client import Event, events_only, parse, text_of
 
@@ -70,17 +72,28 @@ def disconnect_delay(server, simulator, rounds: int = 20) -> None:
 
 
 def main() -> None:
-    with SimulatorProcess() as simulator:
-        env = relay_env(simulator, RILL_STALL_TIMEOUT_SECONDS="60")
-        with run_rill(env, "bench", args=()) as server:
-            os.sched_setaffinity(server.process.pid, {0})
-            for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children"
-                            ).read_text().split():
-                os.sched_setaffinity(int(pid), {0})
-            os.sched_setaffinity(simulator.process.pid, {1})
-            os.sched_setaffinity(0, {1})
-            throughput(server)
-            disconnect_delay(server, simulator)
+    redis = RedisServer() if "--redis" in sys.argv else None
+    try:
+        with SimulatorProcess() as simulator:
+            env = relay_env(simulator, RILL_STALL_TIMEOUT_SECONDS="60", WEB_CONCURRENCY="1")
+            if redis is not None:
+                env["RILL_REDIS_URL"] = redis.url
+            run(simulator, env)
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
+def run(simulator, env: dict[str, str]) -> None:
+    with run_rill(env, "bench", args=()) as server:
+        os.sched_setaffinity(server.process.pid, {0})
+        for pid in Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children"
+                        ).read_text().split():
+            os.sched_setaffinity(int(pid), {0})
+        os.sched_setaffinity(simulator.process.pid, {1})
+        os.sched_setaffinity(0, {1})
+        throughput(server)
+        disconnect_delay(server, simulator)
 
 
 if __name__ == "__main__":

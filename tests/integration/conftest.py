@@ -75,10 +75,10 @@ def _wait_healthy(server: RillServer, timeout: float = 20.0) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"gunicorn exited early:\n{server.log()}")
         try:
-            if requests.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{server.url}/healthz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or a worker still booting (a cold start compiles)
         time.sleep(0.05)
     raise RuntimeError(f"gunicorn did not become healthy:\n{server.log()}")
 
