@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import time
@@ -79,7 +80,8 @@ def _subscription(stream_id: str, after: int) -> Response:
     def on_disconnect() -> None:
         nonlocal gone
         gone = True
-        hub.leave(stream_id, subscriber)  # the producer may be orphaned now
+        with contextlib.suppress(RillError):  # the subscriber leaves in its finally too
+            hub.leave(stream_id, subscriber)  # the producer may be orphaned now
 
     sock = request.environ.get("gunicorn.socket")
     watcher = None

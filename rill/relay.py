@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import gevent
+import orjson
 from gevent.greenlet import Greenlet
 
 from . import errors
 from .generation import encode_records
 from .hub import TERMINAL, Hub
-from .sse import HEARTBEAT, encode_json_event
+from .sse import HEARTBEAT, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def subscribe(
 
 
 def _error_without_id(error: errors.RillError) -> bytes:
-    return encode_json_event("error", error.to_dict(), 0).split(b"\n", 1)[1]
+    return encode_event(orjson.dumps(error.to_dict()).decode(), event="error")
 
 
 def watch_disconnect(sock: socket.socket, on_disconnect: Callable[[], None]) -> Greenlet:
