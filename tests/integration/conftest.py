@@ -7,10 +7,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -87,6 +89,17 @@ def _wait_healthy(server: RillServer, timeout: float = 20.0) -> None:
 def simulator() -> Iterator[SimulatorProcess]:
     with SimulatorProcess() as sim:
         yield sim
+
+
+def sim_model(**params: object) -> tuple[str, str]:
+    """Return a simulator model string for ``params`` with a fresh tag, and the tag."""
+    tag = uuid.uuid4().hex[:12]
+    query = "&".join(f"{k}={quote(str(v))}" for k, v in {**params, "tag": tag}.items())
+    return f"sim?{query}", tag
+
+
+def ask(model: str) -> dict:
+    return {"messages": [{"role": "user", "content": "Hi"}], "model": model}
 
 
 def relay_env(simulator: SimulatorProcess, **overrides: str) -> dict[str, str]:

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
 
 import pytest
 import requests
 
 from rill.simulator import BIG_EVENT_BYTES, expected_text
-from tests.integration.conftest import API_KEY, relay_env, run_rill
+from tests.integration.conftest import API_KEY, ask, relay_env, run_rill, sim_model
 from tests.sse_client import Event, events_only, parse, text_of
 
 pytestmark = pytest.mark.integration
-
-
-def sim_model(**params: object) -> tuple[str, str]:
-    """Return a simulator model string for ``params`` with a fresh tag, and the tag."""
-    tag = uuid.uuid4().hex[:12]
-    query = "&".join(f"{k}={quote(str(v))}" for k, v in {**params, "tag": tag}.items())
-    return f"sim?{query}", tag
-
-
-def ask(model: str) -> dict:
-    return {"messages": [{"role": "user", "content": "Hi"}], "model": model}
 
 
 def read_all(response: requests.Response) -> list[Event | str]:

@@ -11,30 +11,18 @@ import random
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
 
 import pytest
 import requests
 
 from rill.simulator import expected_text
 from tests.conftest import RedisServer
-from tests.integration.conftest import RillServer, relay_env, run_rill
+from tests.integration.conftest import RillServer, ask, relay_env, run_rill, sim_model
 from tests.sse_client import Event, events_only, parse, text_of
 
 pytestmark = pytest.mark.integration
-
-
-def sim_model(**params: object) -> tuple[str, str]:
-    tag = uuid.uuid4().hex[:12]
-    query = "&".join(f"{k}={quote(str(v))}" for k, v in {**params, "tag": tag}.items())
-    return f"sim?{query}", tag
-
-
-def ask(model: str) -> dict:
-    return {"messages": [{"role": "user", "content": "Hi"}], "model": model}
 
 
 def hub_env(simulator, redis_url: str | None = None, **overrides: str) -> dict[str, str]:
