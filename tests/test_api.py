@@ -219,3 +219,19 @@ def test_demo_upstream_streams_a_labelled_markdown_answer() -> None:
     assert len(text_of(events)) > 100
     assert events[-1].event == "done"
     assert events[-1].json["usage"]["completion_tokens"] == len(events) - 2 or True
+
+
+def test_draining_refuses_new_streams_and_readyz_says_so(app, client, fake_upstream) -> None:
+    from rill.lifecycle import begin_drain
+
+    fake_upstream.enqueue([("delta", {"content": "x"}), 5.0, DONE])
+    running = client.post("/api/chat", json=USER)
+    drain = begin_drain(app, graceful_timeout=1.0)
+    assert begin_drain(app, graceful_timeout=1.0) is None, "idempotent"
+    assert client.get("/readyz").status_code == 503
+    refused = client.post("/api/chat", json=USER)
+    assert (refused.status_code, refused.json["error"]["code"]) == (503, "unavailable")
+    events = events_only(parse(running.response))
+    drain.join(timeout=5)
+    assert events[-1].json["code"] == "shutdown"
+    assert events[-1].json["retry_after"] == 1

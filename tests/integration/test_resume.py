@@ -6,6 +6,7 @@ hub, one instance standing for both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -138,10 +139,14 @@ def test_cancel_on_any_instance_stops_the_upstream(pair, simulator) -> None:
     assert record["tokens_sent"] < 500
 
 
-def test_orphan_is_cancelled_after_the_grace_and_a_resumed_one_is_not(simulator,
-                                                                        redis_server) -> None:
-    env = hub_env(simulator, redis_server.url, RILL_ORPHAN_GRACE_SECONDS="1")
-    with run_rill(env, "orphan-a") as a, run_rill(env, "orphan-b") as b:
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_orphan_is_cancelled_after_the_grace_and_a_resumed_one_is_not(simulator, backend,
+                                                                        request) -> None:
+    redis_url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    env = hub_env(simulator, redis_url, RILL_ORPHAN_GRACE_SECONDS="1")
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(run_rill(env, f"orphan-{backend}-a"))
+        b = a if backend == "memory" else stack.enter_context(run_rill(env, "orphan-b"))
         model, tag = sim_model(tokens=200, itl_ms=30)
         first = take(a.chat(ask(model)), 2)
         left = time.monotonic()
@@ -277,3 +282,18 @@ def test_per_client_stream_cap_is_shared_across_instances(simulator, redis_serve
                 time.sleep(0.1)
         for events in held:
             requests.post(f"{b.url}/api/chat/{events[0].json['stream_id']}/cancel", timeout=5)
+
+
+def test_gunicorn_refuses_several_workers_on_the_memory_hub() -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT, free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RILL_", "OPENAI_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--workers", "2",
+         "--bind", f"127.0.0.1:{free_port()}", "app:app"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "need RILL_REDIS_URL" in result.stdout + result.stderr
