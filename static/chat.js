@@ -165,6 +165,7 @@
     const apiUrl = root.dataset.apiUrl;
     const history = [];
     let controller = null;
+    let streamId = null; // the running answer's stream, for the cancel endpoint
 
     function setStatus(text, kind) {
       statusLine.textContent = text;
@@ -203,6 +204,7 @@
 
     const handlers = {
       start(run, payload) {
+        streamId = payload.stream_id || null;
         if (payload.model) run.turn.label.append(element("span", "turn-model", payload.model));
         setStatus("Generating…", "busy");
       },
@@ -262,6 +264,7 @@
       }
       run.turn.item.removeAttribute("aria-busy");
       controller = null;
+      streamId = null;
       updateButtons();
     }
 
@@ -306,13 +309,22 @@
         event.preventDefault();
         if (!controller && prompt.value.trim()) form.requestSubmit();
       } else if (event.key === "Escape" && controller) {
-        controller.abort();
+        stop();
       }
     });
+    // Stop cancels the generation on the server (closing a connection only orphans it,
+    // and the server keeps generating for a grace period so a reconnect can resume), then
+    // stops reading. The partial answer stays.
+    function stop() {
+      if (!controller) return;
+      if (streamId) {
+        fetch(`${apiUrl}/${encodeURIComponent(streamId)}/cancel`, { method: "POST" })
+          .catch(() => {});
+      }
+      controller.abort();
+    }
     prompt.addEventListener("input", updateButtons);
-    stopButton.addEventListener("click", () => {
-      if (controller) controller.abort();
-    });
+    stopButton.addEventListener("click", stop);
     updateButtons();
     prompt.focus();
   }

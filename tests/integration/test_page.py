@@ -36,7 +36,9 @@ def browser() -> Iterator:
 
 @pytest.fixture(scope="module")
 def paced_rill(simulator) -> Iterator[RillServer]:
-    env = relay_env(simulator, RILL_MODEL="sim?tokens=30&itl_ms=60&ttft_ms=200")
+    # The default orphan grace: Stop must cancel on the server, not merely disconnect.
+    env = relay_env(simulator, RILL_MODEL="sim?tokens=30&itl_ms=60&ttft_ms=200",
+                    RILL_ORPHAN_GRACE_SECONDS="30")
     with run_rill(env, "page") as server:
         yield server
 
