@@ -13,6 +13,7 @@ from gevent import monkey
 from werkzeug.exceptions import HTTPException
 
 from rill import chat_request, relay, state
+from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, limiter, rate_limit
 
@@ -33,6 +34,7 @@ def chat() -> Response:
     params = chat_request.validate(body, config)
     rill = state()
     rill.refuse_when_draining()
+    user = current_user()
     stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
     slot = rill.caps.acquire(client_key(), stream_id)
     try:
@@ -41,7 +43,7 @@ def chat() -> Response:
         slot.release()
         raise
     try:
-        rill.start_generation(stream_id, upstream, owner=None, on_finish=slot.release)
+        rill.start_generation(stream_id, upstream, owner=user, on_finish=slot.release)
     except BaseException:
         upstream.close()
         slot.release()
@@ -58,16 +60,16 @@ def events(stream_id: str) -> Response:
     except ValueError:
         raise InvalidRequest("Last-Event-ID must be a whole number.",
                              code="invalid_last_event_id", param="Last-Event-ID") from None
-    state().hub.owner(stream_id)  # 404 stream_not_found before the stream starts
+    state().check_owner(stream_id, current_user())  # 404 before the stream starts
     return _subscription(stream_id, after=max(after, -1))
 
 
 @bp.post("/chat/<stream_id>/cancel")
 def cancel(stream_id: str) -> tuple[Response, int]:
     """Cancel a stream's generation; its subscribers get ``done`` with ``cancelled``."""
-    hub = state().hub
-    hub.owner(stream_id)
-    hub.request_cancel(stream_id)
+    rill = state()
+    rill.check_owner(stream_id, current_user())
+    rill.hub.request_cancel(stream_id)
     return jsonify(stream_id=stream_id, status="cancelling"), 202
 
 
@@ -107,9 +109,18 @@ def _subscription(stream_id: str, after: int) -> Response:
     return response
 
 
+@bp.before_request
+def authenticate() -> None:
+    """Every API request is authenticated first (RILL_AUTH); failures are 401/403."""
+    current_user()
+
+
 @bp.errorhandler(RillError)
 def rill_error(error: RillError) -> tuple[Response, int]:
-    return error_response(error)
+    response, status = error_response(error)
+    if isinstance(error, AuthError):
+        response.headers["WWW-Authenticate"] = error.challenge
+    return response, status
 
 
 @bp.errorhandler(HTTPException)

@@ -13,6 +13,7 @@ from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from . import hub, security, upstreams
+from .auth import Authenticator, UserLoader
 from .config import DEFAULTS
 from .errors import RillError
 from .limits import RedisStreamCaps, StreamCaps, limiter
@@ -22,8 +23,10 @@ __all__ = ["Rill", "RillError", "RillState", "state"]
 
 
 class Rill:
-    def __init__(self, app: Flask | None = None, *, url_prefix: str = "") -> None:
+    def __init__(self, app: Flask | None = None, *, url_prefix: str = "",
+                 user_loader: UserLoader | None = None) -> None:
         self.url_prefix = url_prefix
+        self.user_loader = user_loader
         if app is not None:
             self.init_app(app)
 
@@ -45,6 +48,7 @@ class Rill:
             upstream=upstreams.create(config),
             hub=hub.create(config),
             caps=_caps(config),
+            auth=Authenticator(config, self.user_loader),
         )
         limiter.init_app(app)
         security.init_app(app)

@@ -20,8 +20,14 @@ from .errors import HubUnavailable, TooManyStreams, Unavailable
 
 
 def client_key() -> str:
-    """Return the key a client's limits are counted under: its address."""
-    return request.remote_addr or "unknown"
+    """Return the key a client's limits are counted under: its user id, else its address."""
+    from .auth import AuthError, current_user
+
+    try:
+        user = current_user()
+    except AuthError:
+        user = None  # the view refuses it; rate-limit the attempt by address
+    return f"user:{user}" if user else request.remote_addr or "unknown"
 
 
 def rate_limit() -> str:

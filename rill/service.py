@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import errors
+from .auth import Authenticator
 from .generation import Limits, Producer
 from .hub import Hub
 from .limits import StreamCaps
@@ -16,8 +17,8 @@ class RillState:
     """Kept in ``app.extensions["rill"]``. ``producers`` are the generations this worker runs."""
 
     def __init__(self, config: Mapping[str, Any], upstream: Upstream, hub: Hub,
-                 caps: StreamCaps) -> None:
-        self.upstream, self.hub, self.caps = upstream, hub, caps
+                 caps: StreamCaps, auth: Authenticator) -> None:
+        self.upstream, self.hub, self.caps, self.auth = upstream, hub, caps, auth
         self.producers: dict[str, Producer] = {}
         self.draining = False
         self.limits = Limits(
@@ -50,6 +51,15 @@ class RillState:
                             self.limits, on_finish=finished)
         self.producers[stream_id] = producer
         return producer
+
+    def check_owner(self, stream_id: str, user: str | None) -> None:
+        """Raise StreamNotFound (404, never 403: no oracle) unless ``user`` may use the stream.
+
+        A stream started without a user is a capability: its id alone grants access.
+        """
+        owner = self.hub.owner(stream_id)
+        if owner is not None and owner != user:
+            raise errors.StreamNotFound()
 
     def refuse_when_draining(self) -> None:
         """Raise :class:`~rill.errors.Unavailable` (503) once shutdown has begun."""
