@@ -16,6 +16,7 @@ from rill import chat_request, relay, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, limiter, rate_limit
+from rill.security import refuse_cross_site
 
 bp = Blueprint("api", __name__)
 
@@ -111,7 +112,9 @@ def _subscription(stream_id: str, after: int) -> Response:
 
 @bp.before_request
 def authenticate() -> None:
-    """Every API request is authenticated first (RILL_AUTH); failures are 401/403."""
+    """Refuse cross-site POSTs, then authenticate (RILL_AUTH); failures are 401/403."""
+    if request.method == "POST":
+        refuse_cross_site(current_app.config["RILL_CORS_ORIGINS"])
     current_user()
 
 

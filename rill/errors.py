@@ -64,6 +64,12 @@ class UnsupportedMediaType(RillError):
     message = "Send the request body as JSON with Content-Type: application/json."
 
 
+class CrossSiteRequest(RillError):
+    status = 403
+    code = "cross_site_request"
+    message = "This request came from another site's page and was refused."
+
+
 class TooManyStreams(RillError):
     status = 429
     code = "too_many_streams"

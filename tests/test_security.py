@@ -84,3 +84,56 @@ def test_forwarded_proto_from_a_trusted_proxy_counts(client) -> None:
 @pytest.mark.parametrize("config", [{"RILL_FORCE_HTTPS": False}])
 def test_redirect_can_be_turned_off(client) -> None:
     assert client.get("/", headers={"Host": "rill.example"}).status_code == 200
+
+
+CHAT = {"messages": [{"role": "user", "content": "Hi"}]}
+
+
+def test_cross_site_form_post_is_refused(client) -> None:
+    response = client.post("/api/chat", data="messages=hi",
+                           content_type="application/x-www-form-urlencoded",
+                           headers={"Origin": "https://evil.example",
+                                    "Sec-Fetch-Site": "cross-site"})
+    assert (response.status_code, response.json["error"]["code"]) == (403,
+                                                                      "cross_site_request")
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"},
+                                     {"Sec-Fetch-Site": "cross-site"},
+                                     {"Origin": "null", "Sec-Fetch-Site": "cross-site"}])
+def test_cross_site_fetch_is_refused(client, headers) -> None:
+    response = client.post("/api/chat", json=CHAT, headers=headers)
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},  # the page's own POST
+    {},  # curl and other non-browser clients
+    {"Origin": "https://evil.example", "Authorization": "Bearer x"},  # no ambient credential
+])
+def test_same_origin_and_non_browser_posts_pass(client, headers) -> None:
+    response = client.post("/api/chat", json=CHAT, headers=headers)
+    assert response.status_code == 200
+    response.get_data()
+
+
+def test_cors_is_closed_by_default(client) -> None:
+    response = client.options("/api/chat", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("config", [{"RILL_CORS_ORIGINS": ["https://app.example"]}])
+def test_cors_allow_list_admits_its_origins(client) -> None:
+    preflight = client.options("/api/chat", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    response = client.post("/api/chat", json=CHAT, headers={
+        "Origin": "https://app.example", "Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    response.get_data()
+    other = client.options("/api/chat", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in other.headers
