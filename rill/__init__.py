@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from . import hub, security, upstreams
+from . import hub, logs, security, upstreams
 from .auth import Authenticator, UserLoader
 from .config import DEFAULTS
 from .errors import RillError
@@ -50,6 +50,7 @@ class Rill:
             caps=_caps(config),
             auth=Authenticator(config, self.user_loader),
         )
+        logs.install([config["RILL_JWT_SECRET"]])
         limiter.init_app(app)
         security.init_app(app)
 

@@ -63,3 +63,24 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in readme]
     assert not missing
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Authorization: Bearer abc.def-ghi", "Authorization: Bearer [redacted]"),
+        ("key sk-proj-ABCDEFGH12345678 refused", "key [redacted] refused"),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl here",
+         "token [redacted] here"),
+        ("the configured secret s3cr3t-value leaked", "the configured secret [redacted] leaked"),
+        ("nothing secret", "nothing secret"),
+    ],
+)
+def test_log_lines_are_redacted(message, expected, caplog) -> None:
+    import logging
+
+    from rill.logs import RedactingFilter
+
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "%s", (message,), None)
+    RedactingFilter(["s3cr3t-value"]).filter(record)
+    assert record.getMessage() == expected

@@ -87,7 +87,9 @@ class OpenAIUpstream:
 
 def _status_error(exc: openai.APIStatusError) -> errors.UpstreamError:
     status = exc.status_code
-    log.warning("upstream answered HTTP %d (request id %s)", status, exc.request_id)
+    # The body goes to the log (redacted by rill.logs), never to the client.
+    log.warning("upstream answered HTTP %d (request id %s): %.300s", status, exc.request_id,
+                exc.message)
     if status in (401, 403):
         return errors.UpstreamAuthError()
     if status == 429:
