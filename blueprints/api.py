@@ -16,6 +16,7 @@ from rill import chat_request, relay, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, limiter, rate_limit
+from rill.openapi import document as openapi_document
 from rill.security import refuse_cross_site
 
 bp = Blueprint("api", __name__)
@@ -63,6 +64,12 @@ def events(stream_id: str) -> Response:
                              code="invalid_last_event_id", param="Last-Event-ID") from None
     state().check_owner(stream_id, current_user())  # 404 before the stream starts
     return _subscription(stream_id, after=max(after, -1))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """Describe this API as an OpenAPI 3.1 document."""
+    return jsonify(openapi_document(current_app.config))
 
 
 @bp.post("/chat/<stream_id>/cancel")
@@ -113,6 +120,8 @@ def _subscription(stream_id: str, after: int) -> Response:
 @bp.before_request
 def authenticate() -> None:
     """Refuse cross-site POSTs, then authenticate (RILL_AUTH); failures are 401/403."""
+    if request.endpoint == "api.openapi":
+        return
     if request.method == "POST":
         refuse_cross_site(current_app.config["RILL_CORS_ORIGINS"])
     current_user()

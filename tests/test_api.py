@@ -235,3 +235,20 @@ def test_draining_refuses_new_streams_and_readyz_says_so(app, client, fake_upstr
     drain.join(timeout=5)
     assert events[-1].json["code"] == "shutdown"
     assert events[-1].json["retry_after"] == 1
+
+
+def test_openapi_document_lists_every_operation_and_error_code(client) -> None:
+    from rill import errors
+    from rill.openapi import ERROR_CODES
+
+    document = client.get("/api/openapi.json").json
+    assert document["openapi"].startswith("3.1")
+    assert set(document["paths"]) == {"/api/chat", "/api/chat/{stream_id}/events",
+                                      "/api/chat/{stream_id}/cancel"}
+    declared = {code for codes in ERROR_CODES.values() for code in codes}
+    raised = {cls.code for cls in vars(errors).values()
+              if isinstance(cls, type) and issubclass(cls, errors.RillError)
+              and cls.status != 500 and cls not in (errors.UpstreamCut, errors.UpstreamStalled,
+                                                    errors.ProducerLost, errors.Shutdown,
+                                                    errors.StreamTimeout, errors.InvalidRequest)}
+    assert raised <= declared
