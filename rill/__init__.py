@@ -14,9 +14,9 @@ from werkzeug.exceptions import HTTPException
 
 from . import hub, logs, security, upstreams
 from .auth import Authenticator, UserLoader
-from .config import DEFAULTS
+from .config import DEFAULTS, from_env
 from .errors import RillError
-from .limits import RedisStreamCaps, StreamCaps, limiter
+from .limits import RedisStreamCaps, StreamCaps, client_key, limiter, rate_limit
 from .service import RillState
 
 __all__ = ["Rill", "RillError", "RillState", "state"]
@@ -32,8 +32,10 @@ class Rill:
 
     def init_app(self, app: Flask) -> None:
         """Configure ``app`` for Rill. Raises ``ValueError`` for an unusable setting."""
+        environ: dict[str, Any] = {}
+        from_env(environ)  # a host app gets RILL_* from the environment too
         for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
+            app.config.setdefault(key, environ.get(key, value))
         config = app.config
         app.config.setdefault("RATELIMIT_ENABLED", config["RILL_RATELIMIT_ENABLED"])
         storage = config["RILL_RATELIMIT_STORAGE_URI"]
@@ -51,22 +53,34 @@ class Rill:
             auth=Authenticator(config, self.user_loader),
         )
         logs.install([config["RILL_JWT_SECRET"]])
-        limiter.init_app(app)
-        security.init_app(app)
+        # A host app keeps its own Limiter and Talisman: Rill's limit goes onto the host's
+        # limiter, and the host's headers and redirects stand (csp_nonce is Talisman's).
+        host_limiters = app.extensions.get("limiter")
+        host_talisman = "csp_nonce" in app.jinja_env.globals
+        if not host_talisman:
+            security.init_app(app)
+        security.init_cors(app)
 
         from blueprints import api, health, page
+
+        if not host_limiters:
+            limiter.init_app(app)
 
         app.register_blueprint(page.bp, url_prefix=self.url_prefix or None)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(health.bp, url_prefix=self.url_prefix or None)
+        if host_limiters:  # the limit runs in the wrapper that is the registered view
+            host_limit = next(iter(host_limiters)).limit(rate_limit, key_func=client_key)
+            app.view_functions["api.chat"] = host_limit(app.view_functions["api.chat"])
         api_prefix = f"{self.url_prefix}/api/"
+        previous = app.error_handler_spec[None][None].get(HTTPException)
 
         @app.errorhandler(HTTPException)
         def api_http_error(error: HTTPException) -> Any:
             """Routing errors (404, 405) under the API prefix answer in JSON too."""
             if request.path.startswith(api_prefix):
                 return api.json_http_error(error)
-            return error
+            return previous(error) if previous else error
 
 
 def _caps(config: Any) -> StreamCaps:

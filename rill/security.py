@@ -54,6 +54,11 @@ def init_app(app: Flask) -> Talisman:
     )
     if app.config["RILL_FORCE_HTTPS"]:
         app.before_request(_redirect_to_https)
+    return talisman
+
+
+def init_cors(app: Flask) -> None:
+    """Open the API to the origins in ``RILL_CORS_ORIGINS`` (flask-cors); closed if empty."""
     origins = app.config["RILL_CORS_ORIGINS"]
     if origins:
         from flask_cors import CORS
@@ -61,7 +66,6 @@ def init_app(app: Flask) -> Talisman:
         CORS(app, resources={r"/api/*": {"origins": origins}},
              allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
              expose_headers=["Retry-After"], max_age=600)
-    return talisman
 
 
 def refuse_cross_site(allowed_origins: list[str]) -> None:

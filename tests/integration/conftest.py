@@ -45,8 +45,8 @@ class RillServer:
 
 
 @contextmanager
-def run_rill(env: dict[str, str], name: str = "rill",
-             args: tuple[str, ...] = ()) -> Iterator[RillServer]:
+def run_rill(env: dict[str, str], name: str = "rill", args: tuple[str, ...] = (),
+             target: str = "app:app", health: str = "/healthz") -> Iterator[RillServer]:
     """Start ``gunicorn -c gunicorn.conf.py app:app`` on a free port; stop it after."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
@@ -56,11 +56,11 @@ def run_rill(env: dict[str, str], name: str = "rill",
     log_path = ARTIFACTS / f"{name}-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, "app:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, target],
             cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = RillServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_healthy(server)
+        _wait_healthy(server, health)
         yield server
     finally:
         process.terminate()
@@ -71,13 +71,13 @@ def run_rill(env: dict[str, str], name: str = "rill",
             process.wait()
 
 
-def _wait_healthy(server: RillServer, timeout: float = 20.0) -> None:
+def _wait_healthy(server: RillServer, health: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"gunicorn exited early:\n{server.log()}")
         try:
-            if requests.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+            if requests.get(f"{server.url}{health}", timeout=2).status_code == 200:
                 return
         except (requests.ConnectionError, requests.Timeout):
             pass  # not listening yet, or a worker still booting (a cold start compiles)

@@ -1,0 +1,60 @@
+"""A legacy Flask app (Flask-Login, its own Limiter and Talisman) adopts Rill in a few lines
+and runs on gunicorn's gevent worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from rill.simulator import expected_text
+from tests.integration.conftest import ask, relay_env, run_rill, sim_model
+from tests.sse_client import events_only, parse, text_of
+
+pytestmark = pytest.mark.integration
+
+
+def test_adoption_takes_at_most_five_lines() -> None:
+    source = (Path(__file__).parents[1] / "legacy_app.py").read_text()
+    adoption = source.split("# Adopting Rill:")[1].strip().splitlines()
+    assert 0 < len(adoption) <= 5
+
+
+def test_legacy_users_stream_as_themselves_under_the_hosts_own_rules(simulator) -> None:
+    env = relay_env(simulator, RILL_RATE_LIMIT="4/minute", RILL_RATELIMIT_ENABLED="true")
+    with run_rill(env, "legacy", target="tests.legacy_app:app",
+                  health="/assistant/healthz") as server:
+        base = f"{server.url}/assistant/api/chat"
+        anonymous = requests.post(base, json=ask("sim"), timeout=10)
+        assert anonymous.status_code == 401
+
+        alice, bob = requests.Session(), requests.Session()
+        for session, name in ((alice, "alice"), (bob, "bob")):
+            assert session.post(f"{server.url}/login/{name}", timeout=10).status_code == 200
+        model, _ = sim_model(tokens=5)
+        with alice.post(base, json=ask(model), stream=True, timeout=30) as response:
+            assert response.status_code == 200
+            assert response.headers["X-Frame-Options"] == "SAMEORIGIN", "host's headers"
+            events = events_only(parse(response.iter_content(chunk_size=None)))
+        assert text_of(events) == expected_text(5)
+        stream_id = events[0].json["stream_id"]
+        assert bob.get(f"{base}/{stream_id}/events", timeout=10).status_code == 404
+        assert alice.get(f"{base}/{stream_id}/events", timeout=10).status_code == 200
+
+        assert requests.get(f"{server.url}/", timeout=10).text == "legacy home of None"
+        statuses = [requests.get(f"{server.url}/limited", timeout=10).status_code
+                    for _ in range(3)]
+        assert statuses == [200, 200, 429], "the host's own limiter still applies"
+
+        # Rill's limit (4/minute, per user) runs on the host's limiter.
+        codes = []
+        for _ in range(4):
+            response = bob.post(base, json=ask(sim_model(tokens=1)[0]), timeout=30)
+            codes.append(response.status_code)
+        assert codes == [200, 200, 200, 200]
+        refused = bob.post(base, json=ask("sim"), timeout=10)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert alice.post(base, json=ask(sim_model(tokens=1)[0]),
+                          timeout=30).status_code == 200, "limits are per user"
