@@ -115,3 +115,137 @@ def test_page_works_at_375_px_in_dark_mode(paced_rill, browser) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.screenshot(path=str(ARTIFACTS / "page-375-dark.png"))
     context.close()
+
+
+# Resilience, safety and looks (issue "The chat page people use every day").
+
+FULL = expected_text(30).strip()
+
+
+@pytest.fixture
+def cut_proxy(paced_rill) -> Iterator[str]:
+    """A proxy in front of Rill that cuts the first chat stream after ~10 deltas."""
+    import subprocess
+    import sys
+
+    port = paced_rill.url.rsplit(":", 1)[1]
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("cut_proxy.py")), port, "900"],
+        stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("ready "), line
+    yield f"http://127.0.0.1:{line.split()[1]}"
+    process.kill()
+    process.wait()
+    process.stdout.close()
+
+
+def send(page, text: str) -> None:
+    page.fill("#prompt", text)
+    page.keyboard.press("Enter")
+
+
+def test_answer_cut_by_the_network_resumes_with_each_token_once(paced_rill, cut_proxy,
+                                                                  page) -> None:
+    page.goto(cut_proxy)
+    send(page, "Survive a blip")
+    expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=20_000)
+    assert answer_text(page) == FULL
+    assert re.search(r"GET /api/chat/[\w-]+/events", paced_rill.log()), "it resumed"
+    assert not [m for m in page.console_messages if "Content Security Policy" in m]
+
+
+def test_reload_mid_answer_picks_the_answer_up_again(paced_rill, page) -> None:
+    page.goto(paced_rill.url)
+    send(page, "Reload me")
+    expect(page.locator(".turn-assistant .turn-text").last).to_have_text(
+        re.compile(r"tok5\b"))
+    page.reload()
+    expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=20_000)
+    assert answer_text(page) == FULL
+    assert page.locator(".turn-assistant").count() == 1
+    assert page.locator(".turn-user .turn-text").last.inner_text() == "Reload me"
+
+
+XSS_PAYLOADS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(2)>",
+    "[click me](javascript:alert(3))",
+    "[data link](data:text/html;base64,PHNjcmlwdD5hbGVydCg0KTwvc2NyaXB0Pg==)",
+    "<svg onload=alert(5)><circle r=10 /></svg>",
+    '<a href="javascript:alert(6)">raw link</a>',
+    '![pic](x" onerror="alert(7))',
+    '<iframe src="javascript:alert(8)"></iframe>',
+    "<details open ontoggle=alert(9)>x</details>",
+    '<style>body{display:none}</style><form action="https://evil.example"><input></form>',
+    "`<b>code</b>` and **bold** END-OF-PAYLOADS",
+]
+
+
+def test_model_output_is_never_executable(simulator, browser) -> None:
+    from urllib.parse import quote
+
+    text = "\n\n".join(XSS_PAYLOADS)
+    env = relay_env(simulator, RILL_MODEL=f"sim?itl_ms=5&text={quote(text)}")
+    with run_rill(env, "page-xss") as server:
+        context = browser.new_context()
+        page = context.new_page()
+        dialogs: list[str] = []
+        console: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("console", lambda m: console.append(m.text))
+        page.goto(server.url)
+        send(page, "Show me the payloads")
+        expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=20_000)
+        answer = page.locator(".turn-assistant .turn-text").last
+        assert "END-OF-PAYLOADS" in answer.inner_text()
+        assert "alert(1)" in answer.inner_text(), "raw HTML is shown as text"
+        dangerous = answer.evaluate("""el => {
+            const bad = [];
+            for (const node of el.querySelectorAll('*')) {
+                for (const attr of node.attributes) {
+                    if (attr.name.startsWith('on')) bad.push(node.tagName + ' ' + attr.name);
+                    if (/^\\s*(javascript|data):/i.test(attr.value)) bad.push(attr.value);
+                }
+                if (['SCRIPT', 'IFRAME', 'SVG', 'STYLE', 'FORM', 'INPUT', 'OBJECT', 'EMBED']
+                        .includes(node.tagName.toUpperCase())) bad.push(node.tagName);
+            }
+            return bad;
+        }""")
+        assert dangerous == []
+        page.wait_for_timeout(300)
+        assert dialogs == []
+        assert not [m for m in console if "Content Security Policy" in m or "alert" in m]
+        context.close()
+
+
+MARKDOWN = ("## A heading\n\nSome *emphasis*, a [link](https://example.com) and a list:\n\n"
+            "- one\n- two\n\n```python\ndef hello():\n    return \"world\"\n```\n\n"
+            "| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+
+@pytest.mark.parametrize(("width", "scheme"), [(1280, "light"), (1280, "dark"),
+                                               (375, "light"), (375, "dark")])
+def test_screenshots_mid_stream_and_with_a_code_block(simulator, browser, width,
+                                                       scheme) -> None:
+    from urllib.parse import quote
+
+    env = relay_env(simulator, RILL_MODEL=f"sim?itl_ms=60&text={quote(MARKDOWN)}")
+    with run_rill(env, f"page-shots-{width}-{scheme}") as server:
+        context = browser.new_context(viewport={"width": width, "height": 800},
+                                      color_scheme=scheme)
+        page = context.new_page()
+        page.goto(server.url)
+        send(page, "Show me some Markdown")
+        answer = page.locator(".turn-assistant .turn-text").last
+        expect(answer).to_have_text(re.compile("emphasis"), timeout=10_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"page-{width}-{scheme}-streaming.png"))
+        expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=20_000)
+        assert answer.locator("h2").inner_text() == "A heading"
+        assert answer.locator("pre code").inner_text().startswith("def hello():")
+        assert answer.locator("table td").count() == 2
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.screenshot(path=str(ARTIFACTS / f"page-{width}-{scheme}-code.png"))
+        context.close()
