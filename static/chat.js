@@ -543,11 +543,13 @@
       } else if (status === "stopped") {
         kind = "";
       }
-      render.renderMarkdown(r.turn.body, r.source);
-      paintThinking(r);
-      r.turn.item.removeAttribute("aria-busy");
-      if (status) r.turn.item.classList.add(status);
-      if (status === "failed") noteOn(r.turn.item, message);
+      following(() => {
+        render.renderMarkdown(r.turn.body, r.source);
+        paintThinking(r);
+        r.turn.item.removeAttribute("aria-busy");
+        if (status) r.turn.item.classList.add(status);
+        if (status === "failed") noteOn(r.turn.item, message);
+      });
       if (r === run) setStatus(message, kind);
       const answer = { role: "assistant", content: r.source, model: r.model };
       if (status) answer.status = status;
@@ -561,7 +563,7 @@
       }
       if (r.streamId) store.dropPending(r.streamId);
       if (r === run) run = null;
-      placeRegenerate();
+      following(placeRegenerate);
       renderSidebar();
       updateButtons();
       return undefined;
