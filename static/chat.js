@@ -699,7 +699,7 @@
       if (target === regenerate) {
         regenerateLast();
       } else if (target.classList.contains("copy-code")) {
-        const code = target.parentElement.querySelector("pre");
+        const code = target.closest(".code-block").querySelector("pre");
         render.copyWithFeedback(target, code ? code.textContent : "");
       } else if (target.classList.contains("copy-answer") && item) {
         let source = "";

@@ -72,9 +72,14 @@
       if (node.nodeType === Node.TEXT_NODE && !node.data.trim()) node.remove();
     }
     for (const pre of root.querySelectorAll("pre")) {
+      const code = pre.querySelector("code");
+      const language = code && /(?:^|\s)language-(\S+)/.exec(code.className);
+      const head = element("div", "code-head");
+      head.append(element("span", "code-lang", language ? language[1] : "code"),
+                  button("copy-code", "Copy", "Copy code"));
       const block = element("div", "code-block");
       pre.replaceWith(block);
-      block.append(button("copy-code", "Copy", "Copy code"), pre);
+      block.append(head, pre);
     }
     for (const table of root.querySelectorAll("table")) {
       const wrap = element("div", "table-wrap");
