@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template, url_for
 
 from rill import state
+from rill.upstreams.demo import MODEL as DEMO_MODEL
 
 bp = Blueprint("page", __name__)
 
@@ -13,11 +14,12 @@ bp = Blueprint("page", __name__)
 def index() -> str:
     """Render the chat page."""
     config = current_app.config
-    models = config["RILL_MODELS"]
-    default = config["RILL_MODEL"]
+    demo = state().upstream.demo
+    models = [] if demo else config["RILL_MODELS"]
+    default = DEMO_MODEL if demo else config["RILL_MODEL"]
     return render_template(
         "page/chat.html",
-        demo=state().upstream.demo,
+        demo=demo,
         models=models,
         default_model=models[0] if models and default not in models else default,
         api_url=url_for("api.chat"),
