@@ -249,3 +249,30 @@ def test_screenshots_mid_stream_and_with_a_code_block(simulator, browser, width,
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(ARTIFACTS / f"page-{width}-{scheme}-code.png"))
         context.close()
+
+
+def test_a_hidden_tab_releases_its_stream_and_resumes_when_shown(simulator, page) -> None:
+    """Ten tabs must not hold the browser's six HTTP/1.1 connections per origin."""
+    env = relay_env(simulator, RILL_MODEL="sim?tokens=100&itl_ms=60",
+                    RILL_ORPHAN_GRACE_SECONDS="30")
+    with run_rill(env, "page-hidden") as server:
+        page.goto(server.url)
+        send(page, "Hide and seek")
+        expect(page.locator(".turn-assistant .turn-text").last).to_have_text(
+            re.compile(r"tok2\b"))
+        set_visibility(page, "hidden")
+        page.wait_for_timeout(3000)  # released after 2 s hidden; the server goes on
+        assert "POST /api/chat" in server.log(), "the first stream was let go"
+        set_visibility(page, "visible")
+        expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=20_000)
+        assert answer_text(page) == expected_text(100).strip()
+        assert re.search(r"GET /api/chat/[\w-]+/events", server.log()), "it resumed"
+
+
+def set_visibility(page, state: str) -> None:
+    page.evaluate("""state => {
+        Object.defineProperty(document, 'visibilityState', {value: state, configurable: true});
+        Object.defineProperty(document, 'hidden', {value: state === 'hidden',
+                                                   configurable: true});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""", state)
