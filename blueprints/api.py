@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from rill import chat_request, relay, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
-from rill.limits import client_key, limiter, rate_limit
+from rill.limits import client_key, limiter, rate_limit, stream_cap
 from rill.openapi import document as openapi_document
 from rill.security import refuse_cross_site
 
@@ -38,7 +38,7 @@ def chat() -> Response:
     rill.refuse_when_draining()
     user = current_user()
     stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
-    slot = rill.caps.acquire(client_key(), stream_id)
+    slot = rill.caps.acquire(client_key(), stream_id, cap=stream_cap())
     try:
         upstream = rill.upstream.open(params)
     except BaseException:

@@ -7,6 +7,7 @@ configuration table is this table.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ def _bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError("expected true or false")
+
+
+def _user_limits(raw: str) -> dict[str, dict[str, Any]]:
+    value = json.loads(raw)
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError('expected JSON like {"alice": {"rate_limit": "100/minute", '
+                         '"max_streams": 10}}')
+    return value
 
 
 def _str_list(raw: str) -> list[str]:
@@ -100,6 +109,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_RATELIMIT_ENABLED", True, _bool, "`false` turns rate limiting off."),
     Setting("RILL_RATELIMIT_STORAGE_URI", "memory://", str,
             "flask-limiter storage; RILL_REDIS_URL when that is set and this is left as is."),
+    Setting("RILL_USER_LIMITS", {}, _user_limits,
+            'Per-user overrides, JSON: `{"alice": {"rate_limit": "100/minute", '
+            '"max_streams": 10}}` (user ids as RILL_AUTH gives them).'),
     Setting("RILL_MAX_STREAMS_PER_CLIENT", 4, int,
             "Concurrent streams per client; 0 means unlimited (429 `too_many_streams`)."),
     Setting("RILL_MAX_STREAMS", 5000, int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from typing import Any
 
 from flask import current_app, request
 from flask_limiter import Limiter
@@ -30,8 +31,26 @@ def client_key() -> str:
     return f"user:{user}" if user else request.remote_addr or "unknown"
 
 
+def _override(name: str) -> Any:
+    """The current user's ``RILL_USER_LIMITS`` entry ``name``, if any."""
+    from .auth import AuthError, current_user
+
+    try:
+        user = current_user()
+    except AuthError:
+        return None
+    return current_app.config["RILL_USER_LIMITS"].get(user or "", {}).get(name)
+
+
 def rate_limit() -> str:
-    return str(current_app.config["RILL_RATE_LIMIT"])
+    """The rate limit for this request: the user's override, else ``RILL_RATE_LIMIT``."""
+    return str(_override("rate_limit") or current_app.config["RILL_RATE_LIMIT"])
+
+
+def stream_cap() -> int | None:
+    """The user's ``max_streams`` override, if any."""
+    value = _override("max_streams")
+    return None if value is None else int(value)
 
 
 limiter = Limiter(key_func=client_key)
@@ -46,7 +65,7 @@ class StreamCaps:
         self.active: Counter[str] = Counter()
         self.total = 0
 
-    def acquire(self, key: str, stream_id: str = "") -> Slot:
+    def acquire(self, key: str, stream_id: str = "", cap: int | None = None) -> Slot:
         """Take a slot for ``key``; release it with :meth:`Slot.release` when the stream ends.
 
         Raises :class:`~rill.errors.TooManyStreams` (429) over the per-client cap, and
@@ -55,16 +74,17 @@ class StreamCaps:
         if self.per_worker and self.total >= self.per_worker:
             raise Unavailable("This server is carrying as many answers as it can. "
                               "Please try again shortly.", retry_after=5)
-        if self.per_client and not self._take_client_slot(key, stream_id):
+        per_client = self.per_client if cap is None else cap
+        if per_client and not self._take_client_slot(key, stream_id, per_client):
             raise TooManyStreams(
-                f"You already have {self.per_client} answers streaming; wait for one to "
+                f"You already have {per_client} answers streaming; wait for one to "
                 "finish and try again.", retry_after=5)
         self.active[key] += 1
         self.total += 1
         return Slot(self, key, stream_id)
 
-    def _take_client_slot(self, key: str, stream_id: str) -> bool:
-        return self.active[key] < self.per_client
+    def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
+        return self.active[key] < cap
 
     def _release_client_slot(self, key: str, stream_id: str) -> None:
         pass
@@ -111,11 +131,10 @@ class RedisStreamCaps(StreamCaps):
                                           socket_timeout=5.0)
         self._acquire = self.redis.register_script(_ACQUIRE)
 
-    def _take_client_slot(self, key: str, stream_id: str) -> bool:
+    def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
         try:
             return bool(self._acquire(keys=[f"rill:caps:{key}"],
-                                      args=[time.time(), self.per_client, stream_id,
-                                            self.GRACE]))
+                                      args=[time.time(), cap, stream_id, self.GRACE]))
         except self._redis_errors as exc:
             raise HubUnavailable() from exc
 

@@ -190,3 +190,28 @@ def test_a_host_app_user_loader_is_the_identity() -> None:
     response = client.post("/api/chat", json=USER, headers={"X-Host-User": "dave"})
     assert response.status_code == 200
     response.get_data()
+
+
+def test_per_user_overrides_raise_limits_for_some_users() -> None:
+    app = create_app({**TEST_CONFIG, "RILL_AUTH": "header", "RILL_RATELIMIT_ENABLED": True,
+                      "RILL_RATE_LIMIT": "1/minute", "RILL_MAX_STREAMS_PER_CLIENT": 1,
+                      "RILL_USER_LIMITS": {"vip": {"rate_limit": "3/minute",
+                                                   "max_streams": 2}}})
+    fake = FakeUpstream()
+    app.extensions["rill"].upstream = fake
+    client = app.test_client()
+
+    def post(user: str) -> int:
+        fake.enqueue([DONE])
+        response = client.post("/api/chat", json=USER, headers={"X-Forwarded-User": user})
+        response.get_data()
+        return response.status_code
+
+    assert [post("vip") for _ in range(4)] == [200, 200, 200, 429]
+    assert [post("pleb") for _ in range(2)] == [200, 429]
+    caps = app.extensions["rill"].caps
+    held = [caps.acquire("user:vip", f"s{i}", cap=2) for i in range(2)]
+    with pytest.raises(Exception, match="2 answers"):
+        caps.acquire("user:vip", "s3", cap=2)
+    for slot in held:
+        slot.release()
