@@ -15,10 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import gevent
-import gevent.event
-
-from . import errors
+from . import errors, tasks
 from .hub import TERMINAL, Hub, Record
 from .sse import encode_json_event
 from .upstreams import Event, UpstreamStream
@@ -47,7 +44,7 @@ class Producer:
         self.hub, self.stream_id, self.limits = hub, stream_id, limits
         self.next_id = 0
         self.finished = False
-        self.wake = gevent.event.Event()
+        self.wake = tasks.event()
         self._pending: list[Event] = []
         self._upstream = upstream
         self._events = iter(upstream)  # one iterator: the drain must continue the same read
@@ -55,8 +52,8 @@ class Producer:
         self._stop_request: tuple[errors.RillError | None] | None = None
         self._started = self.last_chunk_at = time.monotonic()
         self._flush([("start", start)])
-        self._reader = gevent.spawn(self._read)
-        self._supervisor = gevent.spawn(self._supervise)
+        self._reader = tasks.spawn(self._read)
+        self._supervisor = tasks.spawn(self._supervise)
 
     def _read(self) -> None:
         try:
@@ -78,7 +75,7 @@ class Producer:
                 if event[0] in TERMINAL:
                     return
                 if count % YIELD_EVERY == 0:
-                    gevent.sleep(0)
+                    tasks.pause()
             self._pending.append(("error", errors.UpstreamCut().to_dict()))
         except errors.RillError as exc:
             self._pending.append(("error", exc.to_dict()))
@@ -112,10 +109,10 @@ class Producer:
         except errors.HubUnavailable as exc:
             log.warning("stream %s: the hub is unreachable (%r); stopping its generation",
                         self.stream_id[:6], exc.__cause__)
-            self._reader.kill(block=True, timeout=5)
+            self._reader.stop(unblock=self._upstream.close)
         except Exception:
             log.exception("stream %s: the supervisor failed", self.stream_id[:6])
-            self._reader.kill(block=True, timeout=5)
+            self._reader.stop(unblock=self._upstream.close)
         finally:
             self.finished = True
             self._on_finish()
@@ -158,7 +155,7 @@ class Producer:
         """
         if self.finished:
             return
-        self._reader.kill(block=True, timeout=5)
+        self._reader.stop(unblock=self._upstream.close)
         pending, self._pending = self._pending, []
         pending = [e for e in pending if e[0] not in TERMINAL]
         terminal: Event = (("done", {"finish_reason": "cancelled", "usage": None})

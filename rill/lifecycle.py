@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import time
 
-import gevent
 from flask import Flask
 
+from . import tasks
 from .service import RillState
 
 log = logging.getLogger(__name__)
 
 
-def begin_drain(app: Flask, graceful_timeout: float) -> gevent.Greenlet | None:
+def begin_drain(app: Flask, graceful_timeout: float) -> tasks.Task | None:
     """Start draining ``app``'s Rill (idempotent); return the draining greenlet."""
     state: RillState | None = app.extensions.get("rill")
     if state is None or state.draining:
@@ -29,12 +29,13 @@ def begin_drain(app: Flask, graceful_timeout: float) -> gevent.Greenlet | None:
     margin = min(2.0, graceful_timeout * 0.2)
     log.info("draining: %d generations running, %.0f s to finish", len(state.producers),
              graceful_timeout)
-    return gevent.spawn(_drain, state, time.monotonic() + graceful_timeout - margin)
+    deadline = time.monotonic() + graceful_timeout - margin
+    return tasks.spawn(lambda: _drain(state, deadline))
 
 
 def _drain(state: RillState, deadline: float) -> None:
     while state.producers and time.monotonic() < deadline:
-        gevent.sleep(0.1)
+        tasks.sleep(0.1)
     if state.producers:
         log.warning("draining: ending %d generations with a shutdown error",
                     len(state.producers))

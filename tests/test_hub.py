@@ -248,7 +248,7 @@ def test_redis_subscriber_reports_a_lost_producer(redis_server) -> None:
     stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 60, 0.6))
     gevent.sleep(0.2)
     # A dead worker renews nothing and writes nothing more.
-    gevent.killall([producer._supervisor, producer._reader])
+    gevent.killall([producer._supervisor._greenlet, producer._reader._greenlet])
     items = read_events(hub, stream)
     events = events_only(items)
     assert events[-1].json["code"] == "producer_lost"

@@ -1,6 +1,6 @@
 """The in-memory hub: streams in this worker's memory, for one worker.
 
-Each stream is a list of records and a wake-up :class:`gevent.event.Event` that is replaced
+Each stream is a list of records and a wake-up event (:func:`rill.tasks.event`) that is replaced
 on every append, so one ``set()`` wakes every waiting subscriber and a new subscriber costs
 the producer nothing.
 """
@@ -11,8 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import gevent.event
-
+from .. import tasks
 from ..errors import EventsExpired, StreamNotFound
 from . import TERMINAL, Record, State
 
@@ -31,7 +30,7 @@ class _Stream:
         self.cancel = False
         self.expires_at = float("inf")
         self.subscribers: set[str] = set()
-        self.changed = gevent.event.Event()
+        self.changed = tasks.event()
 
 
 class MemoryHub:
@@ -62,7 +61,7 @@ class MemoryHub:
         if records[-1][1] in TERMINAL:
             stream.finished = True
             stream.expires_at = time.monotonic() + self.ttl
-        changed, stream.changed = stream.changed, gevent.event.Event()
+        changed, stream.changed = stream.changed, tasks.event()
         changed.set()
 
     def append_if_next(self, stream_id: str, record: Record) -> None:

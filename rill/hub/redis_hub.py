@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import gevent
 import orjson
 import redis
 
+from .. import tasks
 from ..errors import EventsExpired, HubUnavailable, StreamNotFound
 from . import TERMINAL, Record, State
 
@@ -61,7 +61,7 @@ class RedisHub:
         self.lease_ms = int(config["RILL_PRODUCER_LEASE_SECONDS"] * 1000)
         self.presence = max(heartbeat, config["RILL_PRODUCER_LEASE_SECONDS"]) * 2 + 1
         self._callbacks: list[Callable[[str], None]] = []
-        self._listener: gevent.Greenlet | None = None
+        self._listener: tasks.Task | None = None
 
     def open(self, stream_id: str, owner: str | None) -> None:
         self._listen()
@@ -163,7 +163,7 @@ class RedisHub:
     def _listen(self) -> None:
         """Start the signal listener in this process (lazily: never in a preloading arbiter)."""
         if self._listener is None or self._listener.dead:
-            self._listener = gevent.spawn(self._run_listener)
+            self._listener = tasks.spawn(self._run_listener)
 
     def _run_listener(self) -> None:
         while True:
@@ -175,7 +175,7 @@ class RedisHub:
                     for callback in self._callbacks:
                         callback(stream_id)
             except (redis.ConnectionError, redis.TimeoutError):
-                gevent.sleep(1.0)  # Redis is away; producers still poll each lease tick
+                tasks.sleep(1.0)  # Redis is away; producers still poll each lease tick
 
 
 def _keys(stream_id: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ and parses chunks with orjson, skipping the SDK's per-chunk model objects, which
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,7 @@ import httpx2
 import openai
 import orjson
 
-from .. import errors
+from .. import errors, tasks
 from ..chat_request import ChatRequest
 from ..sse import iter_data
 from . import Event
@@ -132,6 +133,12 @@ class OpenAIStream:
 
     def _drain(self, data: Iterator[bytes]) -> None:
         """Read the body past ``[DONE]`` to its end so the connection returns to the pool."""
+        if not tasks.cooperative():
+            # A thread cannot be timed out mid-read; the client's read timeout bounds it.
+            with contextlib.suppress(httpx2.HTTPError):
+                for _ in data:
+                    pass
+            return
         try:
             with gevent.Timeout(DRAIN_SECONDS):
                 for _ in data:

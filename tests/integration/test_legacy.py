@@ -21,10 +21,15 @@ def test_adoption_takes_at_most_five_lines() -> None:
     assert 0 < len(adoption) <= 5
 
 
-def test_legacy_users_stream_as_themselves_under_the_hosts_own_rules(simulator) -> None:
+WORKERS = {"gevent": (), "gthread": ("--worker-class", "gthread", "--threads", "8")}
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_legacy_users_stream_as_themselves_under_the_hosts_own_rules(simulator,
+                                                                     worker) -> None:
     env = relay_env(simulator, RILL_RATE_LIMIT="4/minute", RILL_RATELIMIT_ENABLED="true")
-    with run_rill(env, "legacy", target="tests.legacy_app:app",
-                  health="/assistant/healthz") as server:
+    with run_rill(env, f"legacy-{worker}", args=WORKERS[worker],
+                  target="tests.legacy_app:app", health="/assistant/healthz") as server:
         base = f"{server.url}/assistant/api/chat"
         anonymous = requests.post(base, json=ask("sim"), timeout=10)
         assert anonymous.status_code == 401
@@ -58,3 +63,26 @@ def test_legacy_users_stream_as_themselves_under_the_hosts_own_rules(simulator) 
         assert refused.json()["error"]["code"] == "rate_limited"
         assert alice.post(base, json=ask(sim_model(tokens=1)[0]),
                           timeout=30).status_code == 200, "limits are per user"
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_cancel_and_resume_work_on_either_worker(simulator, worker) -> None:
+    """A gthread worker runs the producer in threads; a cancel must still close the
+    upstream at once, and a resume must replay exactly."""
+    with run_rill(relay_env(simulator), f"legacy-cancel-{worker}", args=WORKERS[worker],
+                  target="tests.legacy_app:app", health="/assistant/healthz") as server:
+        alice = requests.Session()
+        alice.post(f"{server.url}/login/alice", timeout=10)
+        base = f"{server.url}/assistant/api/chat"
+        model, tag = sim_model(tokens=500, itl_ms=20)
+        with alice.post(base, json=ask(model), stream=True, timeout=30) as response:
+            items = parse(response.iter_content(chunk_size=None))
+            first = [next(i for i in items if not isinstance(i, str))]
+            stream_id = first[0].json["stream_id"]
+            assert alice.post(f"{base}/{stream_id}/cancel", timeout=10).status_code == 202
+            events = first + events_only(items)
+        assert events[-1].json["finish_reason"] == "cancelled"
+        simulator.wait_for(tag, lambda r: r["outcome"] == "client_closed", timeout=3)
+        replay = events_only(parse([alice.get(f"{base}/{stream_id}/events",
+                                              timeout=10).content]))
+        assert [(e.id, e.data) for e in replay] == [(e.id, e.data) for e in events]
