@@ -152,7 +152,11 @@ def test_jwks_keys_verify_and_an_unknown_kid_refetches_the_set(jwks_server) -> N
     ok = token(key=first, alg="RS256", headers={"kid": "k1"}, aud="rill")
     assert post(app, fake, bearer(ok)).status_code == 200
     rotated = token(key=second, alg="RS256", headers={"kid": "k2"}, aud="rill")
-    assert post(app, fake, bearer(rotated)).status_code == 401, "k2 is not published yet"
+    unpublished = post(app, fake, bearer(rotated))
+    assert unpublished.status_code == 401, "k2 is not published yet"
+    assert unpublished.headers["WWW-Authenticate"] == (
+        'Bearer realm="rill", error="invalid_token", error_description="The token is not '
+        'valid: unknown signing key."')
     publish(path, {"k1": first, "k2": second})
     assert post(app, fake, bearer(rotated)).status_code == 200, "refetched on unknown kid"
     forged = token(key=second, alg="RS256", headers={"kid": "k1"}, aud="rill")
@@ -215,3 +219,17 @@ def test_per_user_overrides_raise_limits_for_some_users() -> None:
         caps.acquire("user:vip", "s3", cap=2)
     for slot in held:
         slot.release()
+
+
+def test_a_pem_public_key_verifies_es256_tokens() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    app, fake = jwt_app(RILL_JWT_SECRET="", RILL_JWT_PUBLIC_KEY=pem.decode())
+    good = token(key=key, alg="ES256", aud="rill")
+    assert post(app, fake, bearer(good)).status_code == 200
+    other = token(key=ec.generate_private_key(ec.SECP256R1()), alg="ES256", aud="rill")
+    assert post(app, fake, bearer(other)).status_code == 401
