@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, current_app, render_template, url_for
 
 from rill import state
 from rill.upstreams.demo import MODEL as DEMO_MODEL
 
-bp = Blueprint("page", __name__)
+ROOT = Path(__file__).resolve().parents[1]
+# Its own templates and static files, so the page also works inside a host app, whose
+# folders are its own; names are namespaced (page/…) so a host's base.html never wins.
+bp = Blueprint("page", __name__, template_folder=str(ROOT / "templates"),
+               static_folder=str(ROOT / "static"), static_url_path="/rill-static")
 
 
 @bp.get("/")

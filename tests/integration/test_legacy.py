@@ -3,6 +3,7 @@ and runs on gunicorn's gevent worker."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,13 @@ def test_legacy_users_stream_as_themselves_under_the_hosts_own_rules(simulator,
         assert alice.get(f"{base}/{stream_id}/events", timeout=10).status_code == 200
 
         assert requests.get(f"{server.url}/", timeout=10).text == "legacy home of None"
+        page = alice.get(f"{server.url}/assistant/", timeout=10)
+        assert page.status_code == 200
+        scripts = re.findall(r'<script src="([^"]+)"', page.text)
+        assert scripts and all(src.startswith("/assistant/rill-static/") for src in scripts)
+        assert all(alice.get(f"{server.url}{src}", timeout=10).status_code == 200
+                   for src in scripts)
+        assert 'data-api-url="/assistant/api/chat"' in page.text
         statuses = [requests.get(f"{server.url}/limited", timeout=10).status_code
                     for _ in range(3)]
         assert statuses == [200, 200, 429], "the host's own limiter still applies"
