@@ -17,7 +17,7 @@ from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, limiter, rate_limit, stream_cap
 from rill.openapi import document as openapi_document
-from rill.security import refuse_cross_site
+from rill.security import check_csrf_token, refuse_cross_site
 
 bp = Blueprint("api", __name__)
 
@@ -124,6 +124,7 @@ def authenticate() -> None:
         return
     if request.method == "POST":
         refuse_cross_site(current_app.config["RILL_CORS_ORIGINS"])
+        check_csrf_token()
     current_user()
 
 

@@ -52,7 +52,7 @@ class Rill:
             caps=_caps(config),
             auth=Authenticator(config, self.user_loader),
         )
-        logs.install([config["RILL_JWT_SECRET"]])
+        logs.install([config["RILL_JWT_SECRET"], config["RILL_SECRET_KEY"]])
         # A host app keeps its own Limiter and Talisman: Rill's limit goes onto the host's
         # limiter, and the host's headers and redirects stand (csp_nonce is Talisman's).
         host_limiters = app.extensions.get("limiter")
@@ -60,6 +60,7 @@ class Rill:
         if not host_talisman:
             security.init_app(app)
         security.init_cors(app)
+        security.init_csrf(app)
 
         from blueprints import api, health, page
 

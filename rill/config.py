@@ -97,6 +97,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_AUTH_HEADER", "X-Forwarded-User", str, "The user header for `header`."),
     Setting("RILL_TRUSTED_PROXIES", ["127.0.0.1/32", "::1/128"], _str_list,
             "Peers (addresses or CIDRs) whose `RILL_AUTH_HEADER` is believed."),
+    Setting("RILL_SECRET_KEY", "", str,
+            "Signs CSRF tokens (Flask's SECRET_KEY, unless the app has one); empty: made per "
+            "process, or shared through Redis."),
     Setting("RILL_CORS_ORIGINS", [], _str_list,
             "Comma-separated origins whose pages may call the API (CORS); empty: none."),
     Setting("RILL_MAX_BODY_BYTES", 1_048_576, int, "Largest request body, in bytes (413)."),

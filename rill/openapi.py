@@ -13,7 +13,7 @@ ERROR_CODES: dict[int, list[str]] = {
     400: ["invalid_json", "unknown_field", "invalid_messages", "invalid_model",
           "invalid_max_tokens", "invalid_temperature", "invalid_last_event_id"],
     401: ["unauthorized"],
-    403: ["insufficient_scope", "cross_site_request"],
+    403: ["insufficient_scope", "cross_site_request", "csrf_failed"],
     404: ["stream_not_found", "not_found"],
     410: ["events_expired"],
     413: ["body_too_large"],

@@ -8,6 +8,7 @@ https; and it cannot let plain HTTP through for loopback, so the https redirect 
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from flask import Flask, redirect, request
@@ -66,6 +67,57 @@ def init_cors(app: Flask) -> None:
         CORS(app, resources={r"/api/*": {"origins": origins}},
              allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
              expose_headers=["Retry-After"], max_age=600)
+
+
+def init_csrf(app: Flask) -> None:
+    """CSRF tokens (Flask-WTF) for cookie-authenticated API POSTs, checked by
+    :func:`check_csrf_token` only on Rill's own views: a host's forms are left alone.
+
+    The token is signed with ``SECRET_KEY``: the host's, else ``RILL_SECRET_KEY``, else one
+    made for this process (fine for the one worker of the memory hub; with Redis, workers
+    share one kept there).
+    """
+    from flask_wtf.csrf import CSRFProtect
+
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a page may stay open for days
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = app.config["RILL_SECRET_KEY"] or _shared_secret(app)
+    if "csrf" not in app.extensions:
+        CSRFProtect(app)
+
+
+def _shared_secret(app: Flask) -> str:
+    key = secrets.token_hex(32)
+    url = app.config["RILL_REDIS_URL"]
+    if not url:
+        return key
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        client.set("rill:secret_key", key, nx=True)
+        return str(client.get("rill:secret_key").decode())  # type: ignore[union-attr]
+    except redis.RedisError:
+        return key  # tokens then hold per worker until Redis is back and workers restart
+
+
+def check_csrf_token() -> None:
+    """Require the CSRF token on a POST that rides on cookies (not on a Bearer token).
+
+    Raises :class:`~rill.errors.CrossSiteRequest` (403) when it is missing or wrong.
+    """
+    from flask import current_app
+    from flask_wtf.csrf import CSRFError
+
+    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+    if bearer or not request.cookies:
+        return
+    try:
+        current_app.extensions["csrf"].protect()
+    except CSRFError:
+        raise CrossSiteRequest("This request lacks the page's CSRF token; reload the page "
+                               "and try again.", code="csrf_failed") from None
 
 
 def refuse_cross_site(allowed_origins: list[str]) -> None:

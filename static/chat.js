@@ -111,6 +111,9 @@
     const toggleSidebar = $("toggle-sidebar");
     const backdrop = $("sidebar-backdrop");
     const apiUrl = root.dataset.apiUrl;
+    // Cookie-authenticated POSTs carry the CSRF token the page was rendered with.
+    const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+    const csrfHeaders = csrfMeta && csrfMeta.content ? { "X-CSRFToken": csrfMeta.content } : {};
     const tab = tabId();
     const regenerate = render.button("regenerate", "Regenerate", "Regenerate this answer");
     regenerate.id = "regenerate";
@@ -578,7 +581,8 @@
       renderSidebar();
       connect(r, (signal) => fetch(apiUrl, {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream",
+                   ...csrfHeaders },
         body: JSON.stringify(body),
         signal,
       }));
@@ -628,7 +632,8 @@
 
     function cancelOnServer(r) {
       if (!r.streamId) return;
-      fetch(`${apiUrl}/${encodeURIComponent(r.streamId)}/cancel`, { method: "POST", keepalive: true })
+      fetch(`${apiUrl}/${encodeURIComponent(r.streamId)}/cancel`, { method: "POST", keepalive: true,
+                                                                    headers: csrfHeaders })
         .catch(() => {});
     }
 

@@ -137,3 +137,21 @@ def test_cors_allow_list_admits_its_origins(client) -> None:
     other = client.options("/api/chat", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_cookie_authenticated_post_needs_the_pages_csrf_token(client) -> None:
+    import re as regex
+
+    page = client.get("/").get_data(as_text=True)
+    token = regex.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+    client.set_cookie("host_session", "signed-in", domain="localhost")
+    refused = client.post("/api/chat", json=CHAT)
+    assert (refused.status_code, refused.json["error"]["code"]) == (403, "csrf_failed")
+    wrong = client.post("/api/chat", json=CHAT, headers={"X-CSRFToken": "forged"})
+    assert wrong.status_code == 403
+    accepted = client.post("/api/chat", json=CHAT, headers={"X-CSRFToken": token})
+    assert accepted.status_code == 200
+    accepted.get_data()
+    bearer = client.post("/api/chat", json=CHAT, headers={"Authorization": "Bearer x"})
+    assert bearer.status_code == 200, "Bearer requests carry no ambient credential"
+    bearer.get_data()

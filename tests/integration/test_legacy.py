@@ -38,6 +38,9 @@ def test_legacy_users_stream_as_themselves_under_the_hosts_own_rules(simulator,
         alice, bob = requests.Session(), requests.Session()
         for session, name in ((alice, "alice"), (bob, "bob")):
             assert session.post(f"{server.url}/login/{name}", timeout=10).status_code == 200
+            no_token = session.post(base, json=ask("sim"), timeout=10)
+            assert no_token.json()["error"]["code"] == "csrf_failed", "cookies need the token"
+            sign_in_page(session, server.url)
         model, _ = sim_model(tokens=5)
         with alice.post(base, json=ask(model), stream=True, timeout=30) as response:
             assert response.status_code == 200
@@ -81,6 +84,7 @@ def test_cancel_and_resume_work_on_either_worker(simulator, worker) -> None:
                   target="tests.legacy_app:app", health="/assistant/healthz") as server:
         alice = requests.Session()
         alice.post(f"{server.url}/login/alice", timeout=10)
+        sign_in_page(alice, server.url)
         base = f"{server.url}/assistant/api/chat"
         model, tag = sim_model(tokens=500, itl_ms=20)
         with alice.post(base, json=ask(model), stream=True, timeout=30) as response:
@@ -94,3 +98,10 @@ def test_cancel_and_resume_work_on_either_worker(simulator, worker) -> None:
         replay = events_only(parse([alice.get(f"{base}/{stream_id}/events",
                                               timeout=10).content]))
         assert [(e.id, e.data) for e in replay] == [(e.id, e.data) for e in events]
+
+
+def sign_in_page(session: requests.Session, url: str) -> None:
+    """Load Rill's page as a browser would and send its CSRF token from then on."""
+    page = session.get(f"{url}/assistant/", timeout=10).text
+    session.headers["X-CSRFToken"] = re.search(r'name="csrf-token" content="([^"]+)"',
+                                               page).group(1)
