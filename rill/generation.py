@@ -23,6 +23,8 @@ from .upstreams import Event, UpstreamStream
 log = logging.getLogger(__name__)
 
 YIELD_EVERY = 64  # upstream events read before the reader lets other greenlets run
+# A generation is not orphaned before its first subscriber had time to join (seconds).
+STARTUP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Producer:
         self._events = iter(upstream)  # one iterator: the drain must continue the same read
         self._on_finish = on_finish
         self._stop_request: tuple[errors.RillError | None] | None = None
+        self._signalled = False  # a cancel or a leave may concern this stream
+        self._had_subscriber = False
         self._started = self.last_chunk_at = time.monotonic()
         self._flush([("start", start)])
         self._reader = tasks.spawn(self._read)
@@ -87,7 +91,7 @@ class Producer:
 
     def _supervise(self) -> None:
         orphaned_at: float | None = None
-        renewed = time.monotonic()
+        renewed = checked = time.monotonic()
         try:
             while not self.finished:
                 now = time.monotonic()
@@ -102,7 +106,14 @@ class Producer:
                 if self._stop_request is not None:
                     self._stop(*self._stop_request)
                     break
-                orphaned_at = self._check(now, orphaned_at)
+                # The hub is asked (a round trip with Redis) on a signal, each lease tick, or
+                # when an orphan's grace is up; never per token.
+                ask_hub = (self._signalled or now - checked >= self.limits.lease / 3 or (
+                    orphaned_at is not None and now - orphaned_at >= self.limits.orphan_grace))
+                signalled = self._signalled
+                if ask_hub:
+                    self._signalled, checked = False, now
+                orphaned_at = self._check(now, orphaned_at, ask_hub, signalled)
                 if now - renewed >= self.limits.lease / 3:
                     self.hub.renew([self.stream_id])
                     renewed = now
@@ -125,16 +136,26 @@ class Producer:
             deadlines.append(orphaned_at + limits.orphan_grace)
         return max(min(deadlines) - now, 0.0)
 
-    def _check(self, now: float, orphaned_at: float | None) -> float | None:
-        """Stop the generation when it must end; return when it was orphaned, if it is."""
+    def _check(self, now: float, orphaned_at: float | None, ask_hub: bool,
+               signalled: bool = False) -> float | None:
+        """Stop the generation when it must end; return when it was orphaned, if it is.
+
+        A stream counts as orphaned once it had a subscriber (a leave signal proves one),
+        or after ``STARTUP_SECONDS`` without any.
+        """
         hub, stream_id = self.hub, self.stream_id
-        if hub.cancel_requested(stream_id):
-            self._stop()
-        elif now - self._started >= self.limits.max_seconds:
+        if now - self._started >= self.limits.max_seconds:
             self._stop(errors.StreamTimeout())
         elif now - self.last_chunk_at >= self.limits.stall_timeout:
             self._stop(errors.UpstreamStalled())
-        elif hub.subscribers(stream_id) == 0:
+        elif not ask_hub:
+            return orphaned_at
+        elif hub.cancel_requested(stream_id):
+            self._stop()
+        elif hub.subscribers(stream_id) > 0:
+            self._had_subscriber = True
+        elif signalled or self._had_subscriber or now - self._started >= STARTUP_SECONDS:
+            self._had_subscriber = True
             orphaned_at = orphaned_at or now
             if now - orphaned_at >= self.limits.orphan_grace:
                 log.info("stream %s: no subscriber for %.0f s; cancelling", stream_id[:6],
@@ -142,6 +163,11 @@ class Producer:
                 self._stop()
             return orphaned_at
         return None
+
+    def signal(self) -> None:
+        """Say that a cancel or a leave may concern this stream: the hub is asked at once."""
+        self._signalled = True
+        self.wake.set()
 
     def stop(self, error: errors.RillError | None = None) -> None:
         """Ask the generation to end now (from any greenlet); see :meth:`_stop`."""

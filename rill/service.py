@@ -32,7 +32,7 @@ class RillState:
     def _wake(self, stream_id: str) -> None:
         producer = self.producers.get(stream_id)
         if producer is not None:
-            producer.wake.set()
+            producer.signal()
 
     def start_generation(self, stream_id: str, upstream: UpstreamStream, owner: str | None,
                          on_finish: Callable[[], None]) -> Producer:

@@ -163,7 +163,7 @@ def start(hub, steps: list, limits: Limits | None = None) -> tuple[str, Producer
     upstream = FakeStream(fake, steps, "m")
     producer = Producer(hub, stream, upstream, {"stream_id": stream, "model": "m"},
                         limits or Limits(60, 60, 60, 0.6))
-    hub.on_signal(lambda s: producer.wake.set() if s == stream else None)
+    hub.on_signal(lambda s: producer.signal() if s == stream else None)
     return stream, producer, fake
 
 
@@ -215,6 +215,9 @@ def test_cancel_closes_the_upstream_and_ends_with_cancelled(hub) -> None:
 
 def test_orphaned_generation_is_cancelled_after_the_grace(hub) -> None:
     stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 0.4, 0.6))
+    hub.join(stream, "client")
+    gevent.sleep(0.3)
+    hub.leave(stream, "client")  # the client goes and does not come back
     gevent.sleep(1.0)
     assert producer.finished
     assert fake.closed == 1
