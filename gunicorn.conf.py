@@ -61,6 +61,21 @@ control_socket_disable = _env("RILL_CONTROL_SOCKET", "") == ""
 if not control_socket_disable:
     control_socket = os.environ["RILL_CONTROL_SOCKET"]
 
+# Prometheus metrics are summed across workers from files in one folder: a fresh one per
+# start unless the operator names one (rill.metrics).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rill-metrics-")
+
+
+def child_exit(server, worker):
+    """Fold a dead worker's live gauges out of the metrics (prometheus_client's recipe)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 # Each stream holds two sockets (client and upstream): lift the soft open-files limit to the
 # hard one, which workers inherit.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)

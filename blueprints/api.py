@@ -12,7 +12,7 @@ from flask_limiter import RateLimitExceeded
 from gevent import monkey
 from werkzeug.exceptions import HTTPException
 
-from rill import chat_request, relay, state
+from rill import chat_request, metrics, relay, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, limiter, rate_limit, stream_cap
@@ -41,6 +41,11 @@ def chat() -> Response:
     slot = rill.caps.acquire(client_key(), stream_id, cap=stream_cap())
     try:
         upstream = rill.upstream.open(params)
+    except RillError as error:
+        slot.release()
+        if error.code.startswith("upstream_"):
+            metrics.UPSTREAM_ERRORS.labels(error.code).inc()
+        raise
     except BaseException:
         slot.release()
         raise
@@ -63,6 +68,7 @@ def events(stream_id: str) -> Response:
         raise InvalidRequest("Last-Event-ID must be a whole number.",
                              code="invalid_last_event_id", param="Last-Event-ID") from None
     state().check_owner(stream_id, current_user())  # 404 before the stream starts
+    metrics.RESUMES.inc()
     return _subscription(stream_id, after=max(after, -1))
 
 
@@ -90,6 +96,7 @@ def _subscription(stream_id: str, after: int) -> Response:
     def on_disconnect() -> None:
         nonlocal gone
         gone = True
+        metrics.DISCONNECTS.inc()
         with contextlib.suppress(RillError):  # the subscriber leaves in its finally too
             hub.leave(stream_id, subscriber)  # the producer may be orphaned now
 
@@ -131,6 +138,8 @@ def authenticate() -> None:
 @bp.errorhandler(RillError)
 def rill_error(error: RillError) -> tuple[Response, int]:
     response, status = error_response(error)
+    if error.code == "too_many_streams":
+        metrics.RATE_LIMITED.inc()
     if isinstance(error, AuthError):
         response.headers["WWW-Authenticate"] = error.challenge
     return response, status
@@ -149,6 +158,7 @@ def internal_error(error: Exception) -> tuple[Response, int]:
 
 @bp.errorhandler(RateLimitExceeded)
 def rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:
+    metrics.RATE_LIMITED.inc()
     current = limiter.current_limit
     wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
     return error_response(RateLimited(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import hmac
+import ipaddress
 
-from rill import state
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+
+from rill import metrics, state
 
 bp = Blueprint("health", __name__)
 
@@ -23,3 +26,17 @@ def readyz() -> tuple[Response, int]:
     full = bool(caps.per_worker) and caps.total >= caps.per_worker
     status = "draining" if rill.draining else "full" if full else "ready"
     return jsonify(status=status, streams=caps.total), 200 if status == "ready" else 503
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Expose Prometheus metrics: to ``Bearer RILL_METRICS_TOKEN``, else to loopback only."""
+    token = current_app.config["RILL_METRICS_TOKEN"]
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            abort(404)  # no oracle: it is simply not here for others
+    elif not ipaddress.ip_address(request.remote_addr or "0.0.0.0").is_loopback:
+        abort(404)
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

@@ -100,6 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_SECRET_KEY", "", str,
             "Signs CSRF tokens (Flask's SECRET_KEY, unless the app has one); empty: made per "
             "process, or shared through Redis."),
+    Setting("RILL_METRICS_TOKEN", "", str,
+            "Bearer token that may read /metrics; empty: only loopback peers may."),
     Setting("RILL_CORS_ORIGINS", [], _str_list,
             "Comma-separated origins whose pages may call the API (CORS); empty: none."),
     Setting("RILL_MAX_BODY_BYTES", 1_048_576, int, "Largest request body, in bytes (413)."),

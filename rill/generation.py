@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, tasks
+from . import errors, metrics, tasks
 from .hub import TERMINAL, Hub, Record
 from .sse import encode_json_event
 from .upstreams import Event, UpstreamStream
@@ -55,6 +55,10 @@ class Producer:
         self._signalled = False  # a cancel or a leave may concern this stream
         self._had_subscriber = False
         self._started = self.last_chunk_at = time.monotonic()
+        self._first_token_at: float | None = None
+        self._tokens = 0
+        self._outcome = "internal"
+        metrics.ACTIVE.inc()
         self._flush([("start", start)])
         self._reader = tasks.spawn(self._read)
         self._supervisor = tasks.spawn(self._supervise)
@@ -74,6 +78,8 @@ class Producer:
         try:
             for count, event in enumerate(self._events, 1):
                 self._pending.append(event)
+                if event[0] == "delta":
+                    self._tokens += 1
                 self.last_chunk_at = time.monotonic()
                 self.wake.set()
                 if event[0] in TERMINAL:
@@ -126,7 +132,18 @@ class Producer:
             self._reader.stop(unblock=self._upstream.close)
         finally:
             self.finished = True
+            self._record()
             self._on_finish()
+
+    def _record(self) -> None:
+        metrics.ACTIVE.dec()
+        metrics.STREAMS.labels(self._outcome).inc()
+        metrics.TOKENS.inc(self._tokens)
+        metrics.DURATION.observe(time.monotonic() - self._started)
+        if self._first_token_at is not None:
+            metrics.TTFT.observe(self._first_token_at - self._started)
+        if self._outcome.startswith("upstream_"):
+            metrics.UPSTREAM_ERRORS.labels(self._outcome).inc()
 
     def _timeout(self, now: float, orphaned_at: float | None) -> float:
         limits = self.limits
@@ -194,8 +211,16 @@ class Producer:
             return
         self.next_id = records[-1][0] + 1
         self.hub.append(self.stream_id, records)
-        if records[-1][1] in TERMINAL:
+        if self._first_token_at is None and any(r[1] in ("delta", "reasoning")
+                                                for r in records):
+            self._first_token_at = time.monotonic()
+        last = records[-1]
+        if last[1] in TERMINAL:
             self.finished = True
+            self._outcome = metrics.outcome(last[1], last[2])
+            usage = last[2].get("usage") if last[1] == "done" else None
+            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+                self._tokens = usage["completion_tokens"]
 
 
 def _merge(events: list[Event], next_id: int) -> list[Record]:

@@ -252,3 +252,18 @@ def test_openapi_document_lists_every_operation_and_error_code(client) -> None:
                                                     errors.ProducerLost, errors.Shutdown,
                                                     errors.StreamTimeout, errors.InvalidRequest)}
     assert raised <= declared
+
+
+def test_metrics_are_for_loopback_or_the_token_holder_only(app, client, fake_upstream) -> None:
+    fake_upstream.enqueue([("delta", {"content": "x"}), DONE])
+    client.post("/api/chat", json=USER).get_data()
+    settle()
+    local = client.get("/metrics")
+    assert local.status_code == 200
+    assert "rill_streams_total" in local.get_data(as_text=True)
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 404
+    app.config["RILL_METRICS_TOKEN"] = "t0ken-for-scrapers"
+    assert client.get("/metrics").status_code == 404
+    scraped = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.7"},
+                         headers={"Authorization": "Bearer t0ken-for-scrapers"})
+    assert scraped.status_code == 200
