@@ -22,7 +22,7 @@ class _Stream:
     __slots__ = ("cancel", "changed", "expires_at", "finished", "first_id", "owner", "records",
                  "subscribers")
 
-    def __init__(self, owner: str | None) -> None:
+    def __init__(self, owner: str | None, event: Callable[[], Any]) -> None:
         self.owner = owner
         self.records: list[Record] = []
         self.first_id = 0
@@ -30,7 +30,7 @@ class _Stream:
         self.cancel = False
         self.expires_at = float("inf")
         self.subscribers: set[str] = set()
-        self.changed = tasks.event()
+        self.changed = event()
 
 
 class MemoryHub:
@@ -38,12 +38,14 @@ class MemoryHub:
         self.max_events = config["RILL_STREAM_MAX_EVENTS"]
         self.ttl = config["RILL_STREAM_TTL_SECONDS"]
         self.streams: dict[str, _Stream] = {}
+        # Greenlet or thread events, chosen once: an append must not ask per token.
+        self._event = type(tasks.event())
         self._callbacks: list[Callable[[str], None]] = []
         self._swept = 0.0
 
     def open(self, stream_id: str, owner: str | None) -> None:
         self._sweep()
-        self.streams[stream_id] = _Stream(owner)
+        self.streams[stream_id] = _Stream(owner, self._event)
 
     def _get(self, stream_id: str) -> _Stream:
         stream = self.streams.get(stream_id)
@@ -61,7 +63,7 @@ class MemoryHub:
         if records[-1][1] in TERMINAL:
             stream.finished = True
             stream.expires_at = time.monotonic() + self.ttl
-        changed, stream.changed = stream.changed, tasks.event()
+        changed, stream.changed = stream.changed, self._event()
         changed.set()
 
     def append_if_next(self, stream_id: str, record: Record) -> None:

@@ -94,7 +94,7 @@ def simulator() -> Iterator[SimulatorProcess]:
 def sim_model(**params: object) -> tuple[str, str]:
     """Return a simulator model string for ``params`` with a fresh tag, and the tag."""
     tag = uuid.uuid4().hex[:12]
-    query = "&".join(f"{k}={quote(str(v))}" for k, v in {**params, "tag": tag}.items())
+    query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in {**params, "tag": tag}.items())
     return f"sim?{query}", tag
 
 

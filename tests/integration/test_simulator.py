@@ -7,17 +7,17 @@ import json
 import re
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import openai
 import pytest
 import requests
 
 from rill.simulator import BIG_EVENT_BYTES, SimulatorProcess, expected_text
+from tests.integration.conftest import sim_model
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +28,6 @@ REASONING = "".join(f"think{i} " for i in range(5))
 def sim() -> Iterator[SimulatorProcess]:
     with SimulatorProcess() as process:
         yield process
-
-
-def scenario(**params: object) -> tuple[str, str]:
-    """A model string for ``params`` with a fresh ``tag``, and the tag."""
-    tag = uuid.uuid4().hex[:12]
-    query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in {**params, "tag": tag}.items())
-    return f"sim?{query}", tag
 
 
 def chat(sim: SimulatorProcess, model: str, *, stream: bool = True,
@@ -130,7 +123,7 @@ def sse_event(payload: dict[str, Any]) -> bytes:
 
 
 def test_default_stream_is_byte_exact_openai_framing(sim) -> None:
-    model, _ = scenario(tokens=3)
+    model, _ = sim_model(tokens=3)
     raw = read_stream(sim, model)
     first = json.loads(parse_sse(raw).data[0])
 
@@ -158,7 +151,7 @@ def test_stream_ends_with_the_zero_length_chunk_and_the_connection_stays_open(si
     with RawClient(sim) as client:
         for n in (2, 3):
             client.received = b""
-            client.post_chat(scenario(tokens=n)[0])
+            client.post_chat(sim_model(tokens=n)[0])
             raw = client.read_until(lambda data: data.endswith(b"0\r\n\r\n"))
             head, _, body = raw.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -168,7 +161,7 @@ def test_stream_ends_with_the_zero_length_chunk_and_the_connection_stays_open(si
 
 
 def test_include_usage_adds_a_usage_only_chunk_before_done(sim) -> None:
-    model, _ = scenario(tokens=4)
+    model, _ = sim_model(tokens=4)
     sse = parse_sse(read_stream(sim, model, stream_options={"include_usage": True}))
     assert sse.data[-1] == "[DONE]"
     last = sse.chunks[-1]
@@ -179,7 +172,7 @@ def test_include_usage_adds_a_usage_only_chunk_before_done(sim) -> None:
 
 
 def test_max_tokens_caps_the_reply_with_finish_reason_length(sim) -> None:
-    model, tag = scenario(tokens=10)
+    model, tag = sim_model(tokens=10)
     sse = parse_sse(read_stream(sim, model, max_tokens=3))
     assert sse.text() == expected_text(3)
     assert sse.finish_reasons == ["length"]
@@ -188,7 +181,7 @@ def test_max_tokens_caps_the_reply_with_finish_reason_length(sim) -> None:
 
 def test_text_param_streams_its_words_verbatim(sim) -> None:
     text = "<img src=x onerror=alert(1)> **bold**\n\n```py\nx = 1\n```  end"
-    model, _ = scenario(text=text)
+    model, _ = sim_model(text=text)
     sse = parse_sse(read_stream(sim, model))
     assert sse.text() == text
     assert [c["choices"][0]["delta"].get("content") for c in sse.chunks[1:4]] == [
@@ -215,7 +208,7 @@ def test_text_param_streams_its_words_verbatim(sim) -> None:
     ],
 )
 def test_each_shape_delivers_the_expected_text(sim, shape, text, reasoning, done) -> None:
-    model, _ = scenario(tokens=8, shape=shape)
+    model, _ = sim_model(tokens=8, shape=shape)
     sse = parse_sse(read_stream(sim, model))
     assert sse.text() == text
     assert sse.text("reasoning_content", "reasoning") == reasoning
@@ -224,7 +217,7 @@ def test_each_shape_delivers_the_expected_text(sim, shape, text, reasoning, done
 
 def test_shape_details_match_the_providers(sim) -> None:
     def chunks(shape: str) -> tuple[Sse, bytes]:
-        raw = read_stream(sim, scenario(tokens=3, shape=shape)[0])
+        raw = read_stream(sim, sim_model(tokens=3, shape=shape)[0])
         return parse_sse(raw), raw
 
     azure = chunks("azure_filter")[0].chunks
@@ -243,23 +236,23 @@ def test_shape_details_match_the_providers(sim) -> None:
 
 
 def test_framing_shapes_change_only_the_bytes(sim) -> None:
-    raw = read_stream(sim, scenario(tokens=3, shape="multiline")[0])
+    raw = read_stream(sim, sim_model(tokens=3, shape="multiline")[0])
     multiline = parse_sse(raw)
     assert raw.count(b"\n") == raw.count(b"\r\n")
     assert all(data.count("\n") == 1 for data in multiline.data if data != "[DONE]")
-    comments = parse_sse(read_stream(sim, scenario(tokens=3, shape="comments")[0]))
+    comments = parse_sse(read_stream(sim, sim_model(tokens=3, shape="comments")[0]))
     assert comments.comments == ["keep-alive"] * 3
-    malformed = parse_sse(read_stream(sim, scenario(tokens=3, shape="malformed")[0]))
+    malformed = parse_sse(read_stream(sim, sim_model(tokens=3, shape="malformed")[0]))
     assert "{not json" in malformed.data
-    big = parse_sse(read_stream(sim, scenario(tokens=3, shape="big_event")[0]))
+    big = parse_sse(read_stream(sim, sim_model(tokens=3, shape="big_event")[0]))
     assert big.chunks[1]["choices"][0]["delta"]["content"] == "x" * BIG_EVENT_BYTES
-    error = parse_sse(read_stream(sim, scenario(tokens=8, shape="error_in_stream")[0]))
+    error = parse_sse(read_stream(sim, sim_model(tokens=8, shape="error_in_stream")[0]))
     assert json.loads(error.data[-1])["error"]["code"] == "internal_error"
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 429, 500, 503])
 def test_status_fault_answers_with_openais_error_body(sim, status) -> None:
-    model, tag = scenario(fault="status", status=status)
+    model, tag = sim_model(fault="status", status=status)
     with chat(sim, model) as response:
         assert response.status_code == status
         error = response.json()["error"]
@@ -269,12 +262,12 @@ def test_status_fault_answers_with_openais_error_body(sim, status) -> None:
 
 
 def test_retry_after_can_be_overridden(sim) -> None:
-    with chat(sim, scenario(fault="status", status=429, retry_after=7)[0]) as response:
+    with chat(sim, sim_model(fault="status", status=429, retry_after=7)[0]) as response:
         assert response.headers["retry-after"] == "7"
 
 
 def test_fail_first_fails_that_many_requests_per_tag_then_succeeds(sim) -> None:
-    model, tag = scenario(fault="status", status=503, fail_first=2, tokens=3)
+    model, tag = sim_model(fault="status", status=503, fail_first=2, tokens=3)
     statuses = []
     for _ in range(3):
         with chat(sim, model) as response:
@@ -286,7 +279,7 @@ def test_fail_first_fails_that_many_requests_per_tag_then_succeeds(sim) -> None:
 
 
 def test_cut_closes_connection_mid_body(sim) -> None:
-    model, tag = scenario(tokens=10, fault="cut", after=4)
+    model, tag = sim_model(tokens=10, fault="cut", after=4)
     received = b""
     with chat(sim, model) as response, pytest.raises(requests.exceptions.ChunkedEncodingError):
         for piece in response.iter_content(chunk_size=None):
@@ -301,7 +294,7 @@ def test_cut_is_an_incomplete_read_for_http_client(sim) -> None:
     address = urlsplit(sim.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
     try:
-        body = json.dumps({"model": scenario(tokens=5, fault="cut", after=2)[0],
+        body = json.dumps({"model": sim_model(tokens=5, fault="cut", after=2)[0],
                            "stream": True})
         connection.request("POST", "/v1/chat/completions", body,
                            {"Content-Type": "application/json"})
@@ -325,7 +318,7 @@ def test_cut_is_an_incomplete_read_for_http_client(sim) -> None:
 )
 def test_client_close_while_silent_records_client_closed_within_a_second(
         sim, params, ready) -> None:
-    model, tag = scenario(**{k: v for k, v in params.items() if k != "stream"})
+    model, tag = sim_model(**{k: v for k, v in params.items() if k != "stream"})
     with RawClient(sim) as client:
         client.post_chat(model, stream=params.get("stream", True))
         if ready:
@@ -339,7 +332,7 @@ def test_client_close_while_silent_records_client_closed_within_a_second(
 
 
 def test_client_close_mid_stream_stops_sending(sim) -> None:
-    model, tag = scenario(tokens=1000, itl_ms=20)
+    model, tag = sim_model(tokens=1000, itl_ms=20)
     with RawClient(sim) as client:
         client.post_chat(model)
         client.read_until(lambda raw: raw.count(b"tok") >= 3)
@@ -348,7 +341,7 @@ def test_client_close_mid_stream_stops_sending(sim) -> None:
 
 
 def test_non_stream_returns_a_chat_completion(sim) -> None:
-    model, tag = scenario(tokens=5)
+    model, tag = sim_model(tokens=5)
     with chat(sim, model, stream=False, max_tokens=4) as response:
         assert response.headers["content-type"] == "application/json"
         completion = response.json()
@@ -364,7 +357,7 @@ def test_session_reuses_one_connection_for_sequential_streams(sim) -> None:
     tags = []
     with requests.Session() as session:
         for _ in range(2):
-            model, tag = scenario(tokens=3)
+            model, tag = sim_model(tokens=3)
             with chat(sim, model, session=session) as response:
                 assert parse_sse(response.content).text() == expected_text(3)
             tags.append(tag)
@@ -374,7 +367,7 @@ def test_session_reuses_one_connection_for_sequential_streams(sim) -> None:
 
 def test_ttft_delays_the_first_chunk(sim) -> None:
     def first_chunk_after(ttft_ms: int) -> float:
-        with chat(sim, scenario(tokens=2, ttft_ms=ttft_ms)[0]) as response:
+        with chat(sim, sim_model(tokens=2, ttft_ms=ttft_ms)[0]) as response:
             started = time.monotonic()
             next(response.iter_content(chunk_size=None))
             return time.monotonic() - started
@@ -385,19 +378,19 @@ def test_ttft_delays_the_first_chunk(sim) -> None:
 
 def test_itl_spaces_the_tokens(sim) -> None:
     started = time.monotonic()
-    sse = parse_sse(read_stream(sim, scenario(tokens=5, itl_ms=100)[0]))
+    sse = parse_sse(read_stream(sim, sim_model(tokens=5, itl_ms=100)[0]))
     assert sse.text() == expected_text(5)
     assert 0.39 < time.monotonic() - started < 2.0
 
 
 def test_long_stream_without_itl_arrives_whole(sim) -> None:
-    model, tag = scenario(tokens=20_000)
+    model, tag = sim_model(tokens=20_000)
     assert parse_sse(read_stream(sim, model)).text() == expected_text(20_000)
     assert sim.find(tag)["tokens_sent"] == 20_000
 
 
 def test_openai_sdk_streams_the_expected_text(sim) -> None:
-    model, tag = scenario(tokens=12, itl_ms=5)
+    model, tag = sim_model(tokens=12, itl_ms=5)
     with openai.OpenAI(base_url=sim.base_url, api_key="test", max_retries=0) as client:
         stream = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "Hi"}], stream=True,
@@ -415,7 +408,7 @@ def test_openai_sdk_streams_the_expected_text(sim) -> None:
 
 
 def test_records_describe_each_request(sim) -> None:
-    model, tag = scenario(tokens=2, itl_ms=1)
+    model, tag = sim_model(tokens=2, itl_ms=1)
     read_stream(sim, model)
     record = sim.find(tag)
     assert record["model"] == model
@@ -426,7 +419,7 @@ def test_records_describe_each_request(sim) -> None:
 
 
 def test_clear_forgets_the_records(sim) -> None:
-    model, tag = scenario(tokens=1)
+    model, tag = sim_model(tokens=1)
     read_stream(sim, model)
     assert sim.find(tag) is not None
     sim.clear()
