@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
-from rill import Rill
+from rill import Rill, logs
 from rill.config import DEFAULTS, from_env
 
 
@@ -28,7 +26,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-logging.basicConfig(
-    stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-)
+logs.basic_config()  # JSON lines on stdout, unless gunicorn configured logging already
 app = create_app()

@@ -50,10 +50,19 @@ keepalive = int(_env("RILL_KEEPALIVE", "5"))
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Logs go to stdout, where container runtimes and systemd collect them ("-" is stderr for
-# gunicorn's error log).
+# gunicorn's error log). By default every line is a JSON object (rill.logs, which imports
+# neither Flask nor a network library, so the arbiter stays unpatched-safe); the access
+# line carries the response's X-Request-ID. RILL_LOG_FORMAT=text keeps gunicorn's own lines.
 accesslog = "-"
 errorlog = "/dev/stdout"
 loglevel = _env("RILL_LOG_LEVEL", "info")
+_log_format = _env("RILL_LOG_FORMAT", "json")
+if _log_format not in ("json", "text"):
+    raise SystemExit(f"rill: RILL_LOG_FORMAT={_log_format!r} is not one of: json, text")
+if _log_format == "json":
+    from rill.logs import gunicorn_config
+
+    logconfig_dict = gunicorn_config(loglevel)
 
 # gunicorn 27's control socket is one per user ($HOME/.gunicorn/gunicorn.ctl): two
 # instances on one machine (tests, blue/green) would fight over it. Off unless asked for.
@@ -93,11 +102,13 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """On SIGTERM, drain Rill's streams before graceful_timeout ends (rill.lifecycle)."""
+    # Imported here, in the patched worker, not in the handler: a second SIGTERM that comes
+    # while the first handler is still importing would find the module half-initialised.
+    from rill.lifecycle import begin_drain
+
     handle_exit = worker.handle_exit
 
     def drain_then_exit(sig, frame):
-        from rill.lifecycle import begin_drain
-
         if hasattr(worker.wsgi, "extensions"):
             begin_drain(worker.wsgi, worker.cfg.graceful_timeout)
         handle_exit(sig, frame)

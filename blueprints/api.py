@@ -12,7 +12,7 @@ from flask_limiter import RateLimitExceeded
 from gevent import monkey
 from werkzeug.exceptions import HTTPException
 
-from rill import chat_request, metrics, relay, state
+from rill import chat_request, metrics, relay, request_ids, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, limiter, rate_limit, stream_cap
@@ -50,7 +50,9 @@ def chat() -> Response:
         slot.release()
         raise
     try:
-        rill.start_generation(stream_id, upstream, owner=user, on_finish=slot.release)
+        rill.start_generation(stream_id, upstream, owner=user, on_finish=slot.release,
+                              log_fields={"request_id": request_ids.current(),
+                                          "client": client_key()})
     except BaseException:
         upstream.close()
         slot.release()

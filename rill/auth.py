@@ -80,10 +80,23 @@ class Authenticator:
         assert self.jwt is not None
         return self.jwt.verify(request.headers.get("Authorization", ""))
 
+    def from_trusted_proxy(self) -> bool:
+        """Whether this request's TCP peer is in ``RILL_TRUSTED_PROXIES``.
+
+        The peer is the address before werkzeug's ProxyFix rewrote ``REMOTE_ADDR`` from
+        ``X-Forwarded-For`` (that is the client, not the proxy).
+        """
+        orig = request.environ.get("werkzeug.proxy_fix.orig") or {}
+        raw = orig.get("REMOTE_ADDR") or request.environ.get("REMOTE_ADDR") or "0.0.0.0"
+        try:
+            peer = ipaddress.ip_address(raw)
+        except ValueError:
+            return False  # a Unix-socket peer, or garbage: not a trusted proxy
+        return any(peer in net for net in self.trusted)
+
     def _from_header(self) -> str:
-        peer = ipaddress.ip_address(request.environ.get("REMOTE_ADDR", "0.0.0.0"))
         user = request.headers.get(self.header, "").strip()
-        if not user or not any(peer in net for net in self.trusted):
+        if not user or not self.from_trusted_proxy():
             raise AuthError("Sign in through the proxy in front of this API.")
         return user
 

@@ -96,7 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_JWT_LEEWAY_SECONDS", 30.0, float, "Clock skew allowed on `exp`/`nbf`."),
     Setting("RILL_AUTH_HEADER", "X-Forwarded-User", str, "The user header for `header`."),
     Setting("RILL_TRUSTED_PROXIES", ["127.0.0.1/32", "::1/128"], _str_list,
-            "Peers (addresses or CIDRs) whose `RILL_AUTH_HEADER` is believed."),
+            "Peers (addresses or CIDRs) whose `RILL_AUTH_HEADER` and `X-Request-ID` are "
+            "believed."),
     Setting("RILL_SECRET_KEY", "", str,
             "Signs CSRF tokens (Flask's SECRET_KEY, unless the app has one); empty: made per "
             "process, or shared through Redis."),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,8 @@ class Producer:
 
     def __init__(self, hub: Hub, stream_id: str, upstream: UpstreamStream,
                  start: dict[str, Any], limits: Limits,
-                 on_finish: Callable[[], None] = lambda: None) -> None:
+                 on_finish: Callable[[], None] = lambda: None,
+                 log_fields: Mapping[str, Any] | None = None) -> None:
         self.hub, self.stream_id, self.limits = hub, stream_id, limits
         self.next_id = 0
         self.finished = False
@@ -51,6 +52,8 @@ class Producer:
         self._upstream = upstream
         self._events = iter(upstream)  # one iterator: the drain must continue the same read
         self._on_finish = on_finish
+        self._model = start.get("model")
+        self._log_fields = dict(log_fields or {})
         self._stop_request: tuple[errors.RillError | None] | None = None
         self._signalled = False  # a cancel or a leave may concern this stream
         self._had_subscriber = False
@@ -136,14 +139,23 @@ class Producer:
             self._on_finish()
 
     def _record(self) -> None:
+        """Count the ended generation in the metrics and log its summary line (no prompt)."""
+        duration = time.monotonic() - self._started
+        ttft = (None if self._first_token_at is None
+                else self._first_token_at - self._started)
         metrics.ACTIVE.dec()
         metrics.STREAMS.labels(self._outcome).inc()
         metrics.TOKENS.inc(self._tokens)
-        metrics.DURATION.observe(time.monotonic() - self._started)
-        if self._first_token_at is not None:
-            metrics.TTFT.observe(self._first_token_at - self._started)
+        metrics.DURATION.observe(duration)
+        if ttft is not None:
+            metrics.TTFT.observe(ttft)
         if self._outcome.startswith("upstream_"):
             metrics.UPSTREAM_ERRORS.labels(self._outcome).inc()
+        log.info("stream %s ended: %s", self.stream_id[:6], self._outcome, extra={
+            **self._log_fields, "event": "stream_end", "stream_id": self.stream_id,
+            "outcome": self._outcome, "model": self._model, "tokens": self._tokens,
+            "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
+            "duration_ms": round(duration * 1000, 1)})
 
     def _timeout(self, now: float, orphaned_at: float | None) -> float:
         limits = self.limits

@@ -35,10 +35,12 @@ class RillState:
             producer.signal()
 
     def start_generation(self, stream_id: str, upstream: UpstreamStream, owner: str | None,
-                         on_finish: Callable[[], None]) -> Producer:
+                         on_finish: Callable[[], None],
+                         log_fields: Mapping[str, Any] | None = None) -> Producer:
         """Open ``stream_id`` in the hub and run ``upstream`` into it.
 
-        Raises :class:`~rill.errors.HubUnavailable` when the hub cannot be reached.
+        ``log_fields`` (the request id, the client key) go into the stream's summary log
+        line. Raises :class:`~rill.errors.HubUnavailable` when the hub cannot be reached.
         """
         self.hub.open(stream_id, owner)
 
@@ -48,7 +50,7 @@ class RillState:
 
         producer = Producer(self.hub, stream_id, upstream,
                             {"stream_id": stream_id, "model": upstream.model},
-                            self.limits, on_finish=finished)
+                            self.limits, on_finish=finished, log_fields=log_fields)
         self.producers[stream_id] = producer
         return producer
 
