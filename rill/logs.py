@@ -1,8 +1,8 @@
 """Logs: JSON lines that carry the request id and never a secret or a prompt.
 
 :class:`JsonFormatter` writes one JSON object per line (python-json-logger with orjson):
-``time`` (RFC 3339, UTC, ms), ``level``, ``logger``, ``message``, ``request_id`` when the
-record comes from a request, and any ``extra`` fields. gunicorn's access records become
+``time`` (RFC 3339, UTC, ms), ``level``, ``logger``, ``pid``, ``message``, ``request_id``
+when the record comes from a request, and any ``extra`` fields. gunicorn's access records become
 fields too (``method``, ``path``, ``status``, ``duration_ms``, …).
 
 :class:`RedactingFilter` sits on every handler (a filter on a logger would miss records from
@@ -88,11 +88,12 @@ class RequestContextFilter(logging.Filter):
 
 
 class JsonFormatter(OrjsonFormatter):
-    """One JSON object per record: time, level, logger, message, then the record's extras."""
+    """One JSON object per record: time, level, logger, pid, message, then the extras."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("rename_fields", {"levelname": "level", "name": "logger"})
-        super().__init__(["levelname", "name", "message"], **kwargs)
+        kwargs.setdefault("rename_fields",
+                          {"levelname": "level", "name": "logger", "process": "pid"})
+        super().__init__(["levelname", "name", "process", "message"], **kwargs)
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
                    message_dict: dict[str, Any]) -> None:

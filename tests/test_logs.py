@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -31,8 +32,8 @@ def test_a_record_is_one_json_line_with_time_level_logger_message_and_extras() -
     assert "\n" not in line
     data = json.loads(line)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data.pop("time"))
-    assert data == {"level": "INFO", "logger": "rill.test", "message": "hello world",
-                    "stream_id": "abc", "tokens": 5}
+    assert data == {"level": "INFO", "logger": "rill.test", "pid": os.getpid(),
+                    "message": "hello world", "stream_id": "abc", "tokens": 5}
 
 
 def test_an_exception_stays_inside_the_json_line() -> None:
