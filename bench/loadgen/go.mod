@@ -1,0 +1,3 @@
+module rill/bench/loadgen
+
+go 1.19
