@@ -165,13 +165,16 @@ def walk(block: Block) -> list[list[str]]:
 
 def seconds(value: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "": 1}
-    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h|d|)", value).groups()  # type: ignore[union-attr]
-    return int(number) * units[unit]
+    match = re.fullmatch(r"(\d+)(ms|s|m|h|d|)", value)
+    assert match, f"not an nginx time: {value!r}"
+    return int(match.group(1)) * units[match.group(2)]
 
 
 def size_bytes(value: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)([kKmMgG]?)", value).groups()  # type: ignore[union-attr]
-    return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
+    match = re.fullmatch(r"(\d+)([kKmMgG]?)", value)
+    assert match, f"not an nginx size: {value!r}"
+    return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[
+        match.group(2).lower()]
 
 
 # --- what the files are compared with -------------------------------------------------------
