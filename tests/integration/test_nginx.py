@@ -175,7 +175,8 @@ def test_heartbeats_keep_a_silent_90_s_stream_open_through_nginx(front) -> None:
     assert elapsed >= 89, elapsed
     first_delta = next(i for i, item in enumerate(items)
                        if isinstance(item, Event) and item.event == "delta")
-    assert items[:first_delta].count("ping") >= 8
+    # One per 10 s of silence: 8 or 9 in 90 s; 7 leaves room for a loaded machine.
+    assert items[:first_delta].count("ping") >= 7
     events = events_only(items)
     assert text_of(events) == expected_text(3)
     assert (events[-1].event, events[-1].json["finish_reason"]) == ("done", "stop")
