@@ -431,6 +431,7 @@ def test_nginx_streams_the_api_unbuffered_and_outwaits_the_longest_stream(nginx_
 
 
 def test_nginx_honours_x_accel_buffering_and_never_gzips_events(nginx_conf) -> None:
+    assert directives(_tls_server(nginx_conf), "gzip") == [["off"]], "only static files"
     everything = walk(nginx_conf)
     for words in everything:
         if words[0] == "proxy_ignore_headers":

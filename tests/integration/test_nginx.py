@@ -161,6 +161,18 @@ def test_plain_http_is_redirected_to_https_keeping_the_method(front) -> None:
     assert response.headers["Location"].startswith("https://")
 
 
+def test_static_files_are_gzipped_and_the_page_is_not(front) -> None:
+    nginx, _ = front
+    gzip = {"Accept-Encoding": "gzip"}
+    page = requests.get(nginx.url, headers=gzip, verify=nginx.ca, timeout=10)
+    assert page.status_code == 200
+    assert "Content-Encoding" not in page.headers, "the page carries a CSRF token (BREACH)"
+    css = requests.get(f"{nginx.url}/rill-static/chat.css", headers=gzip, verify=nginx.ca,
+                       timeout=10)
+    assert css.status_code == 200
+    assert css.headers["Content-Encoding"] == "gzip"
+
+
 @pytest.mark.timeout(180)
 def test_heartbeats_keep_a_silent_90_s_stream_open_through_nginx(front) -> None:
     nginx, _ = front
