@@ -94,9 +94,9 @@ def run_loadgen(command: list[str]) -> Load:
     return Load(json.loads(out), usage.ru_utime + usage.ru_stime, time.monotonic() - started)
 
 
-def warm_up(loadgen: Path, url: str) -> None:
+def warm_up(loadgen: list[str], url: str) -> None:
     """A few streams first, so lazy imports and first-use caches are not measured."""
-    run_loadgen([str(loadgen), "-url", f"{url}/api/chat", "-n", "4", "-model",
+    run_loadgen([*loadgen, "-url", f"{url}/api/chat", "-n", "4", "-model",
                  "sim?tokens=5", "-tag", "warmup", "-tokens", "5", "-deadline", "20"])
     time.sleep(0.3)
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import measure  # noqa: E402
 from bench.run import LOAD_CORE, SUT_CORE, build_loadgen  # noqa: E402
-from bench.scenarios import FULL, SMOKE  # noqa: E402
+from bench.scenarios import EXTRA, FULL, SMOKE  # noqa: E402
 from bench.systems import OUT, SYSTEMS  # noqa: E402
 from rill.simulator import SimulatorProcess  # noqa: E402
 
@@ -52,12 +52,12 @@ def top(raw: Path, count: int = 30) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("system", choices=SYSTEMS)
-    parser.add_argument("scenario", choices=FULL)
+    parser.add_argument("scenario", choices={**FULL, **EXTRA})
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     args = parser.parse_args()
     os.sched_setaffinity(0, {LOAD_CORE})
-    scenario = (SMOKE if args.smoke else FULL)[args.scenario]
+    scenario = (SMOKE if args.smoke else {**FULL, **EXTRA})[args.scenario]
     loadgen = build_loadgen()
     name = f"{args.system}-{args.scenario}"
     raw, svg = OUT / f"{name}.txt", OUT / f"{name}.svg"

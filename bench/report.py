@@ -123,7 +123,7 @@ def machine() -> str:
 
 def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
           scenarios: dict[str, Any], started: float, load: tuple[float, float, float],
-          loadgen: Path) -> None:
+          loadgen: list[str]) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     took = time.time() - started
     lines = [
@@ -136,7 +136,7 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         f"- Versions: {versions()}.",
         "- Each system: one worker pinned to core 0 (`taskset -c 0`), started fresh per "
         "scenario after 4 warm-up streams. Simulator (`rill.simulator`) and load generator "
-        "(`bench/loadgen`, Go) on core 1.",
+        f"(`bench/loadgen`, {'Go' if len(loadgen) == 1 else 'its Python fallback'}) on core 1.",
         "- Added TTFT: time from sending the POST to the first `delta`, minus the upstream's "
         "configured TTFT. ITL: gaps between `delta` events at the client. KiB / stream: (peak "
         "RSS of the worker during the scenario minus its RSS before) / streams. CPU s: utime + "

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
-from bench.scenarios import FULL, SMOKE, Scenario  # noqa: E402
+from bench.scenarios import EXTRA, FULL, SMOKE, Scenario  # noqa: E402
 from bench.systems import SYSTEMS, System  # noqa: E402
 from rill.simulator import SimulatorProcess  # noqa: E402
 
@@ -36,30 +36,34 @@ LOADGEN = ROOT / "bench" / "out" / "loadgen"
 SUT_CORE, LOAD_CORE = 0, 1
 
 
-def build_loadgen() -> Path:
-    """Compile ``bench/loadgen`` (standard library only) unless the binary is up to date."""
+def build_loadgen(smoke: bool = False) -> list[str]:
+    """The load generator's command: ``bench/loadgen`` compiled (standard library Go) unless
+    up to date; without Go, for ``--smoke`` only, its Python twin ``fallback.py``."""
     source = ROOT / "bench" / "loadgen" / "main.go"
     if LOADGEN.exists() and LOADGEN.stat().st_mtime >= source.stat().st_mtime:
-        return LOADGEN
+        return [str(LOADGEN)]
     if shutil.which("go") is None:
+        if smoke:
+            return [sys.executable, str(source.with_name("fallback.py"))]
         raise SystemExit("bench: the load generator needs Go: apt-get install -y golang-go")
     LOADGEN.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["go", "build", "-o", str(LOADGEN), "."], cwd=source.parent, check=True,
                    env={**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(LOADGEN.parent
                                                                             / "gocache")})
-    return LOADGEN
+    return [str(LOADGEN)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny scenarios, seconds in all")
     parser.add_argument("--systems", default="", help="comma-separated: " + ",".join(SYSTEMS))
-    parser.add_argument("--scenarios", default="", help="comma-separated: " + ",".join(FULL))
+    parser.add_argument("--scenarios", default="",
+                        help="comma-separated: " + ",".join({**FULL, **EXTRA}))
     parser.add_argument("--out", type=Path, default=None,
                         help="results file (default bench/RESULTS.md; smoke: none)")
     args = parser.parse_args(argv)
-    scenarios = SMOKE if args.smoke else FULL
-    names = [s for s in args.scenarios.split(",") if s] or list(scenarios)
+    scenarios = SMOKE if args.smoke else {**FULL, **EXTRA}
+    names = [s for s in args.scenarios.split(",") if s] or list(SMOKE if args.smoke else FULL)
     systems = [s for s in args.systems.split(",") if s] or (
         ["rill"] if args.smoke else list(SYSTEMS))
     if unknown := (set(names) - set(scenarios)) | (set(systems) - set(SYSTEMS)):
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  ROOT / "bench" / "RESULTS.md")
     if os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
         os.sched_setaffinity(0, {LOAD_CORE})  # the simulator and the load generator inherit it
-    loadgen = build_loadgen()
+    loadgen = build_loadgen(args.smoke)
     load_before = os.getloadavg()
     started = time.time()
     rows = []
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_one(system: System, scenario: Scenario, simulator: SimulatorProcess,
-            loadgen: Path) -> report.Row:
+            loadgen: list[str]) -> report.Row:
     """Start ``system`` fresh, warm it, then drive ``scenario`` and measure."""
     from bench import measure
 
