@@ -143,7 +143,8 @@ def test_a_stream_logs_one_summary_line_without_the_prompt(client, caplog) -> No
     assert b"event: done" in response.get_data()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        ends = [r for r in caplog.records if getattr(r, "event", None) == "stream_end"]
+        ends = [r for r in caplog.records if getattr(r, "event", None) == "stream_end"
+                and getattr(r, "request_id", None) == "req-sum"]  # not earlier tests' streams
         if ends:
             break
         time.sleep(0.02)
