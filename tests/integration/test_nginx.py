@@ -8,6 +8,8 @@ nginx, as a browser would.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import socket
 import subprocess
@@ -127,12 +129,16 @@ def assert_event_stream_headers(response: requests.Response) -> None:
 
 def test_first_delta_passes_nginx_while_the_upstream_is_still_streaming(front,
                                                                          simulator) -> None:
-    nginx, _ = front
+    nginx, rill = front
     model, tag = sim_model(tokens=10, itl_ms=150)
-    # As the page sends it: its own origin, and gzip welcome.
-    headers = {"Origin": nginx.url, "Accept-Encoding": "gzip, deflate"}
+    # As the page sends it: its own origin, and gzip welcome; and a request id of its own,
+    # which nginx replaces with its $request_id (only the proxy's id is believed).
+    headers = {"Origin": nginx.url, "Accept-Encoding": "gzip, deflate",
+               "X-Request-ID": "chosen-by-the-client"}
     with nginx.post(ask(model), headers=headers) as response:
         assert_event_stream_headers(response)
+        request_id = response.headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
         # Rill saw https through X-Forwarded-Proto (HSTS is sent on https only).
         assert "Strict-Transport-Security" in response.headers
         items = parse(response.iter_content(chunk_size=None))
@@ -141,6 +147,13 @@ def test_first_delta_passes_nginx_while_the_upstream_is_still_streaming(front,
         rest = events_only(items)
     assert first.json["content"] + text_of(rest) == expected_text(10)
     assert (rest[-1].event, rest[-1].json["finish_reason"]) == ("done", "stop")
+    deadline = time.monotonic() + 5  # gunicorn writes the access line after the last byte
+    while not (access := [line for line in map(json.loads, rill.log().splitlines())
+                          if line.get("request_id") == request_id
+                          and line["logger"] == "gunicorn.access"]):
+        assert time.monotonic() < deadline, "Rill logged the request under nginx's id"
+        time.sleep(0.05)
+    assert access[0]["remote_addr"] == "127.0.0.1"
 
 
 def test_rills_own_json_errors_pass_nginx_untouched(front) -> None:
