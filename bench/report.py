@@ -104,6 +104,48 @@ def table(rows: list[Row], header: bool = True) -> str:
     return "\n".join(lines)
 
 
+def targets(rows: list[Row]) -> list[str]:
+    """Rill's targets (issue 7) against this run's numbers, where the run has them."""
+    got = {(r.system, r.scenario): r.numbers for r in rows if r.numbers}
+    rill = {scenario: n for (system, scenario), n in got.items() if system == "rill"}
+    checks: list[tuple[str, str, bool | None]] = []
+
+    def check(label: str, value: float | None, ok: bool | None, shown: str) -> None:
+        checks.append((label, shown if value is not None else "—",
+                       None if value is None else ok))
+
+    if "throughput" in rill and ("fastapi", "throughput") in got:
+        ours, theirs = (rill["throughput"]["tokens_per_cpu"],
+                        got["fastapi", "throughput"]["tokens_per_cpu"])
+        ratio = ours / theirs if ours and theirs else None
+        check("`throughput`: tokens per CPU-second ≥ 6x the FastAPI peer", ratio,
+              ratio is not None and ratio >= 6, f"{ratio or 0:.1f}x")
+    for name, ttft_limit, kib_limit in (("flowing", 250, None), ("held", 500, 64)):
+        if name in rill:
+            n = rill[name]
+            check(f"`{name}`: complete 100%", n["complete"], n["complete"] >= 1.0,
+                  f"{n['complete']:.0%}")
+            check(f"`{name}`: added TTFT p99 ≤ {ttft_limit} ms", n["ttft_p99"],
+                  (n["ttft_p99"] or 1e9) <= ttft_limit, _ms(n["ttft_p99"]))
+            if kib_limit is None:
+                check(f"`{name}`: ITL p99 ≤ 250 ms", n["itl_p99"], (n["itl_p99"] or 1e9) <= 250,
+                      _ms(n["itl_p99"]))
+            else:
+                check(f"`{name}`: ≤ {kib_limit} KiB per stream", n["kib_per_stream"],
+                      n["kib_per_stream"] <= kib_limit, f"{n['kib_per_stream']:.0f} KiB")
+    if "disconnect" in rill and "closed_within_1s" in rill["disconnect"]:
+        n = rill["disconnect"]
+        check("`disconnect`: upstream closed within 1 s, 100%", n["closed_within_1s"],
+              n["closed_within_1s"] >= 1.0, f"{n['closed_within_1s']:.0%}")
+        check("`disconnect`: close delay p99 ≤ 100 ms", n["close_p99_ms"],
+              (n["close_p99_ms"] or 1e9) <= 100, _ms(n["close_p99_ms"]))
+    if not checks:
+        return []
+    marks = {True: "met", False: "missed", None: "not measured"}
+    return ["## Rill against its targets", "", "| target | this run | |", "|---|---|---|",
+            *(f"| {label} | {value} | {marks[ok]} |" for label, value, ok in checks), ""]
+
+
 def versions() -> str:
     found = []
     for name in PACKAGES:
@@ -147,6 +189,7 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
           f"{scenarios[n].deadline:.0f} s)" for n in names), "",
         "## Results", "", table(rows), "",
     ]
+    lines += targets(rows)
     notes = [f"- {r.system} / {r.scenario}: {r.note}" for r in rows if r.note]
     if notes:
         lines += ["Notes:", "", *notes, ""]
