@@ -190,6 +190,8 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         "## Results", "", table(rows), "",
     ]
     lines += targets(rows)
+    lines += ["Where Rill's worker spends its time, and what would close the missed targets: "
+              "[`bench/PROFILE.md`](PROFILE.md).", ""]
     notes = [f"- {r.system} / {r.scenario}: {r.note}" for r in rows if r.note]
     if notes:
         lines += ["Notes:", "", *notes, ""]
