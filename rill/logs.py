@@ -135,9 +135,14 @@ def gunicorn_config(level: str = "INFO") -> dict[str, Any]:
         "handlers": {"stdout": {**handler, "filters": ["redact"]}},
         "root": {"level": level.upper(), "handlers": ["stdout"]},
         "loggers": {
-            name: {"level": "INFO" if name.endswith("access") else level.upper(),
-                   "handlers": ["stdout"], "propagate": False, "qualname": name}
-            for name in ("gunicorn.error", "gunicorn.access")
+            **{name: {"level": "INFO" if name.endswith("access") else level.upper(),
+                      "handlers": ["stdout"], "propagate": False, "qualname": name}
+               for name in ("gunicorn.error", "gunicorn.access")},
+            # httpx (httpx2 under openai 3) logs every upstream request at INFO ("HTTP
+            # Request: POST …"): a line per stream that the summary line already says, at a
+            # measurable cost under load (bench/PROFILE.md).
+            "httpx": {"level": "WARNING"},
+            "httpx2": {"level": "WARNING"},
         },
     }
 

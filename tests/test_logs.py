@@ -155,3 +155,13 @@ def test_a_stream_logs_one_summary_line_without_the_prompt(client, caplog) -> No
     assert len(end.stream_id) == 22
     assert PROMPT not in caplog.text
     assert all(PROMPT not in repr(r.__dict__) for r in caplog.records)
+
+
+def test_httpx_does_not_log_a_line_per_upstream_request() -> None:
+    code = ("import logging, logging.config, rill.logs; "
+            "logging.config.dictConfig(rill.logs.gunicorn_config('info')); "
+            "[logging.getLogger(n).info('HTTP Request: POST') for n in ('httpx', 'httpx2')]; "
+            "logging.getLogger('httpx2').warning('a real problem')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert [json.loads(line)["message"] for line in out.splitlines()] == ["a real problem"]
