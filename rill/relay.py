@@ -23,7 +23,7 @@ import gevent
 import orjson
 from gevent.greenlet import Greenlet
 
-from . import errors
+from . import errors, tasks
 from .generation import encode_records
 from .hub import TERMINAL, Hub
 from .sse import HEARTBEAT, encode_event
@@ -61,6 +61,11 @@ def subscribe(
                 wrote_at = time.monotonic()
                 if records[-1][1] in TERMINAL:
                     return
+                if len(records) >= batch:
+                    # More is waiting (a replay): the hub's read will not block, nor will a
+                    # write the socket buffer takes, so let the others run (heartbeats,
+                    # gunicorn's worker heartbeat) between batches.
+                    tasks.pause()
                 continue
             state = hub.state(stream_id)
             if state == "finished":

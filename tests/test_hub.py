@@ -203,6 +203,28 @@ def test_replay_goes_out_in_bounded_batches(hub) -> None:
     assert len(events_only(parse(writes))) > 8
 
 
+def test_a_long_replay_lets_other_greenlets_run_between_batches(hub) -> None:
+    """A replay never waited on the hub, so it ran to its end without yielding: heartbeats
+    and gunicorn's worker heartbeat starved meanwhile."""
+    stream = sid()
+    hub.open(stream, None)
+    hub.append(stream, records(0, 1000, terminal=True))
+    ticks = []
+
+    def tick() -> None:
+        while True:
+            ticks.append(1)
+            gevent.sleep(0)
+
+    ticker = gevent.spawn(tick)
+    gevent.sleep(0)
+    ticks.clear()
+    writes = list(subscribe(hub, stream, -1, "s", heartbeat=1, lease=0.6, batch=100))
+    ticker.kill()
+    assert len(writes) == 11
+    assert len(ticks) >= 9
+
+
 def test_cancel_closes_the_upstream_and_ends_with_cancelled(hub) -> None:
     stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE])
     gevent.spawn_later(0.3, hub.request_cancel, stream)
