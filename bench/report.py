@@ -7,6 +7,7 @@ import os
 import platform
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -170,9 +171,8 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
     took = time.time() - started
     lines = [
         "# Benchmark results", "",
-        f"Run {when} ({took / 60:.1f} min) with `.venv/bin/python bench/run.py"
-        + (f" --systems {','.join(systems)}" if systems else "")
-        + (f" --scenarios {','.join(names)}" if names else "") + "`.", "",
+        f"Run {when} ({took / 60:.1f} min) with "
+        f"`{shlex.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`.", "",
         f"- Machine: {machine()}; load average before the run "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
         f"- Versions: {versions()}.",
@@ -192,7 +192,14 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
     lines += targets(rows)
     lines += ["Where Rill's worker spends its time, and what would close the missed targets: "
               "[`bench/PROFILE.md`](PROFILE.md).", ""]
-    notes = [f"- {r.system} / {r.scenario}: {r.note}" for r in rows if r.note]
+    busy = [(r.numbers["sim_cpu"] + r.numbers["loadgen_cpu"]) / r.numbers["wall"]
+            for r in rows if r.numbers and r.numbers["wall"] > 0]
+    notes = [
+        "- Rill merges tokens that waited together into one `delta` (fewer, larger events under "
+        "load, every token once); the peers send one event per upstream chunk.",
+        *([f"- The simulator and the load generator together kept core 1 at most "
+           f"{max(busy):.0%} busy in any row: neither was the bottleneck."] if busy else []),
+        *(f"- {r.system} / {r.scenario}: {r.note}" for r in rows if r.note)]
     if notes:
         lines += ["Notes:", "", *notes, ""]
     lines += ["## Commands", ""]
