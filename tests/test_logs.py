@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from gunicorn.glogging import SafeAtoms
 
 from app import create_app
 from rill import logs
@@ -73,6 +74,15 @@ def test_secrets_in_access_atoms_are_masked_and_the_fields_kept() -> None:
     data = json.loads(logs.JsonFormatter().format(rec))
     assert key not in json.dumps(data)
     assert data["query"] == "key=[redacted]" and data["status"] == 200
+
+
+def test_a_header_the_access_format_names_is_masked_too() -> None:
+    token = "Bearer abc.def-ghi"
+    atoms = SafeAtoms(access_atoms(**{"{authorization}i": token}))  # as gunicorn passes them
+    rec = record("gunicorn.access", '"%(r)s" %({Authorization}i)s', (atoms,))
+    logs.RedactingFilter().filter(rec)
+    line = logs.JsonFormatter().format(rec)
+    assert "abc.def-ghi" not in line and "Bearer [redacted]" in line
 
 
 def test_importing_rill_logs_imports_neither_flask_nor_a_network_library() -> None:
