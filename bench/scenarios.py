@@ -49,6 +49,8 @@ FULL = {s.name: s for s in (
 EXTRA = {s.name: s for s in (
     Scenario("steady", 500, 2, 100, itl_ms=100, deadline=40,
              about="500 streams over 2 s at 10 tokens/s, 100 tokens"),
+    Scenario("starts", 2000, 10, 1, deadline=30,
+             about="2,000 one-token streams over 10 s: the cost of starting a stream"),
 )}
 
 SMOKE = {s.name: s for s in (

@@ -15,7 +15,7 @@ import pytest
 from rill import errors
 from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
-from rill.upstreams.openai_compat import POOL_SHARD, OpenAIUpstream
+from rill.upstreams.openai_compat import OpenAIUpstream
 
 CASSETTES = Path(__file__).parent / "cassettes"
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m", max_tokens=9)
@@ -174,26 +174,3 @@ def test_malformed_event_is_skipped_and_the_answer_goes_on() -> None:
             b"data: [DONE]\n\n")
     events = run(upstream(lambda _: sse(body)))
     assert [e[1].get("content") for e in events] == ["a", "b", None]
-
-
-def test_streams_fill_one_upstream_pool_before_the_next() -> None:
-    """One httpx pool for 8,000 streams scanned all its connections on every request and
-    close (O(n²)); streams now spread over pools of POOL_SHARD, the first with room first,
-    so sequential streams still reuse one keep-alive connection."""
-    up = OpenAIUpstream({**DEFAULTS, "RILL_MAX_STREAMS": 4 * POOL_SHARD})
-    assert len(up.clients) == 4
-    assert up._shard() == 0
-    up._in_flight[0] = POOL_SHARD
-    assert up._shard() == 1
-    up._in_flight[:] = [POOL_SHARD + 3, POOL_SHARD + 1, POOL_SHARD + 2, POOL_SHARD + 5]
-    assert up._shard() == 1
-
-
-def test_a_closed_stream_frees_its_place_in_its_pool() -> None:
-    up = upstream(lambda _: sse(cassette("openai.sse")))
-    stream = up.open(REQUEST)
-    assert up._in_flight == [1]
-    list(stream)
-    stream.close()
-    stream.close()
-    assert up._in_flight == [0]

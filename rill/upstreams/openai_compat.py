@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
-import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -28,11 +26,11 @@ from .. import errors, tasks
 from ..chat_request import ChatRequest
 from ..sse import iter_data
 from . import Event
+from .transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 5.0
-POOL_SHARD = 64  # upstream connections per httpx pool (see OpenAIUpstream)
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -44,25 +42,22 @@ class OpenAIUpstream:
     def __init__(
         self, config: Mapping[str, Any], transport: httpx2.BaseTransport | None = None
     ) -> None:
-        """``transport`` replaces the network (tests pass an ``httpx2.MockTransport``)."""
-        streams = config["RILL_MAX_STREAMS"] or None
-        # httpx's pool scans every connection it holds on each request and each close, so
-        # one pool for 8,000 streams costs O(n²): shard it, one SDK client per shard, each
-        # with room for twice its share. (The SDK's default pool of 1,000 would queue.)
-        shards = 1 if transport is not None else math.ceil((streams or POOL_SHARD) / POOL_SHARD)
-        per_shard = None if streams is None else math.ceil(2 * streams / shards)
-        verify = httpx2.create_ssl_context()  # one for all shards: each costs ~0.8 MB
-        self.clients = [_client(config, per_shard, transport, verify) for _ in range(shards)]
-        self.client = self.clients[0]
-        self._in_flight = [0] * shards
-
-    def _shard(self) -> int:
-        """The first shard under ``POOL_SHARD`` streams (so idle connections are reused),
-        else the least busy."""
-        for shard, count in enumerate(self._in_flight):
-            if count < POOL_SHARD:
-                return shard
-        return self._in_flight.index(min(self._in_flight))
+        """``transport`` replaces the network (tests pass an ``httpx2.MockTransport``);
+        by default it is Rill's :class:`~rill.upstreams.transport.UpstreamTransport`."""
+        connect = config["RILL_UPSTREAM_CONNECT_TIMEOUT_SECONDS"]
+        verify = httpx2.create_ssl_context()
+        http_client = openai.DefaultHttpxClient(
+            timeout=httpx2.Timeout(connect=connect, pool=connect, write=30.0,
+                                   read=config["RILL_STALL_TIMEOUT_SECONDS"]),
+            transport=transport or UpstreamTransport(verify),
+            verify=verify,
+        )
+        self.client = openai.OpenAI(
+            # A local server (vLLM, Ollama, llama.cpp) needs no key, but the SDK wants one.
+            api_key=os.environ.get("OPENAI_API_KEY") or "unused",
+            max_retries=config["RILL_UPSTREAM_MAX_RETRIES"],
+            http_client=http_client,
+        )
 
     def open(self, request: ChatRequest) -> OpenAIStream:
         """Send the request and wait for the response status (not the first token).
@@ -70,8 +65,7 @@ class OpenAIUpstream:
         Raises an :class:`~rill.errors.UpstreamError` subclass for a refused connection,
         a timeout or an error status, after the SDK's retries.
         """
-        shard = self._shard()
-        manager = self.clients[shard].chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
+        manager = self.client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
             model=request.model,
             messages=request.messages,
             stream=True,
@@ -79,36 +73,8 @@ class OpenAIUpstream:
             max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
             temperature=openai.omit if request.temperature is None else request.temperature,
         )
-        self._in_flight[shard] += 1
-        try:
-            response = _enter(manager)
-        except BaseException:
-            self._in_flight[shard] -= 1
-            raise
-        return OpenAIStream(manager, response.http_response, request.model,
-                            on_close=lambda: self._closed(shard))
-
-    def _closed(self, shard: int) -> None:
-        self._in_flight[shard] -= 1
-
-
-def _client(config: Mapping[str, Any], connections: int | None,
-            transport: httpx2.BaseTransport | None, verify: ssl.SSLContext) -> openai.OpenAI:
-    connect = config["RILL_UPSTREAM_CONNECT_TIMEOUT_SECONDS"]
-    http_client = openai.DefaultHttpxClient(
-        limits=httpx2.Limits(max_connections=connections,
-                             max_keepalive_connections=connections, keepalive_expiry=30.0),
-        timeout=httpx2.Timeout(connect=connect, pool=connect, write=30.0,
-                               read=config["RILL_STALL_TIMEOUT_SECONDS"]),
-        transport=transport,
-        verify=verify,
-    )
-    return openai.OpenAI(
-        # A local server (vLLM, Ollama, llama.cpp) needs no key, but the SDK wants one.
-        api_key=os.environ.get("OPENAI_API_KEY") or "unused",
-        max_retries=config["RILL_UPSTREAM_MAX_RETRIES"],
-        http_client=http_client,
-    )
+        response = _enter(manager)
+        return OpenAIStream(manager, response.http_response, request.model)
 
 
 def _enter(manager: AbstractContextManager[Any]) -> Any:
@@ -153,12 +119,10 @@ class OpenAIStream:
 
     def __init__(
         self, manager: AbstractContextManager[Any], response: httpx2.Response, model: str,
-        on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self.model = model
         self._manager = manager
         self._response = response
-        self._on_close: Callable[[], None] | None = on_close
 
     def __iter__(self) -> Iterator[Event]:
         data = iter_data(self._response.iter_bytes())
@@ -190,9 +154,6 @@ class OpenAIStream:
         """Close the response (its connection goes back to the pool if it was read to the
         end); safe to call again."""
         self._manager.__exit__(None, None, None)
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
 
 
 def _events(data: Iterator[bytes]) -> Iterator[Event]:

@@ -1,0 +1,366 @@
+"""The HTTP/1.1 transport under the SDK: keep-alive connections, and a body read per recv.
+
+The ``openai`` SDK builds each request, authenticates, retries and maps errors; ``httpx2``
+hands the finished request to this transport, which sends it on a kept-alive connection to
+the origin and returns the response with its body still on the socket. The body is read
+with one ``recv`` per wake-up and its chunked framing decoded here (RFC 9112, section 7.1),
+so the relay gets everything the upstream sent since the last read as one ``bytes``: under
+load several upstream events arrive together and are relayed as one. httpcore and h11
+instead hand over one HTTP chunk at a time through several layers each, which cost about a
+quarter of a loaded worker (``bench/PROFILE.md``).
+
+Only what an OpenAI-compatible upstream needs: HTTP/1.1 over TCP or TLS, ``Content-Length``,
+``chunked`` and close-delimited bodies; no HTTP/2, no proxies (``httpx2`` routes proxied
+URLs to its own transport), no content decoding (``httpx2`` does that above). Failures raise
+``httpx2``'s exceptions, so the SDK retries and maps them as it does for its own transport:
+``ConnectError``/``ConnectTimeout``, ``WriteError``/``WriteTimeout``,
+``ReadError``/``ReadTimeout`` and ``RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+import httpx2
+from gevent import monkey
+
+READ_BYTES = 65536
+MAX_HEAD_BYTES = 65536  # status line and headers of a response
+MAX_LINE_BYTES = 4096  # a chunk-size or trailer line
+_HEX = b"0123456789abcdefABCDEF"
+KEEPALIVE_SECONDS = 25.0  # below the 30-65 s idle timeouts of common servers and proxies
+
+Origin = tuple[str, str, int]
+_select = monkey.get_original("select", "select")
+
+
+class UpstreamTransport(httpx2.BaseTransport):
+    """Send requests over kept-alive HTTP/1.1 connections, one idle list per origin.
+
+    ``ssl_context`` verifies ``https`` origins; connections idle longer than ``keepalive``
+    seconds, or that the server closed, are not reused; at most ``max_idle`` are kept per
+    origin. Timeouts come from each request (``httpx2.Timeout``: connect, write, read).
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, keepalive: float = KEEPALIVE_SECONDS,
+                 max_idle: int = 1024) -> None:
+        self._ssl = ssl_context
+        self._keepalive = keepalive
+        self._max_idle = max_idle
+        self._idle: dict[Origin, list[tuple[float, Connection]]] = {}
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx2.UnsupportedProtocol(f"Unsupported URL scheme {url.scheme!r}")
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeouts = request.extensions.get("timeout") or {}
+        message = _head(request) + request.read()
+        while True:
+            connection, reused = self._checkout(origin, timeouts.get("connect"))
+            try:
+                connection.send(message, timeouts.get("write"))
+                status, reason, headers = connection.read_head(timeouts.get("read"))
+                break
+            except (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError):
+                connection.close()
+                # A kept-alive connection the server closed just as it was reused: the
+                # request was not answered, so it goes once more on a new connection.
+                if not (reused and connection.received == 0):
+                    raise
+        body = Body(self, origin, connection, request.method, status, headers,
+                    timeouts.get("read"))
+        return httpx2.Response(status, headers=headers, stream=body,
+                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+    def _checkout(self, origin: Origin, timeout: float | None) -> tuple[Connection, bool]:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            since, connection = idle.pop()
+            if now - since < self._keepalive and not connection.readable():
+                return connection, True
+            connection.close()  # expired, or the server closed it (or sent something)
+        return Connection.open(origin, self._ssl, timeout), False
+
+    def release(self, origin: Origin, connection: Connection) -> None:
+        """Keep ``connection`` for the next request to ``origin`` (its response was read)."""
+        idle = self._idle.setdefault(origin, [])
+        if len(idle) >= self._max_idle:
+            connection.close()
+        else:
+            idle.append((time.monotonic(), connection))
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for _, connection in connections:
+                connection.close()
+
+
+def _head(request: httpx2.Request) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
+    lines.extend(b"%s: %s" % pair for pair in request.headers.raw)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class Connection:
+    """One TCP (or TLS) connection; ``received`` counts the bytes read since the last send."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""  # read past the head: the start of the body
+        self.received = 0
+        self.http10 = False  # the last response was HTTP/1.0: not kept alive
+        self._timeout: float | None = -1.0
+
+    @classmethod
+    def open(cls, origin: Origin, context: ssl.SSLContext, timeout: float | None) -> Connection:
+        scheme, host, port = origin
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError as exc:
+            raise httpx2.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx2.ConnectError(str(exc)) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if scheme == "https":
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except TimeoutError as exc:
+                sock.close()
+                raise httpx2.ConnectTimeout(str(exc)) from exc
+            except OSError as exc:  # ssl.SSLError included: a failed handshake
+                sock.close()
+                raise httpx2.ConnectError(str(exc)) from exc
+        return cls(sock)
+
+    def _set_timeout(self, timeout: float | None) -> None:
+        if timeout != self._timeout:
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def send(self, data: bytes, timeout: float | None) -> None:
+        self.received = 0
+        self._set_timeout(timeout)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError as exc:
+            raise httpx2.WriteTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx2.WriteError(str(exc)) from exc
+
+    def recv(self, timeout: float | None) -> bytes:
+        """Return what arrived (up to ``READ_BYTES``), waiting up to ``timeout`` s;
+        ``b""`` when the server closed the connection."""
+        self._set_timeout(timeout)
+        try:
+            data = self.sock.recv(READ_BYTES)
+        except TimeoutError as exc:
+            raise httpx2.ReadTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx2.ReadError(str(exc)) from exc
+        self.received += len(data)
+        return data
+
+    def read_head(self, timeout: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Read a response's status line and headers (skipping ``1xx`` interim responses).
+
+        Returns ``(status, reason, headers)``; the bytes after the head stay in ``buffer``.
+        """
+        data = self.buffer
+        while True:
+            end = data.find(b"\r\n\r\n")
+            while end < 0:
+                if len(data) > MAX_HEAD_BYTES:
+                    raise httpx2.RemoteProtocolError("The response head is too large.")
+                chunk = self.recv(timeout)
+                if not chunk:
+                    raise httpx2.RemoteProtocolError(
+                        "Server disconnected without sending a response.")
+                data += chunk
+                end = data.find(b"\r\n\r\n")
+            head, data = data[:end], data[end + 4:]
+            status, reason, headers = _parse_head(head)
+            self.http10 = head.startswith(b"HTTP/1.0")
+            if not 100 <= status < 200:
+                self.buffer = data
+                return status, reason, headers
+
+    def readable(self) -> bool:
+        """True if the idle connection has something to read: the server closed it."""
+        pending = getattr(self.sock, "pending", None)  # TLS: decrypted bytes not yet read
+        if pending is not None and pending():
+            return True
+        try:
+            return bool(_select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    status_line, *lines = head.split(b"\r\n")
+    try:
+        version, code, *rest = status_line.split(b" ", 2)
+        status = int(code)
+    except ValueError:
+        raise httpx2.RemoteProtocolError("The response has a malformed status line.") from None
+    if not version.startswith(b"HTTP/1.") or not 100 <= status <= 999:
+        raise httpx2.RemoteProtocolError("The response is not HTTP/1.x.")
+    headers = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise httpx2.RemoteProtocolError("The response has a malformed header line.")
+        headers.append((name, value.strip()))
+    return status, rest[0] if rest else b"", headers
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    values = [v for k, v in headers if k.lower() == name]
+    return b", ".join(values) if values else None
+
+
+class Body(httpx2.SyncByteStream):
+    """A response body as read from the socket: one ``bytes`` per read, framing removed.
+
+    Framing (RFC 9112, section 6.3): no body for ``HEAD``, ``204`` and ``304``; else
+    ``chunked`` when it is the last transfer coding; else ``Content-Length``; else until
+    the server closes. Read to its end, the connection goes back to the transport.
+    """
+
+    def __init__(self, transport: UpstreamTransport, origin: Origin, connection: Connection,
+                 method: str, status: int, headers: list[tuple[bytes, bytes]],
+                 timeout: float | None) -> None:
+        self._transport, self._origin, self._connection = transport, origin, connection
+        self._timeout = timeout
+        encoding = (_header(headers, b"transfer-encoding") or b"").lower()
+        length = _header(headers, b"content-length")
+        self._chunked: ChunkedDecoder | None = None
+        self._left: int | None = None  # Content-Length still to read; None: until close
+        if method == "HEAD" or status in (204, 304):
+            self._left = 0
+        elif encoding:
+            if encoding.rsplit(b",", 1)[-1].strip() != b"chunked":
+                raise httpx2.RemoteProtocolError("Unsupported transfer coding.")
+            self._chunked = ChunkedDecoder()
+        elif length is not None:
+            try:
+                self._left = int(length)
+            except ValueError:
+                raise httpx2.RemoteProtocolError("Malformed Content-Length.") from None
+            if self._left < 0:
+                raise httpx2.RemoteProtocolError("Malformed Content-Length.")
+        connection_header = (_header(headers, b"connection") or b"").lower()
+        self._reusable = ((self._left is not None or self._chunked is not None)
+                          and b"close" not in connection_header and not connection.http10)
+        self._complete = self._left == 0
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        connection = self._connection
+        data, connection.buffer = connection.buffer, b""
+        while not self._complete:
+            if data:
+                body = self._decode(data)
+                if body:
+                    yield body
+                if self._complete:
+                    break
+            data = connection.recv(self._timeout)
+            if not data:
+                if self._left is None and self._chunked is None:
+                    self._complete = True  # a close-delimited body ends here
+                    break
+                raise httpx2.RemoteProtocolError(
+                    "Server disconnected without sending the complete response body.")
+
+    def _decode(self, data: bytes) -> bytes:
+        if self._chunked is not None:
+            body = self._chunked.feed(data)
+            if self._chunked.done:
+                self._complete = True
+                self._reusable = self._reusable and not self._chunked.extra
+            return body
+        if self._left is None:
+            return data
+        body = data[:self._left]
+        self._left -= len(body)
+        if not self._left:
+            self._complete = True
+            self._reusable = self._reusable and len(data) == len(body)
+        return body
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._complete and self._reusable:
+            self._transport.release(self._origin, self._connection)
+        else:
+            self._connection.close()
+
+
+class ChunkedDecoder:
+    """Incremental decoder of the ``chunked`` transfer coding (RFC 9112, section 7.1).
+
+    :meth:`feed` takes bytes as they arrive, split anywhere, and returns the chunk data
+    they complete, joined; ``done`` turns true after the last chunk and trailer section.
+    Raises ``httpx2.RemoteProtocolError`` for malformed framing.
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self._pending = b""
+        self._left = 0  # data bytes of the current chunk still to come
+        self._state = "size"  # size, data, end (the CRLF after data), trailer
+
+    @property
+    def extra(self) -> bytes:
+        """Bytes received after the end of the body (a server error: the connection is
+        not reused)."""
+        return self._pending if self.done else b""
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._pending + data if self._pending else data
+        out: list[bytes] = []
+        pos, size = 0, len(buf)
+        while pos < size and not self.done:
+            state = self._state
+            if state == "data":
+                take = min(self._left, size - pos)
+                out.append(buf[pos:pos + take])
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._state = "end"
+                continue
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                if size - pos > MAX_LINE_BYTES:
+                    raise httpx2.RemoteProtocolError("A chunk line is too long.")
+                break
+            line = buf[pos:end].rstrip(b"\r")
+            pos = end + 1
+            if state == "size":
+                digits = line.split(b";", 1)[0].strip()
+                if not digits or len(digits) > 16 or digits.translate(None, _HEX):
+                    raise httpx2.RemoteProtocolError("Malformed chunk size.")
+                self._left = int(digits, 16)
+                self._state = "data" if self._left else "trailer"
+            elif state == "end":
+                if line:
+                    raise httpx2.RemoteProtocolError("Chunk data longer than its size.")
+                self._state = "size"
+            elif not line:  # trailer: an empty line ends the message
+                self.done = True
+        self._pending = buf[pos:]  # after done: bytes past the body (never reused then)
+        return b"".join(out) if len(out) != 1 else out[0]

@@ -1,0 +1,336 @@
+"""Rill's HTTP/1.1 upstream transport against scripted servers on 127.0.0.1 (real sockets)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gevent
+import gevent.event
+import gevent.ssl
+import httpx2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from rill import errors
+from rill.chat_request import ChatRequest
+from rill.config import DEFAULTS
+from rill.upstreams.openai_compat import OpenAIUpstream
+from rill.upstreams.transport import ChunkedDecoder, UpstreamTransport
+
+Handler = Callable[["Server", socket.socket, int], None]  # (server, connection, its index)
+
+
+class Server:
+    """Accepts connections on 127.0.0.1 and runs ``handler`` on each in a greenlet (the
+    tests' sockets are gevent's)."""
+
+    def __init__(self, handler: Handler, context: ssl.SSLContext | None = None) -> None:
+        self.handler, self.context = handler, context
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.requests: list[bytes] = []
+        gevent.spawn(self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            index, self.connections = self.connections, self.connections + 1
+            gevent.spawn(self._handle, sock, index)
+
+    def _handle(self, sock: socket.socket, index: int) -> None:
+        if self.context is not None:
+            try:
+                sock = self.context.wrap_socket(sock, server_side=True)
+            except OSError:
+                sock.close()
+                return
+        self.handler(self, sock, index)
+
+    def read_request(self, sock: socket.socket) -> bytes:
+        """Read one request (head and Content-Length body); b"" if the client closed."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b""
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += sock.recv(65536)
+        self.requests.append(head)
+        return head
+
+    def url(self, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/v1/chat"
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(handler: Handler, context: ssl.SSLContext | None = None) -> Server:
+        servers.append(Server(handler, context))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def client(**timeouts: float) -> httpx2.Client:
+    return httpx2.Client(transport=UpstreamTransport(client_context()),
+                         timeout=httpx2.Timeout(5.0, **timeouts))
+
+
+def client_context(cafile: str | None = None) -> ssl.SSLContext:
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile:
+        context.load_verify_locations(cafile)
+    else:
+        context.load_default_certs()
+    return context
+
+
+CHUNKED = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def keep_alive(responses: Callable[[int], bytes]) -> Handler:
+    """Answer each request on a connection with ``responses(request number)``."""
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            n = 0
+            while server.read_request(sock):
+                sock.sendall(responses(n))
+                n += 1
+    return handle
+
+
+def start_keep_alive(serve, responses: Callable[[int], bytes]) -> Server:
+    return serve(keep_alive(responses))
+
+
+# -- chunked framing --------------------------------------------------------------------------
+
+BODY = (chunk(b"data: one\n\n") + b"5;ext=1\r\nhello\r\n" + chunk(b"x" * 300)
+        + b"0\r\nTrailer: yes\r\n\r\n")
+
+
+def test_chunked_decoder_gives_the_same_body_however_the_bytes_are_split() -> None:
+    expected = b"data: one\n\nhello" + b"x" * 300
+    for split in range(1, len(BODY)):
+        decoder = ChunkedDecoder()
+        got = decoder.feed(BODY[:split]) + decoder.feed(BODY[split:])
+        assert (got, decoder.done, decoder.extra) == (expected, True, b""), split
+    decoder = ChunkedDecoder()
+    assert b"".join(decoder.feed(BODY[i:i + 1]) for i in range(len(BODY))) == expected
+    assert decoder.done
+
+
+@pytest.mark.parametrize("bad", [b"0x10\r\n", b"-1\r\n", b"zz\r\n", b"+5\r\n", b"1_0\r\n",
+                                 b"\r\n", b"1" * 5000, b"2\r\nabc\r\n"])
+def test_chunked_decoder_refuses_malformed_framing(bad: bytes) -> None:
+    with pytest.raises(httpx2.RemoteProtocolError):
+        ChunkedDecoder().feed(bad)
+
+
+# -- over real sockets ------------------------------------------------------------------------
+
+def test_a_chunked_stream_arrives_one_read_at_a_time_and_the_connection_is_reused(
+        serve) -> None:
+    """Chunks sent in one write come out as one piece (the relay then sends them as one
+    event), and a fully read response leaves its connection for the next request."""
+    events = b"".join(chunk(b"data: %d\n\n" % i) for i in range(3))
+    server = start_keep_alive(serve, lambda n: CHUNKED + events + chunk(b"data: [DONE]\n\n")
+                              + b"0\r\n\r\n")
+    with client() as http:
+        for _ in range(3):
+            with http.stream("POST", server.url(), json={"a": 1}) as response:
+                pieces = list(response.iter_raw())
+            assert pieces == [b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: [DONE]\n\n"]
+    assert server.connections == 1
+    assert len(server.requests) == 3
+    head = server.requests[0].decode()
+    assert head.startswith("POST /v1/chat HTTP/1.1\r\n")
+    assert "content-length: 7" in head.lower() and "host: 127.0.0.1" in head.lower()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "close", "connection-close"])
+def test_other_framings(serve, framing: str) -> None:
+    body = b'{"ok": true}'
+    if framing == "content-length":
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    else:
+        header = b"Connection: close\r\n" if framing == "connection-close" else b""
+        response = b"HTTP/1.1 200 OK\r\n" + header + b"\r\n" + body
+
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            while server.read_request(sock):
+                sock.sendall(response)
+                if framing != "content-length":
+                    return
+
+    server = serve(handle)
+    with client() as http:
+        assert [http.get(server.url()).json() for _ in range(2)] == [{"ok": True}] * 2
+    assert server.connections == (1 if framing == "content-length" else 2)
+
+
+def test_interim_responses_are_skipped(serve) -> None:
+    server = start_keep_alive(serve, lambda n: b"HTTP/1.1 100 Continue\r\n\r\n"
+                              b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    with client() as http:
+        response = http.post(server.url(), content=b"x")
+    assert (response.status_code, response.text, response.reason_phrase) == (201, "ok",
+                                                                              "Created")
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused(serve) -> None:
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            server.read_request(sock)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            # and closes: a keep-alive timeout on the server's side
+
+    server = serve(handle)
+    with client() as http:
+        assert http.get(server.url()).text == "ok"
+        _wait_until(lambda: server.connections == 1)
+        gevent.sleep(0.1)
+        assert http.get(server.url()).text == "ok"
+    assert server.connections == 2
+
+
+def test_a_reused_connection_closed_before_the_answer_is_retried_once(serve) -> None:
+    """The keep-alive race: the server closes as the request is sent; a new connection
+    carries it. On a new connection the same failure is an error (the SDK retries it)."""
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            server.read_request(sock)
+            if index == 0:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                server.read_request(sock)  # the second request: no answer
+            elif index == 1:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
+
+    server = serve(handle)
+    with client() as http:
+        assert http.get(server.url()).text == "ok"
+        assert http.get(server.url()).text == "yes"
+        assert server.connections == 2
+        with pytest.raises(httpx2.RemoteProtocolError, match="without sending a response"):
+            http.get(server.url())
+
+
+def test_a_body_cut_short_is_a_protocol_error_and_the_upstream_maps_it_to_cut(serve) -> None:
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            server.read_request(sock)
+            sock.sendall(CHUNKED + chunk(
+                b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n') + b"40\r\nab")
+
+    server = serve(handle)
+    with (client() as http, http.stream("GET", server.url()) as response,
+          pytest.raises(httpx2.RemoteProtocolError, match="complete response body")):
+        list(response.iter_raw())
+    up = OpenAIUpstream({**DEFAULTS, "RILL_UPSTREAM_MAX_RETRIES": 0})
+    up.client = up.client.with_options(base_url=f"http://127.0.0.1:{server.port}/v1")
+    stream = up.open(ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m"))
+    events = []
+    with pytest.raises(errors.UpstreamCut):
+        for event in stream:
+            events.append(event)
+    stream.close()
+    assert events == [("delta", {"content": "Hi"})]
+
+
+def test_a_silent_server_is_a_read_timeout(serve) -> None:
+    release = gevent.event.Event()
+
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            server.read_request(sock)
+            sock.sendall(CHUNKED)
+            release.wait(5)
+
+    server = serve(handle)
+    with (client(read=0.3) as http, http.stream("GET", server.url()) as response,
+          pytest.raises(httpx2.ReadTimeout)):
+        list(response.iter_raw())
+    release.set()
+
+
+def test_refused_and_malformed(serve) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    with client() as http, pytest.raises(httpx2.ConnectError):
+        http.get(f"http://127.0.0.1:{port}/")
+    server = start_keep_alive(serve, lambda n: b"SPDY/9 200 OK\r\n\r\n")
+    with client() as http, pytest.raises(httpx2.RemoteProtocolError, match="not HTTP"):
+        http.get(server.url())
+
+
+def test_tls_verifies_the_server_and_reuses_the_connection(serve, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    # gevent's ssl, as a gevent worker's patched ssl module would give (sockets are gevent's)
+    server_context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    server = serve(keep_alive(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+                   server_context)
+    with client() as http, pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY"):
+        http.get(server.url("https"))
+    trusting = client_context(cafile=str(cert))
+    with httpx2.Client(transport=UpstreamTransport(trusting)) as http:
+        assert [http.get(server.url("https")).text for _ in range(2)] == ["ok", "ok"]
+    assert server.connections == 2  # the refused handshake, then one for both requests
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    cert, key_file = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert, key_file
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        gevent.sleep(0.01)
