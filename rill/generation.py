@@ -1,8 +1,10 @@
 """The producer: one generation, in greenlets of its own, writing into the stream hub.
 
-A reader greenlet iterates the upstream into a pending list; a supervisor greenlet flushes
-pending events to the hub (merging runs of tokens that waited together, so a busy worker or a
-slow hub gets fewer, larger events), renews the stream's lease, and ends the generation on a
+A reader greenlet reads the upstream a batch at a time (the events of one read of its
+socket) and merges runs of tokens that arrived together into one event, so a busy worker
+gets fewer, larger events. With the memory hub it appends them itself; with Redis it hands
+them to the supervisor greenlet, which flushes what gathered during each round trip. The
+supervisor also renews the stream's lease, and ends the generation on a
 cancel, an orphan past ``RILL_ORPHAN_GRACE_SECONDS``, a stall, or the length limit. Stopping
 kills the reader, whose ``finally`` closes the upstream request at once.
 """
@@ -18,11 +20,12 @@ from typing import Any
 from . import errors, metrics, tasks
 from .hub import TERMINAL, Hub, Record
 from .sse import encode_json_event
-from .upstreams import Event, UpstreamStream
+from .upstreams import Event, UpstreamStream, batches_of
 
 log = logging.getLogger(__name__)
 
-YIELD_EVERY = 64  # upstream events read before the reader lets other greenlets run
+YIELD_EVERY = 64  # upstream events read before the reader lets other greenlets run (a
+# read that finds data waiting does not switch, so a fast upstream would starve the rest)
 # A generation is not orphaned before its first subscriber had time to join (seconds).
 STARTUP_SECONDS = 5.0
 
@@ -50,7 +53,11 @@ class Producer:
         self.wake = tasks.event()
         self._pending: list[Event] = []
         self._upstream = upstream
-        self._events = iter(upstream)  # one iterator: the drain must continue the same read
+        # One iterator: the drain must continue the same read.
+        self._batches = iter(batches_of(upstream))
+        # The reader appends to the hub itself, one append per read of the upstream, when
+        # that never blocks (the memory hub under gevent): no supervisor wake per token.
+        self._direct = tasks.cooperative() and hub.appends_in_place
         self._on_finish = on_finish
         self._model = start.get("model")
         self._log_fields = dict(log_fields or {})
@@ -70,7 +77,7 @@ class Producer:
         try:
             self._read_events()
             # After done: read the body to its end so the connection returns to the pool.
-            for _ in self._events:
+            for _ in self._batches:
                 pass
         except Exception:
             pass  # the answer is complete; only the connection's reuse is lost
@@ -78,24 +85,34 @@ class Producer:
             self._upstream.close()
 
     def _read_events(self) -> None:
+        read = 0
         try:
-            for count, event in enumerate(self._events, 1):
-                self._pending.append(event)
-                if event[0] == "delta":
-                    self._tokens += 1
+            for batch in self._batches:
+                self._tokens += sum(1 for kind, _ in batch if kind == "delta")
                 self.last_chunk_at = time.monotonic()
-                self.wake.set()
-                if event[0] in TERMINAL:
+                self._take(batch)
+                if batch[-1][0] in TERMINAL:
                     return
-                if count % YIELD_EVERY == 0:
+                read += len(batch)
+                if read >= YIELD_EVERY:
+                    read = 0
                     tasks.pause()
-            self._pending.append(("error", errors.UpstreamCut().to_dict()))
+            self._take([("error", errors.UpstreamCut().to_dict())])
         except errors.RillError as exc:
-            self._pending.append(("error", exc.to_dict()))
+            self._take([("error", exc.to_dict())])
         except Exception:
             log.exception("the upstream reader failed")
-            self._pending.append(("error", errors.RillError().to_dict()))
+            self._take([("error", errors.RillError().to_dict())])
         finally:
+            self.wake.set()
+
+    def _take(self, batch: list[Event]) -> None:
+        """Pass events read together on: straight into the hub when appending cannot
+        switch greenlets (so a kill never interrupts it), else to the supervisor."""
+        if self._direct:
+            self._flush(batch)
+        else:
+            self._pending.extend(batch)
             self.wake.set()
 
     def _supervise(self) -> None:

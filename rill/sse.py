@@ -65,32 +65,56 @@ def encode_comment(text: str = "") -> bytes:
 def iter_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Yield the ``data`` of each event in an SSE byte stream, as read from an upstream.
 
+    See :class:`DataDecoder`, which this drives over ``chunks`` to their end.
+    """
+    decoder = DataDecoder()
+    for chunk in chunks:
+        yield from decoder.feed(chunk)
+    yield from decoder.end()
+
+
+class DataDecoder:
+    """Incremental parser of an SSE byte stream into each event's ``data`` (bytes).
+
     Lines may end in ``\\r\\n``, ``\\n`` or ``\\r``; ``data:`` lines of one event are joined
     with ``\\n``; comments and other fields (``event``, ``id``, ``retry``) are skipped.
-    Unlike a browser, an event left open when the stream ends is still yielded: an upstream
-    that omits the last blank line should not lose its last chunk.
+    Unlike a browser, :meth:`end` still yields an event left open when the stream ends: an
+    upstream that omits the last blank line should not lose its last chunk.
     """
-    pending = b""
-    data: list[bytes] = []
-    for chunk in chunks:
-        pending += chunk
+
+    __slots__ = ("_data", "_pending")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Take the next bytes, split anywhere; return the events they complete."""
+        pending = self._pending + chunk if self._pending else chunk
         if b"\r" in pending:
             # Keep a trailing \r: the \n of a \r\n pair may come in the next chunk.
             held = pending.endswith(b"\r")
             pending = pending[:-1] if held else pending
             pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             pending += b"\r" if held else b""
-        *lines, pending = pending.split(b"\n")
+        *lines, self._pending = pending.split(b"\n")
+        events: list[bytes] = []
+        data = self._data
         for line in lines:
             if not line:
                 if data:
-                    yield b"\n".join(data)
-                    data = []
+                    events.append(b"\n".join(data))
+                    data = self._data = []
             elif line.startswith(b"data:"):
                 value = line[5:]
                 data.append(value[1:] if value.startswith(b" ") else value)
-    if pending.rstrip(b"\r").startswith(b"data:"):
-        value = pending.rstrip(b"\r")[5:]
-        data.append(value[1:] if value.startswith(b" ") else value)
-    if data:
-        yield b"\n".join(data)
+        return events
+
+    def end(self) -> list[bytes]:
+        """The stream ended: return the event left open, if any."""
+        pending, self._pending = self._pending.rstrip(b"\r"), b""
+        if pending.startswith(b"data:"):
+            value = pending[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        data, self._data = self._data, []
+        return [b"\n".join(data)] if data else []

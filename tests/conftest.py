@@ -76,6 +76,24 @@ class FakeStream:
             else:
                 yield step
 
+    def batches(self) -> Iterator[list[Event]]:
+        """Events scripted with no sleep between them arrive together, as one read."""
+        batch: list[Event] = []
+        for step in self.steps:
+            if isinstance(step, Exception):
+                if batch:
+                    yield batch
+                raise step
+            if isinstance(step, int | float):
+                if batch:
+                    yield batch
+                    batch = []
+                gevent.sleep(step)
+            else:
+                batch.append(step)
+        if batch:
+            yield batch
+
     def close(self) -> None:
         self.upstream.closed += 1
 

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+import gevent
 import pytest
 from gunicorn.glogging import SafeAtoms
 
@@ -157,7 +158,7 @@ def test_a_stream_logs_one_summary_line_without_the_prompt(client, caplog) -> No
                 and getattr(r, "request_id", None) == "req-sum"]  # not earlier tests' streams
         if ends:
             break
-        time.sleep(0.02)
+        gevent.sleep(0.02)  # the producer's greenlets log it
     [end] = ends
     assert (end.outcome, end.model, end.request_id, end.client) == (
         "completed", "rill-demo", "req-sum", "127.0.0.1")

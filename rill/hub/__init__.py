@@ -22,6 +22,8 @@ TERMINAL = frozenset({"done", "error"})
 
 
 class Hub(Protocol):
+    appends_in_place: bool  # True if append never blocks or switches greenlets
+
     def open(self, stream_id: str, owner: str | None) -> None:
         """Create a stream and take the producer's lease on it."""
 

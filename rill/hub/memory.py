@@ -34,6 +34,8 @@ class _Stream:
 
 
 class MemoryHub:
+    appends_in_place = True
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.max_events = config["RILL_STREAM_MAX_EVENTS"]
         self.ttl = config["RILL_STREAM_TTL_SECONDS"]

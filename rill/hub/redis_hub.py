@@ -43,6 +43,8 @@ def _guard() -> Iterator[None]:
 
 
 class RedisHub:
+    appends_in_place = False
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         heartbeat = config["RILL_HEARTBEAT_SECONDS"]
         url = config["RILL_REDIS_URL"]

@@ -24,11 +24,22 @@ Event = tuple[str, dict[str, Any]]
 
 
 class UpstreamStream(Protocol):
+    """Iterating yields events; a stream may also have ``batches()``, yielding lists of the
+    events that arrived together (see :func:`batches_of`)."""
+
     model: str
     def __iter__(self) -> Iterator[Event]: ...
 
     def close(self) -> None:
         """Release the upstream request; closes its connection unless fully read."""
+
+
+def batches_of(stream: UpstreamStream) -> Iterator[list[Event]]:
+    """The stream's ``batches()`` if it has them, else each event as a batch of one."""
+    batches = getattr(stream, "batches", None)
+    if batches is not None:
+        return iter(batches())
+    return ([event] for event in stream)
 
 
 class Upstream(Protocol):

@@ -24,7 +24,7 @@ import orjson
 
 from .. import errors, tasks
 from ..chat_request import ChatRequest
-from ..sse import iter_data
+from ..sse import DataDecoder
 from . import Event
 from .transport import UpstreamTransport
 
@@ -125,17 +125,44 @@ class OpenAIStream:
         self._response = response
 
     def __iter__(self) -> Iterator[Event]:
-        data = iter_data(self._response.iter_bytes())
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Event]]:
+        """Yield the events of each read of the body: several when they arrived together.
+
+        Ends after ``done`` (the body is then drained so the connection can be reused).
+        Raises :class:`~rill.errors.UpstreamStalled` for a read timeout,
+        :class:`~rill.errors.UpstreamCut` for a broken or unfinished body, and
+        :class:`~rill.errors.UpstreamError` for an ``{"error": ...}`` event, after the
+        batch of events before it.
+        """
+        chunks = self._response.iter_bytes()
+        decoder, parser = DataDecoder(), ChunkParser()
         try:
-            yield from _events(data)
+            for chunk in chunks:
+                if batch := parser.parse(decoder.feed(chunk)):
+                    yield batch
+                if parser.error:
+                    raise parser.error
+                if parser.done:
+                    break
+            else:
+                if batch := parser.parse(decoder.end()):
+                    yield batch
+                if parser.error:
+                    raise parser.error
+                if not parser.done:
+                    raise errors.UpstreamCut("The model provider's stream ended before it "
+                                             "was complete; the answer is incomplete.")
         except httpx2.TimeoutException:
             raise errors.UpstreamStalled() from None
         except httpx2.HTTPError as exc:
             log.warning("upstream stream broke: %s", type(exc).__name__)
             raise errors.UpstreamCut() from None
-        self._drain(data)
+        self._drain(chunks)
 
-    def _drain(self, data: Iterator[bytes]) -> None:
+    def _drain(self, data: Iterator[Any]) -> None:
         """Read the body past ``[DONE]`` to its end so the connection returns to the pool."""
         if not tasks.cooperative():
             # A thread cannot be timed out mid-read; the client's read timeout bounds it.
@@ -156,46 +183,59 @@ class OpenAIStream:
         self._manager.__exit__(None, None, None)
 
 
-def _events(data: Iterator[bytes]) -> Iterator[Event]:
-    """Turn chunk JSON into Rill events; end with ``done`` at ``[DONE]``.
+class ChunkParser:
+    """Turns ``chat.completion.chunk`` JSON into Rill events; ``done`` at ``[DONE]``.
 
     Handles the shapes providers send: usage-only chunks with empty ``choices``, Azure's
     content-filter chunks (no ``choices``, or a choice with no ``delta``), null or empty
     content, reasoning in ``delta.reasoning_content`` (DeepSeek, llama.cpp) or
     ``delta.reasoning`` (vLLM, OpenRouter), extra keys such as llama.cpp's ``timings``.
-    A malformed event is logged and skipped. Raises :class:`~rill.errors.UpstreamError`
-    for an ``{"error": ...}`` event and :class:`~rill.errors.UpstreamCut` when the body
-    ends without ``[DONE]``.
+    A malformed event is logged and skipped.
     """
-    finish_reason = usage = None
-    for raw in data:
-        if raw == b"[DONE]":
-            yield "done", {"finish_reason": finish_reason, "usage": usage}
-            return
-        try:
-            chunk = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            log.warning("skipped a malformed upstream event (%d bytes)", len(raw))
-            continue
-        if not isinstance(chunk, dict):
-            continue
-        if chunk.get("error"):
-            log.warning("upstream sent an error event mid-stream")
-            raise errors.UpstreamError(
-                "The model provider reported an error mid-answer; the answer is incomplete.")
-        choices = chunk.get("choices")
-        if choices and isinstance(choices[0], dict):
-            choice = choices[0]
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                if reasoning and isinstance(reasoning, str):
-                    yield "reasoning", {"content": reasoning}
-                content = delta.get("content")
-                if content and isinstance(content, str):
-                    yield "delta", {"content": content}
-            finish_reason = choice.get("finish_reason") or finish_reason
-        if isinstance(chunk.get("usage"), dict):
-            usage = {key: chunk["usage"].get(key) for key in USAGE_KEYS}
-    raise errors.UpstreamCut("The model provider's stream ended before it was complete; "
-                             "the answer is incomplete.")
+
+    __slots__ = ("done", "error", "finish_reason", "usage")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: errors.UpstreamError | None = None
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def parse(self, data: list[bytes]) -> list[Event]:
+        """Return the events of these SSE ``data`` values, up to ``done`` (which sets
+        ``done``) or an ``{"error": ...}`` event (which sets ``error``)."""
+        events: list[Event] = []
+        for raw in data:
+            if raw == b"[DONE]":
+                events.append(("done", {"finish_reason": self.finish_reason,
+                                        "usage": self.usage}))
+                self.done = True
+                break
+            try:
+                chunk = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                log.warning("skipped a malformed upstream event (%d bytes)", len(raw))
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            if chunk.get("error"):
+                log.warning("upstream sent an error event mid-stream")
+                self.error = errors.UpstreamError(
+                    "The model provider reported an error mid-answer; the answer is "
+                    "incomplete.")
+                break
+            choices = chunk.get("choices")
+            if choices and isinstance(choices[0], dict):
+                choice = choices[0]
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                    if reasoning and isinstance(reasoning, str):
+                        events.append(("reasoning", {"content": reasoning}))
+                    content = delta.get("content")
+                    if content and isinstance(content, str):
+                        events.append(("delta", {"content": content}))
+                self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = {key: chunk["usage"].get(key) for key in USAGE_KEYS}
+        return events
