@@ -57,6 +57,8 @@ def test_request_asks_for_a_stream_with_usage_and_passes_limits() -> None:
     run(upstream(handler))
     body = orjson.loads(seen[0].content)
     assert seen[0].url.path.endswith("/chat/completions")
+    assert seen[0].headers["content-type"] == "application/json"
+    assert seen[0].headers["authorization"].startswith("Bearer ")
     assert body == {"model": "m", "messages": [{"role": "user", "content": "Hi"}],
                     "stream": True, "stream_options": {"include_usage": True},
                     "max_tokens": 9}
