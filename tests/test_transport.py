@@ -283,6 +283,22 @@ def test_a_silent_server_is_a_read_timeout(serve) -> None:
     release.set()
 
 
+def test_without_body_timeout_a_body_read_outwaits_the_read_timeout(serve) -> None:
+    """For a caller that ends stalled streams itself: the head still times out."""
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            server.read_request(sock)
+            sock.sendall(CHUNKED)
+            gevent.sleep(0.6)
+            sock.sendall(chunk(b"late") + b"0\r\n\r\n")
+
+    server = serve(handle)
+    transport = UpstreamTransport(client_context(), body_timeout=False)
+    with (httpx2.Client(transport=transport, timeout=httpx2.Timeout(5.0, read=0.3)) as http,
+          http.stream("GET", server.url()) as response):
+        assert list(response.iter_raw()) == [b"late"]
+
+
 def test_refused_and_malformed(serve) -> None:
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]

@@ -49,7 +49,10 @@ class OpenAIUpstream:
         http_client = openai.DefaultHttpxClient(
             timeout=httpx2.Timeout(connect=connect, pool=connect, write=30.0,
                                    read=config["RILL_STALL_TIMEOUT_SECONDS"]),
-            transport=transport or UpstreamTransport(verify),
+            # Under gevent the producer's supervisor ends a stalled stream (and kills its
+            # reader), so body reads need no timer of their own.
+            transport=transport or UpstreamTransport(verify,
+                                                     body_timeout=not tasks.cooperative()),
             verify=verify,
         )
         self.client = openai.OpenAI(

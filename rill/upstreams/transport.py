@@ -43,12 +43,16 @@ class UpstreamTransport(httpx2.BaseTransport):
 
     ``ssl_context`` verifies ``https`` origins; connections idle longer than ``keepalive``
     seconds, or that the server closed, are not reused; at most ``max_idle`` are kept per
-    origin. Timeouts come from each request (``httpx2.Timeout``: connect, write, read).
+    origin. Timeouts come from each request (``httpx2.Timeout``: connect, write, read),
+    except that with ``body_timeout`` False a body read waits as long as it takes: for a
+    caller that ends stalled streams itself (Rill's producer does, under gevent), which
+    saves a timer per read.
     """
 
     def __init__(self, ssl_context: ssl.SSLContext, keepalive: float = KEEPALIVE_SECONDS,
-                 max_idle: int = 1024) -> None:
+                 max_idle: int = 1024, body_timeout: bool = True) -> None:
         self._ssl = ssl_context
+        self._body_timeout = body_timeout
         self._keepalive = keepalive
         self._max_idle = max_idle
         self._idle: dict[Origin, list[tuple[float, Connection]]] = {}
@@ -73,7 +77,7 @@ class UpstreamTransport(httpx2.BaseTransport):
                 if not (reused and connection.received == 0):
                     raise
         body = Body(self, origin, connection, request.method, status, headers,
-                    timeouts.get("read"))
+                    timeouts.get("read") if self._body_timeout else None)
         return httpx2.Response(status, headers=headers, stream=body,
                                extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
 
