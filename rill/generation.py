@@ -133,14 +133,21 @@ class Producer:
                     self._stop(*self._stop_request)
                     break
                 # The hub is asked (a round trip with Redis) on a signal, each lease tick, or
-                # when an orphan's grace is up; never per token.
-                ask_hub = (self._signalled or now - checked >= self.limits.lease / 3 or (
-                    orphaned_at is not None and now - orphaned_at >= self.limits.orphan_grace))
+                # when an orphan's grace is up; never per token. A hub without leases (memory)
+                # delivers every cancel and leave as a signal, so it is asked once at startup
+                # and then only on signals.
+                leased = self.hub.leased
+                ask_hub = (self._signalled
+                           or (now - checked >= self.limits.lease / 3 if leased else
+                               not self._had_subscriber
+                               and now - self._started >= STARTUP_SECONDS)
+                           or (orphaned_at is not None
+                               and now - orphaned_at >= self.limits.orphan_grace))
                 signalled = self._signalled
                 if ask_hub:
                     self._signalled, checked = False, now
                 orphaned_at = self._check(now, orphaned_at, ask_hub, signalled)
-                if now - renewed >= self.limits.lease / 3:
+                if leased and now - renewed >= self.limits.lease / 3:
                     self.hub.renew([self.stream_id])
                     renewed = now
         except errors.HubUnavailable as exc:
@@ -176,8 +183,12 @@ class Producer:
 
     def _timeout(self, now: float, orphaned_at: float | None) -> float:
         limits = self.limits
-        deadlines = [now + limits.lease / 3, self._started + limits.max_seconds,
+        deadlines = [self._started + limits.max_seconds,
                      self.last_chunk_at + limits.stall_timeout]
+        if self.hub.leased:
+            deadlines.append(now + limits.lease / 3)
+        elif not self._had_subscriber:
+            deadlines.append(self._started + STARTUP_SECONDS)
         if orphaned_at is not None:
             deadlines.append(orphaned_at + limits.orphan_grace)
         return max(min(deadlines) - now, 0.0)

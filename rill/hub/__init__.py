@@ -23,6 +23,9 @@ TERMINAL = frozenset({"done", "error"})
 
 class Hub(Protocol):
     appends_in_place: bool  # True if append never blocks or switches greenlets
+    # True if a producer holds a lease it renews every lease/3 s, polling the hub for
+    # cancels then too; False if every cancel and leave arrives as a signal (on_signal).
+    leased: bool
 
     def open(self, stream_id: str, owner: str | None) -> None:
         """Create a stream and take the producer's lease on it."""

@@ -35,6 +35,7 @@ class _Stream:
 
 class MemoryHub:
     appends_in_place = True
+    leased = False
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.max_events = config["RILL_STREAM_MAX_EVENTS"]

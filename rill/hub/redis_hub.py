@@ -44,6 +44,7 @@ def _guard() -> Iterator[None]:
 
 class RedisHub:
     appends_in_place = False
+    leased = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         heartbeat = config["RILL_HEARTBEAT_SECONDS"]
