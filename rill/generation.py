@@ -11,16 +11,19 @@ kills the reader, whose ``finally`` closes the upstream request at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+import gevent
 
 from . import errors, metrics, tasks
 from .hub import TERMINAL, Hub, Record
 from .sse import encode_json_event
-from .upstreams import Event, UpstreamStream, batches_of
+from .upstreams import Event, NonBlockingStream, UpstreamStream, batches_of
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ YIELD_EVERY = 64  # upstream events read before the reader lets other greenlets 
 # read that finds data waiting does not switch, so a fast upstream would starve the rest)
 # A generation is not orphaned before its first subscriber had time to join (seconds).
 STARTUP_SECONDS = 5.0
+DRAIN_SECONDS = 5.0  # after done, how long the rest of the upstream body may take
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class Producer:
         self._outcome = "internal"
         metrics.ACTIVE.inc()
         self._flush([("start", start)])
+        self._start()
+
+    def _start(self) -> None:
         self._reader = tasks.spawn(self._read)
         self._supervisor = tasks.spawn(self._supervise)
 
@@ -261,6 +268,135 @@ class Producer:
             usage = last[2].get("usage") if last[1] == "done" else None
             if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
                 self._tokens = usage["completion_tokens"]
+
+
+class EventedProducer(Producer):
+    """The same generation with no greenlet of its own, for the memory hub under gevent.
+
+    A libev read watcher on the upstream's socket calls :meth:`_on_readable` in gevent's hub
+    when bytes arrive, which reads them without waiting and appends their events; a libev
+    timer (re-armed at the next deadline) and hub callbacks (for signals and stops) run the
+    supervisor's checks. Nothing here may block, which holds because the memory hub's calls
+    and closing the upstream never do. Per stream this saves the reader's and the
+    supervisor's greenlets (their spawn, saved stacks, and a switch and an extra ``recv`` per
+    upstream read). Needs an upstream stream with ``fileno()`` and ``read_nowait()``
+    (:class:`~rill.upstreams.openai_compat.OpenAIStream` over Rill's transport).
+    """
+
+    def _start(self) -> None:
+        self._loop = gevent.get_hub().loop
+        self._orphaned_at: float | None = None
+        self._recorded = False
+        self._drain_until = 0.0
+        self._timer: Any = None
+        self._stream = cast(NonBlockingStream, self._upstream)
+        self._io: Any = self._loop.io(self._stream.fileno(), 1)  # 1: readable
+        self._io.start(self._guard, self._on_readable)
+        self._loop.run_callback(self._guard, self._on_readable)  # bytes read with the head
+        self._arm(self._timeout(self._started, None))
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        """Run ``step`` in the hub: an exception ends the generation, never the hub."""
+        try:
+            step()
+        except Exception as exc:
+            if not isinstance(exc, errors.RillError):
+                log.exception("stream %s: the producer failed", self.stream_id[:6])
+            self._close_upstream()
+            if not self.finished:
+                with contextlib.suppress(Exception):
+                    self._flush([("error", errors.RillError().to_dict())])
+            self.finished = True
+            self._finish()
+
+    def _arm(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = self._loop.timer(delay)
+        self._timer.start(self._guard, self._on_timer)
+
+    def _on_readable(self) -> None:
+        events = self._stream.read_nowait()
+        if events is None:
+            return
+        if self.finished:  # reading past the end, for the connection's reuse
+            if self._stream.body_complete:
+                self._close_upstream()
+            return
+        if events:
+            self._tokens += sum(1 for kind, _ in events if kind == "delta")
+            self.last_chunk_at = time.monotonic()
+            self._flush(events)
+            if self.finished:
+                if self._stream.body_complete:
+                    self._close_upstream()
+                else:
+                    self._drain_until = time.monotonic() + DRAIN_SECONDS
+                    self._arm(DRAIN_SECONDS)
+                self._finish()
+
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        if self.finished:
+            if self._io is not None and now >= self._drain_until:
+                self._close_upstream()  # the rest of the body never came
+            return
+        if self._stop_request is not None:
+            self._stop(*self._stop_request)
+            return
+        signalled, self._signalled = self._signalled, False
+        orphaned_at = self._orphaned_at
+        ask_hub = (signalled or (not self._had_subscriber
+                                 and now - self._started >= STARTUP_SECONDS)
+                   or (orphaned_at is not None
+                       and now - orphaned_at >= self.limits.orphan_grace))
+        self._orphaned_at = self._check(now, orphaned_at, ask_hub, signalled)
+        if not self.finished:
+            self._arm(self._timeout(now, self._orphaned_at))
+
+    def signal(self) -> None:
+        self._signalled = True
+        self._loop.run_callback(self._guard, self._on_timer)
+
+    def stop(self, error: errors.RillError | None = None) -> None:
+        self._stop_request = (error,)
+        self._loop.run_callback(self._guard, self._on_timer)
+
+    def _stop(self, error: errors.RillError | None = None) -> None:
+        if self.finished:
+            return
+        self._close_upstream()
+        self._flush([("done", {"finish_reason": "cancelled", "usage": None})
+                     if error is None else ("error", error.to_dict())])
+        self._finish()
+
+    def _close_upstream(self) -> None:
+        io, self._io = self._io, None
+        if io is not None:
+            io.stop()
+            io.close()
+            self._upstream.close()
+
+    def _finish(self) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        if self._io is None and self._timer is not None:
+            self._timer.close()
+        self._record()
+        self._on_finish()
+
+
+def start(hub: Hub, stream_id: str, upstream: UpstreamStream, start: dict[str, Any],
+          limits: Limits, on_finish: Callable[[], None] = lambda: None,
+          log_fields: Mapping[str, Any] | None = None) -> Producer:
+    """Start the generation: evented when the hub and the upstream allow, else in greenlets
+    (or threads, in a worker without gevent)."""
+    fileno = getattr(upstream, "fileno", None)
+    evented = (tasks.cooperative() and hub.appends_in_place and fileno is not None
+               and fileno() is not None)
+    kind = EventedProducer if evented else Producer
+    return kind(hub, stream_id, upstream, start, limits, on_finish, log_fields)
 
 
 def _merge(events: list[Event], next_id: int) -> list[Record]:

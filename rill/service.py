@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import errors
+from . import errors, generation
 from .auth import Authenticator
 from .generation import Limits, Producer
 from .hub import Hub
@@ -48,9 +48,9 @@ class RillState:
             self.producers.pop(stream_id, None)
             on_finish()
 
-        producer = Producer(self.hub, stream_id, upstream,
-                            {"stream_id": stream_id, "model": upstream.model},
-                            self.limits, on_finish=finished, log_fields=log_fields)
+        producer = generation.start(self.hub, stream_id, upstream,
+                                    {"stream_id": stream_id, "model": upstream.model},
+                                    self.limits, on_finish=finished, log_fields=log_fields)
         self.producers[stream_id] = producer
         return producer
 

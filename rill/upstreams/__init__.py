@@ -34,6 +34,20 @@ class UpstreamStream(Protocol):
         """Release the upstream request; closes its connection unless fully read."""
 
 
+class NonBlockingStream(UpstreamStream, Protocol):
+    """A stream that can also be read without waiting, once its socket is readable."""
+
+    @property
+    def body_complete(self) -> bool:
+        """True once the response was read to its end."""
+
+    def fileno(self) -> int | None:
+        """The socket to wait on; ``None`` if the stream can only be iterated."""
+
+    def read_nowait(self) -> list[Event] | None:
+        """The events that arrived (the last may be ``done`` or ``error``); ``None`` if none."""
+
+
 def batches_of(stream: UpstreamStream) -> Iterator[list[Event]]:
     """The stream's ``batches()`` if it has them, else each event as a batch of one."""
     batches = getattr(stream, "batches", None)

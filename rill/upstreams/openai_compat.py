@@ -26,7 +26,7 @@ from .. import errors, tasks
 from ..chat_request import ChatRequest
 from ..sse import DataDecoder
 from . import Event
-from .transport import UpstreamTransport
+from .transport import BODY_EXTENSION, Body, UpstreamTransport
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,54 @@ class OpenAIStream:
     def __init__(self, response: httpx2.Response, model: str) -> None:
         self.model = model
         self._response = response
+        self._body: Body | None = response.extensions.get(BODY_EXTENSION)
+        if response.headers.get("content-encoding", "identity") != "identity":
+            self._body = None  # httpx2 decodes it: only iteration gives the text
+        self._decoder, self._parser = DataDecoder(), ChunkParser()
+        self._ended = False
+
+    def fileno(self) -> int | None:
+        """The socket to wait on before :meth:`read_nowait`; ``None`` if this response can
+        only be iterated (another transport, or a compressed body)."""
+        return None if self._body is None else self._body.fileno()
+
+    @property
+    def body_complete(self) -> bool:
+        """True once the body was read to its end (the connection can then be reused)."""
+        return self._body is not None and self._body.complete
+
+    def read_nowait(self) -> list[Event] | None:
+        """The events that have arrived, without waiting; ``None`` if nothing has.
+
+        Only once :meth:`fileno` is readable. Never raises: an upstream failure is the last
+        event, ``("error", {...})``, as is the end of the body without ``[DONE]``. After
+        ``done`` or an error, further calls read the rest of the body and return ``[]``.
+        """
+        assert self._body is not None
+        try:
+            data = self._body.read_nowait()
+        except httpx2.HTTPError as exc:
+            if self._ended:
+                return []
+            self._ended = True
+            log.warning("upstream stream broke: %s", type(exc).__name__)
+            return [("error", errors.UpstreamCut().to_dict())]
+        if data is None:
+            return None
+        if self._ended:
+            return []
+        parser = self._parser
+        events = parser.parse(self._decoder.feed(data)) if data else []
+        if not parser.done and not parser.error and self._body.complete:
+            events += parser.parse(self._decoder.end())
+            if not parser.done and not parser.error:
+                parser.error = errors.UpstreamCut(
+                    "The model provider's stream ended before it was complete; the answer "
+                    "is incomplete.")
+        if parser.error:
+            events.append(("error", parser.error.to_dict()))
+        self._ended = parser.done or parser.error is not None
+        return events
 
     def __iter__(self) -> Iterator[Event]:
         for batch in self.batches():

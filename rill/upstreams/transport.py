@@ -35,6 +35,7 @@ _HEX = b"0123456789abcdefABCDEF"
 KEEPALIVE_SECONDS = 25.0  # below the 30-65 s idle timeouts of common servers and proxies
 
 Origin = tuple[str, str, int]
+BODY_EXTENSION = "rill.body"  # the response's Body, for reads that do not wait
 _select = monkey.get_original("select", "select")
 
 
@@ -78,8 +79,8 @@ class UpstreamTransport(httpx2.BaseTransport):
                     raise
         body = Body(self, origin, connection, request.method, status, headers,
                     timeouts.get("read") if self._body_timeout else None)
-        return httpx2.Response(status, headers=headers, stream=body,
-                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+        return httpx2.Response(status, headers=headers, stream=body, extensions={
+            "http_version": b"HTTP/1.1", "reason_phrase": reason, BODY_EXTENSION: body})
 
     def _checkout(self, origin: Origin, timeout: float | None) -> tuple[Connection, bool]:
         idle = self._idle.get(origin)
@@ -166,6 +167,22 @@ class Connection:
             data = self.sock.recv(READ_BYTES)
         except TimeoutError as exc:
             raise httpx2.ReadTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx2.ReadError(str(exc)) from exc
+        self.received += len(data)
+        return data
+
+    def recv_nowait(self) -> bytes | None:
+        """Return what has arrived without waiting: ``None`` if nothing, ``b""`` when the
+        server closed the connection. With TLS, every record already decrypted is taken."""
+        self._set_timeout(0.0)
+        try:
+            data = self.sock.recv(READ_BYTES)
+            pending = getattr(self.sock, "pending", None)
+            while data and pending is not None and pending():
+                data += self.sock.recv(READ_BYTES)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return None
         except OSError as exc:
             raise httpx2.ReadError(str(exc)) from exc
         self.received += len(data)
@@ -286,6 +303,38 @@ class Body(httpx2.SyncByteStream):
                     break
                 raise httpx2.RemoteProtocolError(
                     "Server disconnected without sending the complete response body.")
+
+    @property
+    def complete(self) -> bool:
+        """True once the whole body has been read."""
+        return self._complete
+
+    def fileno(self) -> int:
+        return self._connection.sock.fileno()
+
+    def read_nowait(self) -> bytes | None:
+        """The body bytes that have arrived, framing removed, without waiting: ``None`` if
+        nothing has, ``b""`` once the body is complete (or the bytes held only framing).
+
+        For a caller that waits for the socket (:meth:`fileno`) to be readable itself.
+        Raises ``httpx2.ReadError`` and ``httpx2.RemoteProtocolError`` as iteration does.
+        """
+        connection = self._connection
+        if connection.buffer:
+            buffered, connection.buffer = connection.buffer, b""
+            return self._decode(buffered)
+        if self._complete:
+            return b""
+        data = connection.recv_nowait()
+        if data is None:
+            return None
+        if not data:
+            if self._left is None and self._chunked is None:
+                self._complete = True  # a close-delimited body ends here
+                return b""
+            raise httpx2.RemoteProtocolError(
+                "Server disconnected without sending the complete response body.")
+        return self._decode(data)
 
     def _decode(self, data: bytes) -> bytes:
         if self._chunked is not None:
