@@ -1,0 +1,38 @@
+"""gunicorn.conf.py's worker settings, loaded as gunicorn loads it (in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = """
+import gc, runpy, types
+ns = runpy.run_path("gunicorn.conf.py")
+worker = types.SimpleNamespace(handle_exit=lambda sig, frame: None, wsgi=object(), cfg=None)
+ns["post_worker_init"](worker)
+print(gc.get_threshold(), gc.get_freeze_count() > 0)
+"""
+
+
+def probe(**env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RILL_")}
+    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_worker_freezes_its_imports_and_raises_the_gc_thresholds() -> None:
+    result = probe()
+    assert result.stdout.split("\n")[0] == "(10000, 10, 10) True", result.stderr
+    assert probe(RILL_GC_THRESHOLDS="2000,5,5").stdout.startswith("(2000, 5, 5) True")
+
+
+@pytest.mark.parametrize("value", ["1,2", "a,b,c", "0,10,10"])
+def test_bad_gc_thresholds_stop_gunicorn_with_a_clear_message(value: str) -> None:
+    result = probe(RILL_GC_THRESHOLDS=value)
+    assert result.returncode != 0
+    assert "RILL_GC_THRESHOLDS must be three whole numbers" in result.stderr
