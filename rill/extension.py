@@ -52,6 +52,7 @@ class Rill:
         host_talisman = "csp_nonce" in app.jinja_env.globals
         if not host_talisman:
             security.init_app(app)
+        security.init_sessions(app)
         security.init_cors(app)
         security.init_csrf(app)
 

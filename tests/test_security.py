@@ -155,3 +155,18 @@ def test_cookie_authenticated_post_needs_the_pages_csrf_token(client) -> None:
     bearer = client.post("/api/chat", json=CHAT, headers={"Authorization": "Bearer x"})
     assert bearer.status_code == 200, "Bearer requests carry no ambient credential"
     bearer.get_data()
+
+
+def test_sessions_sign_with_one_serializer_per_key_set(app) -> None:
+    """Flask built a serializer per request; Rill's interface reuses it until a key
+    changes, and a cookie signed before a rotation still opens with the fallback."""
+    interface = app.session_interface
+    first = interface.get_signing_serializer(app)
+    assert interface.get_signing_serializer(app) is first
+    cookie = first.dumps({"a": 1})
+    old_key = app.secret_key
+    app.secret_key = "rotated-" + str(old_key)
+    app.config["SECRET_KEY_FALLBACKS"] = [old_key]
+    rotated = interface.get_signing_serializer(app)
+    assert rotated is not first
+    assert rotated.loads(cookie) == {"a": 1}

@@ -199,6 +199,15 @@ def test_other_framings(serve, framing: str) -> None:
     assert server.connections == (1 if framing == "content-length" else 2)
 
 
+def test_a_host_name_is_resolved_and_an_address_connects_directly(serve) -> None:
+    server = start_keep_alive(serve, lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    with client() as http:
+        assert http.get(f"http://localhost:{server.port}/").text == "ok"
+        assert http.get(server.url()).text == "ok"
+    with client() as http, pytest.raises(httpx2.ConnectError):
+        http.get("http://[::1]:1/")  # an IPv6 address, refused
+
+
 def test_interim_responses_are_skipped(serve) -> None:
     server = start_keep_alive(serve, lambda n: b"HTTP/1.1 100 Continue\r\n\r\n"
                               b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")

@@ -20,6 +20,7 @@ URLs to its own transport), no content decoding (``httpx2`` does that above). Fa
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import ssl
 import time
@@ -113,11 +114,29 @@ def _head(request: httpx2.Request) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+def _connect(host: str, port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection; an IP address skips the resolver (gevent's runs each lookup in a
+    thread of its pool, even for ``127.0.0.1``)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return socket.create_connection((host, port), timeout=timeout)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Connection:
     """One TCP (or TLS) connection; ``received`` counts the bytes read since the last send."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._pending = getattr(sock, "pending", None)  # TLS: decrypted bytes not yet read
         self.buffer = b""  # read past the head: the start of the body
         self.received = 0
         self.http10 = False  # the last response was HTTP/1.0: not kept alive
@@ -127,7 +146,7 @@ class Connection:
     def open(cls, origin: Origin, context: ssl.SSLContext, timeout: float | None) -> Connection:
         scheme, host, port = origin
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            sock = _connect(host, port, timeout)
         except TimeoutError as exc:
             raise httpx2.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
@@ -178,7 +197,7 @@ class Connection:
         self._set_timeout(0.0)
         try:
             data = self.sock.recv(READ_BYTES)
-            pending = getattr(self.sock, "pending", None)
+            pending = self._pending
             while data and pending is not None and pending():
                 data += self.sock.recv(READ_BYTES)
         except (BlockingIOError, ssl.SSLWantReadError):
@@ -214,7 +233,7 @@ class Connection:
 
     def readable(self) -> bool:
         """True if the idle connection has something to read: the server closed it."""
-        pending = getattr(self.sock, "pending", None)  # TLS: decrypted bytes not yet read
+        pending = self._pending
         if pending is not None and pending():
             return True
         try:
