@@ -176,3 +176,13 @@ def test_httpx_does_not_log_a_line_per_upstream_request() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert [json.loads(line)["message"] for line in out.splitlines()] == ["a real problem"]
+
+
+def test_gunicorn_logging_skips_thread_names(monkeypatch) -> None:
+    """Under gevent each new greenlet's first record built a dummy thread for its name."""
+    monkeypatch.setattr(logging, "logThreads", True)
+    monkeypatch.setattr(logging, "logMultiprocessing", True)
+    logs.gunicorn_config()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    assert (record.threadName, record.processName) == (None, None)
+    assert record.process == os.getpid()
