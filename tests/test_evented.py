@@ -1,0 +1,204 @@
+"""The evented producer: a generation run by libev watchers, with no greenlet of its own.
+
+Real sockets on 127.0.0.1: a scripted OpenAI-compatible server (greenlets, as the tests'
+sockets are gevent's), Rill's transport and upstream, the memory hub.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import Callable, Iterator
+
+import gevent
+import gevent.event
+import orjson
+import pytest
+
+from rill import errors
+from rill.chat_request import ChatRequest
+from rill.config import DEFAULTS
+from rill.generation import EventedProducer, Limits, Producer, start
+from rill.hub.memory import MemoryHub
+from rill.relay import subscribe
+from rill.upstreams.openai_compat import OpenAIUpstream
+from tests.sse_client import Event, events_only, parse, text_of
+from tests.test_transport import CHUNKED, Server, chunk
+
+REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m")
+LIMITS = Limits(stall_timeout=60, max_seconds=60, orphan_grace=60, lease=5)
+
+
+def sse(data: dict | str) -> bytes:
+    text = data if isinstance(data, str) else orjson.dumps(data).decode()
+    return chunk(f"data: {text}\n\n".encode())
+
+
+def token(text: str) -> bytes:
+    return sse({"choices": [{"index": 0, "delta": {"content": text}}]})
+
+
+END = sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + sse("[DONE]")
+TERMINATOR = b"0\r\n\r\n"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Callable[[socket.socket, int], None]], Server]]:
+    servers: list[Server] = []
+
+    def start_server(script: Callable[[socket.socket, int], None]) -> Server:
+        def handle(server: Server, sock: socket.socket, index: int) -> None:
+            with sock:
+                while server.read_request(sock):
+                    script(sock, index)
+
+        servers.append(Server(handle))
+        return servers[-1]
+
+    yield start_server
+    for server in servers:
+        server.close()
+
+
+UPSTREAMS: list[OpenAIUpstream] = []
+
+
+@pytest.fixture(autouse=True)
+def close_upstreams() -> Iterator[None]:
+    yield
+    while UPSTREAMS:
+        UPSTREAMS.pop().client.close()  # and with it the transport's kept-alive connections
+
+
+def upstream_for(server: Server) -> OpenAIUpstream:
+    up = OpenAIUpstream({**DEFAULTS, "RILL_UPSTREAM_MAX_RETRIES": 0})
+    up.client = up.client.with_options(base_url=f"http://127.0.0.1:{server.port}/v1")
+    UPSTREAMS.append(up)
+    return up
+
+
+class Run:
+    """One generation into a fresh memory hub, and what its finish callback saw."""
+
+    def __init__(self, server: Server, limits: Limits = LIMITS,
+                 up: OpenAIUpstream | None = None) -> None:
+        self.hub = MemoryHub(DEFAULTS)
+        self.stream_id = secrets.token_urlsafe(16)
+        self.hub.open(self.stream_id, None)
+        self.finished = 0
+        up = up or upstream_for(server)
+        self.producer = start(self.hub, self.stream_id, up.open(REQUEST),
+                              {"stream_id": self.stream_id, "model": "m"}, limits,
+                              on_finish=self._finish)
+        self.hub.on_signal(lambda s: self.producer.signal() if s == self.stream_id else None)
+
+    def _finish(self) -> None:
+        self.finished += 1
+
+    def events(self) -> list[Event]:
+        body = subscribe(self.hub, self.stream_id, -1, secrets.token_hex(4), heartbeat=0.3,
+                         lease=5, batch=1000)
+        return events_only(parse(body))
+
+
+def test_a_generation_runs_evented_merges_what_arrived_together_and_reuses_the_connection(
+        serve) -> None:
+    def script(sock: socket.socket, index: int) -> None:
+        sock.sendall(CHUNKED + token("Hel") + token("lo"))  # one write: one event
+        gevent.sleep(0.05)
+        sock.sendall(token(" there") + END)
+        gevent.sleep(0.05)
+        sock.sendall(TERMINATOR)  # after [DONE]: read for the connection's reuse
+
+    server = serve(script)
+    up = upstream_for(server)
+    run = Run(server, up=up)
+    assert isinstance(run.producer, EventedProducer)
+    events = run.events()
+    assert [(e.event, e.data) for e in events] == [
+        ("start", f'{{"stream_id":"{run.stream_id}","model":"m"}}'),
+        ("delta", '{"content":"Hello"}'), ("delta", '{"content":" there"}'),
+        ("done", '{"finish_reason":"stop","usage":null}')]
+    gevent.sleep(0.2)
+    assert run.finished == 1
+    second = Run(server, up=up)
+    assert text_of(second.events()) == "Hello there"
+    assert server.connections == 1
+
+
+def test_cancel_closes_the_upstream_at_once(serve) -> None:
+    closed = gevent.event.Event()
+
+    def script(sock: socket.socket, index: int) -> None:
+        sock.sendall(CHUNKED + token("a"))
+        sock.settimeout(5)
+        while True:
+            gevent.sleep(0.02)
+            try:
+                sock.sendall(token("b"))
+            except OSError:
+                closed.set()
+                return
+
+    run = Run(serve(script))
+    gevent.sleep(0.1)
+    run.hub.request_cancel(run.stream_id)
+    events = run.events()
+    assert events[-1].json == {"finish_reason": "cancelled", "usage": None}
+    assert text_of(events).startswith("ab")
+    assert closed.wait(2)
+    assert run.finished == 1
+
+
+@pytest.mark.parametrize(("ending", "code", "text"), [
+    (b"", "upstream_cut", "partial"),  # the server closes mid-body
+    (sse({"error": {"message": "overloaded"}}), "upstream_error", "partial"),
+    (chunk(b"data: ") + TERMINATOR, "upstream_cut", "partial"),  # the body ends, no [DONE]
+])
+def test_an_upstream_failure_keeps_the_text_and_ends_with_an_error(serve, ending, code,
+                                                                    text) -> None:
+    def script(sock: socket.socket, index: int) -> None:
+        sock.sendall(CHUNKED + token("partial"))
+        gevent.sleep(0.05)
+        if ending:
+            sock.sendall(ending)
+        gevent.sleep(0.05)
+        sock.close()
+
+    run = Run(serve(script))
+    events = run.events()
+    assert text_of(events) == text
+    assert (events[-1].event, events[-1].json["code"]) == ("error", code)
+
+
+def test_stall_orphan_and_shutdown_end_the_generation(serve) -> None:
+    def silent(sock: socket.socket, index: int) -> None:
+        sock.sendall(CHUNKED + token("x"))
+        gevent.sleep(5)
+
+    server = serve(silent)
+    run = Run(server, Limits(stall_timeout=0.3, max_seconds=60, orphan_grace=60, lease=5))
+    assert run.events()[-1].json["code"] == "upstream_stalled"
+
+    run = Run(server, Limits(stall_timeout=60, max_seconds=60, orphan_grace=0.3, lease=5))
+    run.hub.join(run.stream_id, "client")
+    gevent.sleep(0.05)
+    run.hub.leave(run.stream_id, "client")  # and does not come back
+    gevent.sleep(0.6)
+    assert run.producer.finished and run.finished == 1
+    assert run.events()[-1].json["finish_reason"] == "cancelled"
+
+    run = Run(server)
+    gevent.spawn_later(0.1, run.producer.stop, errors.Shutdown(retry_after=1))
+    assert run.events()[-1].json["code"] == "shutdown"
+    gevent.sleep(0.05)
+    assert run.finished == 1
+
+
+def test_an_upstream_that_cannot_be_read_without_waiting_runs_in_greenlets() -> None:
+    from tests.conftest import FakeStream, FakeUpstream
+
+    hub = MemoryHub(DEFAULTS)
+    hub.open("s", None)
+    producer = start(hub, "s", FakeStream(FakeUpstream(), [], "m"), {}, LIMITS)
+    assert type(producer) is Producer
