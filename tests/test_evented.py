@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import secrets
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 
 import gevent
 import gevent.event
+import gevent.ssl
 import orjson
 import pytest
 
@@ -22,8 +24,9 @@ from rill.generation import EventedProducer, Limits, Producer, start
 from rill.hub.memory import MemoryHub
 from rill.relay import subscribe
 from rill.upstreams.openai_compat import OpenAIUpstream
+from rill.upstreams.transport import UpstreamTransport
 from tests.sse_client import Event, events_only, parse, text_of
-from tests.test_transport import CHUNKED, Server, chunk
+from tests.test_transport import CHUNKED, Server, _self_signed, chunk, client_context
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m")
 LIMITS = Limits(stall_timeout=60, max_seconds=60, orphan_grace=60, lease=5)
@@ -193,6 +196,39 @@ def test_stall_orphan_and_shutdown_end_the_generation(serve) -> None:
     assert run.events()[-1].json["code"] == "shutdown"
     gevent.sleep(0.05)
     assert run.finished == 1
+
+
+def test_a_tls_upstream_runs_evented_too(tmp_path) -> None:
+    """Over TLS a readable socket may hold part of a record (nothing to read yet) or
+    several records: 200 tokens in one write and then one by one come out whole."""
+    cert, key = _self_signed(tmp_path)
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    words = [f"w{i} " for i in range(200)]
+
+    def script(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            server.read_request(sock)
+            sock.sendall(CHUNKED + b"".join(token(w) for w in words[:100]))
+            gevent.sleep(0.02)
+            for word in words[100:]:
+                sock.sendall(token(word))
+            sock.sendall(END + TERMINATOR)
+            gevent.sleep(0.5)
+
+    server = Server(script, context)
+    transport = UpstreamTransport(client_context(cafile=str(cert)), body_timeout=False)
+    up = OpenAIUpstream({**DEFAULTS, "RILL_UPSTREAM_MAX_RETRIES": 0}, transport=transport)
+    up.client = up.client.with_options(base_url=f"https://127.0.0.1:{server.port}/v1")
+    UPSTREAMS.append(up)
+    try:
+        run = Run(server, up=up)
+        assert isinstance(run.producer, EventedProducer)
+        events = run.events()
+    finally:
+        server.close()
+    assert text_of(events) == "".join(words)
+    assert events[-1].json["finish_reason"] == "stop"
 
 
 def test_an_upstream_that_cannot_be_read_without_waiting_runs_in_greenlets() -> None:
