@@ -177,6 +177,26 @@ def test_a_chunked_stream_arrives_one_read_at_a_time_and_the_connection_is_reuse
     assert "content-length: 7" in head.lower() and "host: 127.0.0.1" in head.lower()
 
 
+def test_a_response_read_after_the_transport_closed_closes_its_connection(serve) -> None:
+    eof = gevent.event.Event()
+
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            server.read_request(sock)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            gevent.sleep(0.1)
+            sock.sendall(b"ok")
+            if not server.read_request(sock):
+                eof.set()
+
+    server = serve(handle)
+    transport = UpstreamTransport(client_context())
+    with httpx2.Client(transport=transport) as http, http.stream("GET", server.url()) as r:
+        transport.close()
+        assert r.read() == b"ok"
+    assert eof.wait(2)
+
+
 @pytest.mark.parametrize("framing", ["content-length", "close", "connection-close"])
 def test_other_framings(serve, framing: str) -> None:
     body = b'{"ok": true}'

@@ -58,6 +58,7 @@ class UpstreamTransport(httpx2.BaseTransport):
         self._keepalive = keepalive
         self._max_idle = max_idle
         self._idle: dict[Origin, list[tuple[float, Connection]]] = {}
+        self._closed = False
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
@@ -96,12 +97,15 @@ class UpstreamTransport(httpx2.BaseTransport):
     def release(self, origin: Origin, connection: Connection) -> None:
         """Keep ``connection`` for the next request to ``origin`` (its response was read)."""
         idle = self._idle.setdefault(origin, [])
-        if len(idle) >= self._max_idle:
+        if self._closed or len(idle) >= self._max_idle:
             connection.close()
         else:
             idle.append((time.monotonic(), connection))
 
     def close(self) -> None:
+        """Close the idle connections; one released later (its body still being read) is
+        closed then."""
+        self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for _, connection in connections:
