@@ -147,6 +147,48 @@ def targets(rows: list[Row]) -> list[str]:
             *(f"| {label} | {value} | {marks[ok]} |" for label, value, ok in checks), ""]
 
 
+LABELS = {"rill": "Rill", "fastapi": "FastAPI + sse-starlette", "flask": "Flask gthread"}
+README_COLUMNS = ("complete", "added TTFT p50 / p99", "ITL p99", "KiB / stream",
+                  "tokens / CPU-s", "upstream closed ≤ 1 s / p99")
+
+
+def readme_section(rows: list[Row], scenarios: dict[str, Any]) -> list[str]:
+    """The compact table README's Performance section carries, and Rill's ratios to the
+    FastAPI peer: generated, so a rerun never loses them."""
+    lines = ["## For README's Performance section", "",
+             "| system | scenario | " + " | ".join(README_COLUMNS) + " |",
+             "|" + "---|" * (len(README_COLUMNS) + 2)]
+    seen: set[str] = set()
+    for row in rows:
+        if not row.cells:
+            continue
+        about = "" if row.scenario in seen else f"`{row.scenario}`: {scenarios[row.scenario].about}"
+        seen.add(row.scenario)
+        cells = [row.cells.get(c, "—") for c in README_COLUMNS]
+        lines.append(f"| {LABELS.get(row.system, row.system)} | {about} | "
+                     + " | ".join(cells) + " |")
+    got = {(r.system, r.scenario): r.numbers for r in rows if r.numbers}
+    ratios = []
+    for name in dict.fromkeys(r.scenario for r in rows):
+        ours, theirs = got.get(("rill", name)), got.get(("fastapi", name))
+        if not ours or not theirs:
+            continue
+
+        def ratio(a: float | None, b: float | None) -> str:
+            return f"{a / b:.1f}x" if a and b else "—"
+
+        ratios.append(f"| `{name}` | {ratio(ours['tokens_per_cpu'], theirs['tokens_per_cpu'])} "
+                      f"| {ratio(theirs['ttft_p99'], ours['ttft_p99'])} "
+                      f"| {ratio(theirs['kib_per_stream'], ours['kib_per_stream'])} "
+                      f"| {ours['complete']:.0%} / {theirs['complete']:.0%} |")
+    if ratios:
+        lines += ["", "Rill against the FastAPI peer in the same run (above 1x is Rill's way):", "",
+                  "| scenario | tokens per CPU-s, Rill ÷ FastAPI | added TTFT p99, FastAPI ÷ Rill "
+                  "| KiB per stream, FastAPI ÷ Rill | complete, Rill / FastAPI |",
+                  "|---|---|---|---|---|", *ratios]
+    return [*lines, ""]
+
+
 def versions() -> str:
     found = []
     for name in PACKAGES:
@@ -202,6 +244,7 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         *(f"- {r.system} / {r.scenario}: {r.note}" for r in rows if r.note)]
     if notes:
         lines += ["Notes:", "", *notes, ""]
+    lines += readme_section(rows, scenarios)
     lines += ["## Commands", ""]
     for row in rows:
         if row.commands:
