@@ -121,8 +121,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_MAX_STREAMS_PER_CLIENT", 4, int,
             "Concurrent streams per client; 0 means unlimited (429 `too_many_streams`)."),
     Setting("RILL_MAX_STREAMS", 5000, int,
-            "Concurrent streams per worker; 0 means unlimited (503 `unavailable`). Also "
-            "sizes the upstream connection pool."),
+            "Concurrent streams per worker; 0 means unlimited (503 `unavailable`)."),
     Setting("RILL_PROXY_HOPS", 0, int,
             "Trusted reverse proxies in front of Rill; X-Forwarded-For/-Proto/-Host are "
             "honoured (through werkzeug's ProxyFix) only when > 0."),

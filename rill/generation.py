@@ -1,6 +1,9 @@
-"""The producer: one generation, in greenlets of its own, writing into the stream hub.
+"""The producer: one generation, writing into the stream hub.
 
-A reader greenlet reads the upstream a batch at a time (the events of one read of its
+With the memory hub under gevent and an upstream that can be read without waiting, a
+generation has no greenlet of its own (:class:`EventedProducer`: libev watchers on its
+socket and a timer). Otherwise (:class:`Producer`) a reader greenlet (a thread without
+gevent) reads the upstream a batch at a time (the events of one read of its
 socket) and merges runs of tokens that arrived together into one event, so a busy worker
 gets fewer, larger events. With the memory hub it appends them itself; with Redis it hands
 them to the supervisor greenlet, which flushes what gathered during each round trip. The

@@ -2,10 +2,12 @@
 
 OpenAI, vLLM, Ollama, llama.cpp and LiteLLM all speak the chat completions streaming
 protocol (OpenAI API reference, "Chat completions: streaming"): ``data:`` events of
-``chat.completion.chunk`` JSON, ended by ``data: [DONE]``. The SDK does transport, auth,
-retries and error mapping; Rill reads its raw streaming response (``with_streaming_response``)
-and parses chunks with orjson, skipping the SDK's per-chunk model objects, which cost about
-8x more per token.
+``chat.completion.chunk`` JSON, ended by ``data: [DONE]``. The SDK builds the request,
+authenticates, retries and maps errors, through its generic ``post`` with a body Rill built;
+under it, Rill's :mod:`~rill.upstreams.transport` carries the request and leaves the body on
+the socket. Rill parses the body itself (orjson), a read at a time, skipping the SDK's
+per-chunk model objects, which cost about 8x more per token; under gevent the producer reads
+it without waiting (:meth:`OpenAIStream.read_nowait`) when the socket is readable.
 """
 
 from __future__ import annotations
