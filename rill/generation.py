@@ -290,7 +290,6 @@ class EventedProducer(Producer):
         self._loop = gevent.get_hub().loop
         self._orphaned_at: float | None = None
         self._recorded = False
-        self._drain_until = 0.0
         self._timer: Any = None
         self._stream = cast(NonBlockingStream, self._upstream)
         self._io: Any = self._loop.io(self._stream.fileno(), 1)  # 1: readable
@@ -312,18 +311,18 @@ class EventedProducer(Producer):
             self.finished = True
             self._finish()
 
-    def _arm(self, delay: float) -> None:
+    def _arm(self, delay: float, step: Callable[[], None] | None = None) -> None:
         if self._timer is not None:
             self._timer.close()
         self._timer = self._loop.timer(delay)
-        self._timer.start(self._guard, self._on_timer)
+        self._timer.start(self._guard, step or self._on_timer)
 
     def _on_readable(self) -> None:
         events = self._stream.read_nowait()
         if events is None:
             return
         if self.finished:  # reading past the end, for the connection's reuse
-            if self._stream.body_complete:
+            if self._stream.body_ended:
                 self._close_upstream()
             return
         if events:
@@ -331,18 +330,15 @@ class EventedProducer(Producer):
             self.last_chunk_at = time.monotonic()
             self._flush(events)
             if self.finished:
-                if self._stream.body_complete:
+                if self._stream.body_ended:
                     self._close_upstream()
-                else:
-                    self._drain_until = time.monotonic() + DRAIN_SECONDS
-                    self._arm(DRAIN_SECONDS)
+                else:  # the rest of the body (the chunked terminator) may take a moment
+                    self._arm(DRAIN_SECONDS, self._close_upstream)
                 self._finish()
 
     def _on_timer(self) -> None:
         now = time.monotonic()
         if self.finished:
-            if self._io is not None and now >= self._drain_until:
-                self._close_upstream()  # the rest of the body never came
             return
         if self._stop_request is not None:
             self._stop(*self._stop_request)

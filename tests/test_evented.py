@@ -129,6 +129,30 @@ def test_a_generation_runs_evented_merges_what_arrived_together_and_reuses_the_c
     assert server.connections == 1
 
 
+def test_a_server_that_closes_after_done_without_the_terminator_is_let_go_at_once(
+        serve) -> None:
+    """The closed socket stays readable: waiting out the drain for the chunked terminator
+    would spin on it."""
+    def script(sock: socket.socket, index: int) -> None:
+        sock.sendall(CHUNKED + token("ok") + END)
+        sock.close()
+
+    run = Run(serve(script))
+    reads = 0
+    read_nowait = run.producer._stream.read_nowait
+
+    def counting() -> list | None:
+        nonlocal reads
+        reads += 1
+        return read_nowait()
+
+    run.producer._stream.read_nowait = counting  # type: ignore[method-assign]
+    assert text_of(run.events()) == "ok"
+    gevent.sleep(0.3)
+    assert run.producer._io is None
+    assert reads < 10
+
+
 def test_cancel_closes_the_upstream_at_once(serve) -> None:
     closed = gevent.event.Event()
 

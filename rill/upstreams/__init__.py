@@ -38,8 +38,8 @@ class NonBlockingStream(UpstreamStream, Protocol):
     """A stream that can also be read without waiting, once its socket is readable."""
 
     @property
-    def body_complete(self) -> bool:
-        """True once the response was read to its end."""
+    def body_ended(self) -> bool:
+        """True once nothing more can come: the body was read to its end, or broke."""
 
     def fileno(self) -> int | None:
         """The socket to wait on; ``None`` if the stream can only be iterated."""

@@ -136,7 +136,8 @@ class OpenAIStream:
         if response.headers.get("content-encoding", "identity") != "identity":
             self._body = None  # httpx2 decodes it: only iteration gives the text
         self._decoder, self._parser = DataDecoder(), ChunkParser()
-        self._ended = False
+        self._ended = False  # done or an error was returned: later reads only drain
+        self._broken = False  # the body failed (a reset, or closed before its end)
 
     def fileno(self) -> int | None:
         """The socket to wait on before :meth:`read_nowait`; ``None`` if this response can
@@ -144,9 +145,10 @@ class OpenAIStream:
         return None if self._body is None else self._body.fileno()
 
     @property
-    def body_complete(self) -> bool:
-        """True once the body was read to its end (the connection can then be reused)."""
-        return self._body is not None and self._body.complete
+    def body_ended(self) -> bool:
+        """True once nothing more can come from the body: read to its end (the connection
+        can then be reused), or broken."""
+        return self._broken or (self._body is not None and self._body.complete)
 
     def read_nowait(self) -> list[Event] | None:
         """The events that have arrived, without waiting; ``None`` if nothing has.
@@ -159,6 +161,7 @@ class OpenAIStream:
         try:
             data = self._body.read_nowait()
         except httpx2.HTTPError as exc:
+            self._broken = True
             if self._ended:
                 return []
             self._ended = True
