@@ -88,7 +88,10 @@ class UpstreamTransport(httpx2.BaseTransport):
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
-            since, connection = idle.pop()
+            try:
+                since, connection = idle.pop()
+            except IndexError:  # another thread (a worker without gevent) took the last
+                break
             if now - since < self._keepalive and not connection.readable():
                 return connection, True
             connection.close()  # expired, or the server closed it (or sent something)
