@@ -26,7 +26,8 @@ from rill.relay import subscribe
 from rill.upstreams.openai_compat import OpenAIUpstream
 from rill.upstreams.transport import UpstreamTransport
 from tests.sse_client import Event, events_only, parse, text_of
-from tests.test_transport import CHUNKED, Server, _self_signed, chunk, client_context
+from tests.test_deploy import self_signed_cert
+from tests.test_transport import CHUNKED, Server, chunk, client_context
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m")
 LIMITS = Limits(stall_timeout=60, max_seconds=60, orphan_grace=60, lease=5)
@@ -225,7 +226,7 @@ def test_stall_orphan_and_shutdown_end_the_generation(serve) -> None:
 def test_a_tls_upstream_runs_evented_too(tmp_path) -> None:
     """Over TLS a readable socket may hold part of a record (nothing to read yet) or
     several records: 200 tokens in one write and then one by one come out whole."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     words = [f"w{i} " for i in range(200)]

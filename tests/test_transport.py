@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 import time
@@ -15,16 +13,13 @@ import gevent.event
 import gevent.ssl
 import httpx2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from rill import errors
 from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
 from rill.upstreams.openai_compat import OpenAIUpstream
 from rill.upstreams.transport import ChunkedDecoder, UpstreamTransport
+from tests.test_deploy import self_signed_cert
 
 Handler = Callable[["Server", socket.socket, int], None]  # (server, connection, its index)
 
@@ -339,7 +334,7 @@ def test_refused_and_malformed(serve) -> None:
 
 
 def test_tls_verifies_the_server_and_reuses_the_connection(serve, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     # gevent's ssl, as a gevent worker's patched ssl module would give (sockets are gevent's)
     server_context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
@@ -351,27 +346,6 @@ def test_tls_verifies_the_server_and_reuses_the_connection(serve, tmp_path: Path
     with httpx2.Client(transport=UpstreamTransport(trusting)) as http:
         assert [http.get(server.url("https")).text for _ in range(2)] == ["ok", "ok"]
     assert server.connections == 2  # the refused handshake, then one for both requests
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256()))
-    cert, key_file = directory / "cert.pem", directory / "key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert, key_file
 
 
 def _wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
