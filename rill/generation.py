@@ -26,7 +26,7 @@ import gevent
 from . import errors, metrics, tasks
 from .hub import TERMINAL, Hub, Record
 from .sse import encode_json_event
-from .upstreams import Event, NonBlockingStream, UpstreamStream, batches_of
+from .upstreams import DRAIN_SECONDS, Event, NonBlockingStream, UpstreamStream, batches_of
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ YIELD_EVERY = 64  # upstream events read before the reader lets other greenlets 
 # read that finds data waiting does not switch, so a fast upstream would starve the rest)
 # A generation is not orphaned before its first subscriber had time to join (seconds).
 STARTUP_SECONDS = 5.0
-DRAIN_SECONDS = 5.0  # after done, how long the rest of the upstream body may take
 
 
 @dataclass(frozen=True)

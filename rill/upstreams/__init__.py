@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ..chat_request import ChatRequest
 
 Event = tuple[str, dict[str, Any]]
+DRAIN_SECONDS = 5.0  # after done, how long reading the rest of a body (for reuse) may take
 
 
 class UpstreamStream(Protocol):

@@ -27,12 +27,11 @@ from openai._constants import RAW_RESPONSE_HEADER
 from .. import errors, tasks
 from ..chat_request import ChatRequest
 from ..sse import DataDecoder
-from . import Event
+from . import DRAIN_SECONDS, Event
 from .transport import BODY_EXTENSION, Body, UpstreamTransport
 
 log = logging.getLogger(__name__)
 
-DRAIN_SECONDS = 5.0
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
@@ -172,13 +171,9 @@ class OpenAIStream:
         if self._ended:
             return []
         parser = self._parser
-        events = parser.parse(self._decoder.feed(data)) if data else []
+        events = self._parse(data) if data else []
         if not parser.done and not parser.error and self._body.complete:
-            events += parser.parse(self._decoder.end())
-            if not parser.done and not parser.error:
-                parser.error = errors.UpstreamCut(
-                    "The model provider's stream ended before it was complete; the answer "
-                    "is incomplete.")
+            events += self._parse(None)
         if parser.error:
             events.append(("error", parser.error.to_dict()))
         self._ended = parser.done or parser.error is not None
@@ -198,29 +193,37 @@ class OpenAIStream:
         batch of events before it.
         """
         chunks = self._response.iter_bytes()
-        decoder, parser = DataDecoder(), ChunkParser()
+        parser = self._parser
         try:
             for chunk in chunks:
-                if batch := parser.parse(decoder.feed(chunk)):
+                if batch := self._parse(chunk):
                     yield batch
                 if parser.error:
                     raise parser.error
                 if parser.done:
                     break
             else:
-                if batch := parser.parse(decoder.end()):
+                if batch := self._parse(None):
                     yield batch
                 if parser.error:
                     raise parser.error
-                if not parser.done:
-                    raise errors.UpstreamCut("The model provider's stream ended before it "
-                                             "was complete; the answer is incomplete.")
         except httpx2.TimeoutException:
             raise errors.UpstreamStalled() from None
         except httpx2.HTTPError as exc:
             log.warning("upstream stream broke: %s", type(exc).__name__)
             raise errors.UpstreamCut() from None
         self._drain(chunks)
+
+    def _parse(self, chunk: bytes | None) -> list[Event]:
+        """The events of the next body bytes, or of the body's end (``None``), where a body
+        that ended before ``[DONE]`` sets the parser's ``error`` to ``UpstreamCut``."""
+        parser = self._parser
+        data = self._decoder.end() if chunk is None else self._decoder.feed(chunk)
+        events = parser.parse(data)
+        if chunk is None and not parser.done and not parser.error:
+            parser.error = errors.UpstreamCut("The model provider's stream ended before it "
+                                              "was complete; the answer is incomplete.")
+        return events
 
     def _drain(self, data: Iterator[Any]) -> None:
         """Read the body past ``[DONE]`` to its end so the connection returns to the pool."""

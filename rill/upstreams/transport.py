@@ -314,21 +314,12 @@ class Body(httpx2.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         connection = self._connection
-        data, connection.buffer = connection.buffer, b""
+        buffered, connection.buffer = connection.buffer, b""
+        if buffered and (body := self._decode(buffered)):
+            yield body
         while not self._complete:
-            if data:
-                body = self._decode(data)
-                if body:
-                    yield body
-                if self._complete:
-                    break
-            data = connection.recv(self._timeout)
-            if not data:
-                if self._left is None and self._chunked is None:
-                    self._complete = True  # a close-delimited body ends here
-                    break
-                raise httpx2.RemoteProtocolError(
-                    "Server disconnected without sending the complete response body.")
+            if body := self._received(connection.recv(self._timeout)):
+                yield body
 
     @property
     def complete(self) -> bool:
@@ -352,15 +343,17 @@ class Body(httpx2.SyncByteStream):
         if self._complete:
             return b""
         data = connection.recv_nowait()
-        if data is None:
-            return None
-        if not data:
-            if self._left is None and self._chunked is None:
-                self._complete = True  # a close-delimited body ends here
-                return b""
-            raise httpx2.RemoteProtocolError(
-                "Server disconnected without sending the complete response body.")
-        return self._decode(data)
+        return None if data is None else self._received(data)
+
+    def _received(self, data: bytes) -> bytes:
+        """Decode bytes read from the socket, where ``b""`` means the server closed it."""
+        if data:
+            return self._decode(data)
+        if self._left is None and self._chunked is None:
+            self._complete = True  # a close-delimited body ends here
+            return b""
+        raise httpx2.RemoteProtocolError(
+            "Server disconnected without sending the complete response body.")
 
     def _decode(self, data: bytes) -> bytes:
         if self._chunked is not None:
