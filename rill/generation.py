@@ -305,8 +305,9 @@ class EventedProducer(Producer):
                 log.exception("stream %s: the producer failed", self.stream_id[:6])
             self._close_upstream()
             if not self.finished:
+                error = exc if isinstance(exc, errors.RillError) else errors.RillError()
                 with contextlib.suppress(Exception):
-                    self._flush([("error", errors.RillError().to_dict())])
+                    self._flush([("error", error.to_dict())])
             self.finished = True
             self._finish()
 

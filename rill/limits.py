@@ -90,17 +90,20 @@ class StreamCaps:
         pass
 
 
-# Counts a client's streams across every worker and instance: a stream counts while its
-# producer's lease lives (so a killed worker's streams free themselves) or, while the
-# upstream is still being opened, for GRACE seconds after the slot was taken.
+# Counts a client's streams across every worker and instance: a stream counts while it is
+# unfinished and its producing worker's lease lives (so a killed worker's streams free
+# themselves) or, before its first events reach Redis, for GRACE seconds after the slot was
+# taken. Keys as in rill.hub.redis_hub.
 _ACQUIRE = """
 local now, cap, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local live = 0
 for i = 1, #members, 2 do
   local id, taken = members[i], tonumber(members[i + 1])
-  local leased = redis.call('EXISTS', 'rill:' .. id .. ':lease') == 1
-  local opened = redis.call('EXISTS', 'rill:' .. id .. ':meta') == 1
+  local meta = redis.call('HMGET', 'rill:{' .. id .. '}:meta', 'finished', 'worker')
+  local opened = meta[1] ~= false
+  local leased = meta[1] == '0'
+    and redis.call('EXISTS', 'rill:worker:' .. meta[2]) == 1
   if leased or (not opened and now - taken < grace) then
     live = live + 1
   else

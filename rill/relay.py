@@ -53,7 +53,9 @@ def subscribe(
     try:
         hub.join(stream_id, subscriber)
         while not client_gone():
-            records = hub.read(stream_id, last, min(heartbeat, lease / 2), batch)
+            # Each read period (a quarter lease) an idle subscriber looks at the producer's
+            # lease: a killed producer is reported within the lease.
+            records = hub.read(stream_id, last, min(heartbeat, lease / 4), batch)
             if client_gone():
                 return
             if records:

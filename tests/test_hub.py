@@ -32,8 +32,18 @@ def hub_config(request) -> dict[str, Any]:
 
 
 @pytest.fixture
-def hub(hub_config) -> Hub:
-    return create(hub_config)
+def hub(hub_config) -> Iterator[Hub]:
+    hub = create(hub_config)
+    yield hub
+    getattr(hub, "close", lambda: None)()
+
+
+def flushed(hub: Hub) -> None:
+    """Wait until what was appended is readable (the Redis hub flushes in the background)."""
+    with gevent.Timeout(2):
+        gevent.sleep(0)
+        while not getattr(hub, "idle", True):
+            gevent.sleep(0.001)
 
 
 def sid() -> str:
@@ -93,6 +103,7 @@ def test_finished_streams_expire_after_the_ttl(hub_config) -> None:
     stream = sid()
     hub.open(stream, None)
     hub.append(stream, records(0, 2, terminal=True))
+    flushed(hub)
     assert hub.state(stream) == "finished"
     gevent.sleep(1.3)
     hub.open(sid(), None)  # the memory hub sweeps on open
@@ -132,18 +143,22 @@ def test_cancel_and_leave_signal_the_producer(hub) -> None:
             gevent.sleep(0.01)
 
 
-def test_redis_lease_lapses_when_the_producer_stops_renewing(redis_server) -> None:
-    hub = create({**DEFAULTS, "RILL_REDIS_URL": redis_server.url,
-                  "RILL_PRODUCER_LEASE_SECONDS": 0.3})
+def test_redis_stream_is_lost_once_its_workers_heartbeat_stops(redis_server) -> None:
+    """Leases are per worker: another worker sees a stream ``lost`` only when the producing
+    worker's heartbeat key is gone (3/4 of a lease after its last renewal)."""
+    config = {**DEFAULTS, "RILL_REDIS_URL": redis_server.url,
+              "RILL_PRODUCER_LEASE_SECONDS": 0.4}
+    producing, other = create(config), create(config)
     stream = sid()
-    hub.open(stream, None)
-    hub.append(stream, records(0, 1))
-    gevent.sleep(0.2)
-    hub.renew([stream])
-    gevent.sleep(0.2)
-    assert hub.state(stream) == "live"
-    gevent.sleep(0.3)
-    assert hub.state(stream) == "lost"
+    producing.open(stream, None)
+    producing.append(stream, records(0, 1))
+    flushed(producing)
+    gevent.sleep(0.6)  # past the lease: the heartbeat thread renewed it
+    assert other.state(stream) == "live"
+    producing.close()
+    gevent.sleep(0.5)
+    assert other.state(stream) == "lost"
+    assert producing.state(stream) == "live"  # the producer itself knows better
 
 
 def test_redis_down_is_hub_unavailable() -> None:
@@ -269,17 +284,21 @@ def test_shutdown_stop_ends_with_a_shutdown_error(hub) -> None:
 
 
 def test_redis_subscriber_reports_a_lost_producer(redis_server) -> None:
-    hub = create({**DEFAULTS, "RILL_REDIS_URL": redis_server.url})
+    config = {**DEFAULTS, "RILL_REDIS_URL": redis_server.url,
+              "RILL_PRODUCER_LEASE_SECONDS": 0.6}
+    hub, elsewhere = create(config), create(config)
     stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 60, 0.6))
     gevent.sleep(0.2)
     # A dead worker renews nothing and writes nothing more.
     gevent.killall([producer._supervisor._greenlet, producer._reader._greenlet])
-    items = read_events(hub, stream)
+    hub.close()
+    items = read_events(elsewhere, stream)
     events = events_only(items)
     assert events[-1].json["code"] == "producer_lost"
     assert [e.id for e in events] == [str(i) for i in range(len(events))]
-    again = events_only(read_events(hub, stream))
+    again = events_only(read_events(elsewhere, stream))
     assert [e.data for e in again] == [e.data for e in events]
+    elsewhere.close()
 
 
 def test_hub_failure_mid_stream_is_an_error_event_without_id(redis_server) -> None:

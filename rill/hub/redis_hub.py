@@ -1,187 +1,240 @@
-"""The Redis hub: streams in Redis Streams, so any worker or instance can serve any stream.
+"""The Redis hub: any worker or instance can serve any stream, and the worker that runs a
+generation serves its own subscribers from memory.
 
-Keys, per stream ``S`` (all expire ``RILL_STREAM_TTL_SECONDS`` after the stream finishes):
+A stream produced here lives in this worker's memory (:class:`~rill.hub.memory.MemoryHub`,
+deferred) and in Redis. The :class:`~rill.hub.redis_io.Flusher` writes every stream's new
+records in one pipelined round trip per flush; subscribers here read a record once Redis
+holds it, so whatever a client saw can be resumed anywhere. Subscribers elsewhere read Redis
+and are woken by the flushing worker's notice (:class:`~rill.hub.redis_io.Listener`).
 
-- ``rill:S:events`` — a Redis Stream; event ``n`` is entry ``0-(n+1)`` (Redis forbids
-  ``0-0``), so ``XREAD … 0-(k+1)`` is exactly "the events after Last-Event-ID k". ``XADD``
-  with an explicit id also makes ``producer_lost`` idempotent across subscribers.
-  ``MAXLEN ~`` bounds it to about ``RILL_STREAM_MAX_EVENTS``.
-- ``rill:S:meta`` — hash: ``owner``, ``finished``, ``cancel``.
-- ``rill:S:lease`` — exists while the producer renews it (``PX`` lease).
-- ``rill:S:subs`` — sorted set of subscribers scored by when their presence lapses.
+Keys, per stream ``S`` (one hash tag, so one cluster slot; all expire
+``RILL_STREAM_TTL_SECONDS`` after the stream finishes):
 
-Cancels and leaves are also published on ``rill:signal`` so the producing worker acts at once.
-Redis errors become :class:`~rill.errors.HubUnavailable`. redis-py is cooperative under gevent.
+- ``rill:{S}:events`` — a Redis Stream. Each flush adds one entry holding that flush's
+  records; its id is ``0-(n+1)`` for ``n`` the last record's id, so ``XRANGE … (0-(k+1)``
+  starts at the entry holding the events after Last-Event-ID ``k``. ``XADD`` with an explicit
+  id refuses a second ``producer_lost``. ``MINID`` trims it to the entries holding the last
+  ``RILL_STREAM_MAX_EVENTS`` events.
+- ``rill:{S}:meta`` — hash: ``owner``, ``worker`` (who produces it), ``finished``, ``cancel``.
+- ``rill:{S}:subs`` — sorted set of subscribers elsewhere, scored by when they lapse.
+
+Per worker ``W``: ``rill:worker:W``, renewed every lease/4 with a TTL of 3/4 of
+``RILL_PRODUCER_LEASE_SECONDS`` by a native thread (:class:`~rill.hub.redis_io.Heartbeat`).
+A stream is ``lost`` when it is unfinished and its worker's key is gone: that worker died (or
+lost Redis) at least 3/4 of a lease ago. Cancels and leaves for a stream produced elsewhere
+go on ``rill:signal``. Redis errors become :class:`~rill.errors.HubUnavailable`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 import redis
 
-from .. import tasks
-from ..errors import EventsExpired, HubUnavailable, StreamNotFound
-from . import TERMINAL, Record, State
+from ..errors import EventsExpired, StreamNotFound
+from . import Record, State
+from .memory import MemoryHub, Stream
+from .redis_io import (
+    SIGNAL_CHANNEL,
+    Flusher,
+    Heartbeat,
+    Listener,
+    connect,
+    events_key,
+    guard,
+    meta_key,
+    subs_key,
+    worker_key,
+)
 
-log = logging.getLogger(__name__)
+LINGER_SECONDS = 10.0  # a finished stream stays in the producing worker's memory this long
 
-SIGNAL_CHANNEL = "rill:signal"
-
-
-@contextlib.contextmanager
-def _guard() -> Iterator[None]:
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise HubUnavailable() from exc
+# Append ``record`` (ARGV[2]) as entry ARGV[1] only if the last entry is the one before it
+# (ARGV[3]) and the stream is not finished: producer_lost, written once by any subscriber.
+_APPEND_IF_NEXT = """
+if redis.call('HGET', KEYS[2], 'finished') ~= '0' then return 0 end
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top == 0 or top[1][1] ~= ARGV[3] then return 0 end
+redis.call('XADD', KEYS[1], ARGV[1], 'd', ARGV[2])
+redis.call('HSET', KEYS[2], 'finished', 1)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 1
+"""
 
 
 class RedisHub:
-    appends_in_place = False
-    leased = True
+    appends_in_place = True  # appends go to memory; the flusher writes them to Redis
+    leased = False  # leases are per worker, renewed by a thread: producers renew nothing
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        self.url = config["RILL_REDIS_URL"]
         heartbeat = config["RILL_HEARTBEAT_SECONDS"]
-        url = config["RILL_REDIS_URL"]
-        # Each subscriber waits in its own blocking XREAD, and each producer writes: size the
-        # pool to the stream cap (redis-py's default of 100 refuses the 101st).
-        streams = config["RILL_MAX_STREAMS"] or 50_000
-        self.redis = redis.Redis.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=max(10.0, heartbeat + 5.0),
-            health_check_interval=30, max_connections=2 * streams + 64)
-        # The signal listener waits for messages indefinitely: no read timeout of its own.
-        self._signals = redis.Redis.from_url(url, socket_connect_timeout=2.0,
-                                             socket_keepalive=True)
+        self.redis = connect(self.url)
+        # The listener waits for messages indefinitely: no read timeout of its own.
+        self.signals = connect(self.url, pool_size=2, socket_timeout=None,
+                               socket_keepalive=True)
         self.max_events = config["RILL_STREAM_MAX_EVENTS"]
         self.ttl = int(config["RILL_STREAM_TTL_SECONDS"])
         self.live_ttl = int(config["RILL_STREAM_MAX_SECONDS"] + self.ttl)
-        self.lease_ms = int(config["RILL_PRODUCER_LEASE_SECONDS"] * 1000)
-        self.presence = max(heartbeat, config["RILL_PRODUCER_LEASE_SECONDS"]) * 2 + 1
-        self._callbacks: list[Callable[[str], None]] = []
-        self._listener: tasks.Task | None = None
+        self.lease = config["RILL_PRODUCER_LEASE_SECONDS"]
+        self.presence = max(heartbeat, self.lease) * 2 + 1
+        self.local = MemoryHub(config, deferred=True, on_append=self._appended,
+                               linger=min(LINGER_SECONDS, self.ttl))
+        self.flusher = Flusher(self, self.local)
+        self.listener = Listener(self, self.local)
+        self._append_if_next = self.redis.register_script(_APPEND_IF_NEXT)
+        self.healthy = False  # the last round trip worked; until one has, open() asks
+        self.beat_at = 0.0
+        self._pid = 0
+        self.worker = ""
+        self._heartbeat: Heartbeat | None = None
+
+    # Producing, on this worker.
 
     def open(self, stream_id: str, owner: str | None) -> None:
-        self._listen()
-        keys = _keys(stream_id)
-        with _guard(), self.redis.pipeline() as pipe:
-            pipe.hset(keys["meta"], mapping={"owner": owner or "", "finished": 0, "cancel": 0})
-            pipe.expire(keys["meta"], self.live_ttl)
-            pipe.set(keys["lease"], 1, px=self.lease_ms)
-            pipe.execute()
+        """Create ``stream_id`` here; its meta reaches Redis with its first flush. Raises
+        :class:`HubUnavailable` when Redis did not answer the last round trip and still
+        does not."""
+        self._start()
+        if not self.healthy:
+            with guard():
+                self.redis.set(worker_key(self.worker), 1, px=int(self.lease * 750))
+            self.healthy = True
+        self.local.open(stream_id, owner)
+
+    def _start(self) -> None:
+        """This process's worker id, heartbeat and listener (never in a preloading arbiter:
+        a fork keeps neither threads nor greenlets)."""
+        import os
+
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self.worker = f"{os.getpid()}-{secrets.token_hex(6)}"
+            self._heartbeat = Heartbeat(self.url, self.worker, self.lease / 4,
+                                        int(self.lease * 750))
+        self.listener.start()
+
+    def _appended(self, stream_id: str, stream: Stream) -> None:
+        self.flusher.mark(stream_id, stream)
 
     def append(self, stream_id: str, records: list[Record]) -> None:
-        keys = _keys(stream_id)
-        with _guard(), self.redis.pipeline() as pipe:
-            for id_, kind, payload in records:
-                pipe.xadd(keys["events"], {"e": kind, "d": orjson.dumps(payload)},
-                          id=f"0-{id_ + 1}", maxlen=self.max_events, approximate=True)
-            if records[-1][1] in TERMINAL:
-                pipe.hset(keys["meta"], "finished", 1)
-                pipe.delete(keys["lease"])
-                for key in ("events", "meta", "subs"):
-                    pipe.expire(keys[key], self.ttl)
-            elif records[0][0] == 0:
-                pipe.expire(keys["events"], self.live_ttl)
-            pipe.execute()
+        self.local.append(stream_id, records)
 
-    def append_if_next(self, stream_id: str, record: Record) -> None:
-        with contextlib.suppress(redis.ResponseError):
-            self.append(stream_id, [record])  # XADD refuses an id already taken
+    def cancel_requested(self, stream_id: str) -> bool:
+        return self.local.cancel_requested(stream_id)
+
+    def subscribers(self, stream_id: str) -> int:
+        return self.local.subscribers(stream_id)
+
+    def renew(self, stream_ids: list[str]) -> None:
+        pass  # the worker's heartbeat thread renews its one lease
+
+    def on_signal(self, callback: Callable[[str], None]) -> None:
+        self.local.on_signal(callback)
+
+    def close(self) -> None:
+        """Stop this worker's heartbeat (its streams are then lost within a lease)."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing appended here is still on its way to Redis."""
+        return not self.flusher.dirty and not self.flusher.busy
+
+    # Any worker.
 
     def read(self, stream_id: str, after: int, timeout: float, count: int) -> list[Record]:
-        key = _keys(stream_id)["events"]
-        with _guard():
-            reply: Any = self.redis.xread({key: f"0-{after + 1}"}, count=count,
-                                          block=max(int(timeout * 1000), 1))
-        if not reply:
-            return []
-        records = [(int(entry_id.split(b"-")[1]) - 1, fields[b"e"].decode(),
-                    orjson.loads(fields[b"d"])) for entry_id, fields in reply[0][1]]
-        if records[0][0] > after + 1:
-            raise EventsExpired()
+        stream = self.local.get(stream_id)
+        if stream is not None and after + 1 >= stream.first_id:
+            return self.local.read(stream_id, after, timeout, count)
+        follow = self.listener.follows.get(stream_id)
+        changed = follow[1].changed if follow is not None else None  # before looking
+        records = self._range(stream_id, after, count)
+        if not records and changed is not None and timeout > 0:
+            changed.wait(timeout)
+            records = self._range(stream_id, after, count)
         return records
 
+    def _range(self, stream_id: str, after: int, count: int) -> list[Record]:
+        with guard():
+            reply: Any = self.redis.xrange(events_key(stream_id), f"(0-{after + 1}", "+",
+                                           count=count)
+        records = [r for _, fields in reply for r in orjson.loads(fields[b"d"])
+                   if r[0] > after]
+        if records and records[0][0] > after + 1:
+            raise EventsExpired()
+        return [(r[0], r[1], r[2]) for r in records[:count]]
+
     def state(self, stream_id: str) -> State:
-        keys = _keys(stream_id)
-        with _guard(), self.redis.pipeline() as pipe:
-            pipe.hget(keys["meta"], "finished")
-            pipe.exists(keys["lease"])
-            finished, leased = pipe.execute()
-        if finished is None:
-            raise StreamNotFound()
-        if finished == b"1":
-            return "finished"
-        return "live" if leased else "lost"
+        stream = self.local.get(stream_id)
+        if stream is not None:
+            return self.local.state(stream_id)
+        with guard():
+            finished, worker = self.redis.hmget(meta_key(stream_id), "finished", "worker")
+            if finished is None:
+                raise StreamNotFound()
+            if finished == b"1":
+                return "finished"
+            alive = worker and self.redis.exists(worker_key(worker.decode()))
+        return "live" if alive else "lost"
 
     def owner(self, stream_id: str) -> str | None:
-        with _guard():
-            owner: Any = self.redis.hget(_keys(stream_id)["meta"], "owner")
+        if self.local.get(stream_id) is not None:
+            return self.local.owner(stream_id)
+        with guard():
+            owner: Any = self.redis.hget(meta_key(stream_id), "owner")
         if owner is None:
             raise StreamNotFound()
         return owner.decode() or None
 
-    def renew(self, stream_ids: list[str]) -> None:
-        with _guard(), self.redis.pipeline() as pipe:
-            for stream_id in stream_ids:
-                pipe.set(_keys(stream_id)["lease"], 1, px=self.lease_ms)
-            pipe.execute()
-
     def request_cancel(self, stream_id: str) -> None:
-        with _guard():
-            self.redis.hset(_keys(stream_id)["meta"], "cancel", 1)
-            self.redis.publish(SIGNAL_CHANNEL, stream_id)
-
-    def cancel_requested(self, stream_id: str) -> bool:
-        with _guard():
-            return self.redis.hget(_keys(stream_id)["meta"], "cancel") == b"1"
+        if self.local.get(stream_id) is not None:
+            self.local.request_cancel(stream_id)
+            return
+        with guard(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(meta_key(stream_id), "cancel", 1)
+            pipe.publish(SIGNAL_CHANNEL, f"c {stream_id}")
+            pipe.execute()
 
     def join(self, stream_id: str, subscriber: str) -> None:
-        key = _keys(stream_id)["subs"]
-        with _guard(), self.redis.pipeline() as pipe:
-            pipe.zadd(key, {subscriber: time.time() + self.presence})
-            pipe.expire(key, self.live_ttl)
-            pipe.execute()
+        """Mark ``subscriber`` present: in memory for a stream produced here, else in the
+        stream's ``subs`` and by a signal to its producer (renewed each read period)."""
+        if self.local.get(stream_id) is not None:
+            self.local.join(stream_id, subscriber)
+            return
+        lapses = time.time() + self.presence
+        with guard(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(meta_key(stream_id), "worker")
+            pipe.zadd(subs_key(stream_id), {subscriber: lapses})
+            pipe.expire(subs_key(stream_id), self.live_ttl)
+            pipe.publish(SIGNAL_CHANNEL, f"j {stream_id} {subscriber} {lapses:.3f}")
+            worker = pipe.execute()[0]
+        if worker is not None:
+            self.listener.follow(stream_id, worker.decode(), subscriber)
 
     def leave(self, stream_id: str, subscriber: str) -> None:
-        with _guard():
-            self.redis.zrem(_keys(stream_id)["subs"], subscriber)
-            self.redis.publish(SIGNAL_CHANNEL, stream_id)
+        if stream_id in self.local.streams:
+            self.local.leave(stream_id, subscriber)
+            return
+        self.listener.unfollow(stream_id, subscriber)
+        with guard(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(subs_key(stream_id), subscriber)
+            pipe.publish(SIGNAL_CHANNEL, f"l {stream_id} {subscriber}")
+            pipe.execute()
 
-    def subscribers(self, stream_id: str) -> int:
-        key = _keys(stream_id)["subs"]
-        with _guard(), self.redis.pipeline() as pipe:
-            pipe.zremrangebyscore(key, "-inf", time.time())
-            pipe.zcard(key)
-            return int(pipe.execute()[1])
-
-    def on_signal(self, callback: Callable[[str], None]) -> None:
-        self._callbacks.append(callback)
-
-    def _listen(self) -> None:
-        """Start the signal listener in this process (lazily: never in a preloading arbiter)."""
-        if self._listener is None or self._listener.dead:
-            self._listener = tasks.spawn(self._run_listener)
-
-    def _run_listener(self) -> None:
-        while True:
-            try:
-                pubsub = self._signals.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(SIGNAL_CHANNEL)
-                for message in pubsub.listen():
-                    stream_id = message["data"].decode()
-                    for callback in self._callbacks:
-                        callback(stream_id)
-            except (redis.ConnectionError, redis.TimeoutError):
-                tasks.sleep(1.0)  # Redis is away; producers still poll each lease tick
-
-
-def _keys(stream_id: str) -> dict[str, str]:
-    base = f"rill:{stream_id}"
-    return {"events": f"{base}:events", "meta": f"{base}:meta", "lease": f"{base}:lease",
-            "subs": f"{base}:subs"}
+    def append_if_next(self, stream_id: str, record: Record) -> None:
+        """Write ``record`` (``producer_lost``) once, only right after the last event."""
+        if self.local.get(stream_id) is not None:
+            self.local.append_if_next(stream_id, record)
+            return
+        id_ = record[0]
+        keys = [events_key(stream_id), meta_key(stream_id), subs_key(stream_id)]
+        with guard(), contextlib.suppress(redis.ResponseError):
+            self._append_if_next(keys=keys, args=[f"0-{id_ + 1}", orjson.dumps([record]),
+                                                  f"0-{id_}", self.ttl])
