@@ -1,5 +1,6 @@
-"""What the benchmark reads: CPU and memory from /proc, the load generator's summary, and the
-simulator's record of when each upstream request ended."""
+"""What the benchmark reads: CPU and memory from /proc (the server's, and redis-server's with
+the Redis hub), the load generator's summary, and the simulator's record of when each upstream
+request ended."""
 
 from __future__ import annotations
 
@@ -42,35 +43,40 @@ class Snapshot:
     sut_cpu: dict[int, float]
     sim_cpu: float
     rss_kib: int
+    redis_cpu: float = 0.0  # redis-server's utime + stime (0 without the Redis hub)
 
 
 def snapshot(sut: Any, simulator: SimulatorProcess) -> Snapshot:
     return Snapshot(time.monotonic(), {p: cpu_seconds(p) for p in sut.pids()},
-                    cpu_seconds(simulator.process.pid), status_kib(sut.rss_pid, "VmRSS"))
+                    cpu_seconds(simulator.process.pid),
+                    sum(status_kib(p, "VmRSS") for p in sut.rss_pids),
+                    cpu_seconds(sut.redis.pid) if sut.redis is not None else 0.0)
 
 
 class RssSampler:
-    """Peak RSS of one process over a scenario: VmHWM (reset at the start through
-    ``clear_refs``, Linux >= 4.0) and VmRSS sampled every 50 ms, whichever is higher."""
+    """Peak RSS of the workers over a scenario (summed over ``pids``): VmHWM (reset at the
+    start through ``clear_refs``, Linux >= 4.0) and VmRSS sampled every 50 ms, whichever is
+    higher. With several workers the summed VmHWM may overstate the peak of the sum."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak_kib = pid, 0
+    def __init__(self, pids: list[int]) -> None:
+        self.pids, self.peak_kib = list(pids), 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
+            self.peak_kib = max(self.peak_kib, sum(status_kib(p, "VmRSS") for p in self.pids))
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmHWM"))
+        self.peak_kib = max(self.peak_kib, sum(status_kib(p, "VmHWM") for p in self.pids))
 
 
 @dataclass

@@ -62,9 +62,10 @@ def main() -> None:
     name = f"{args.system}-{args.scenario}"
     raw, svg = OUT / f"{name}.txt", OUT / f"{name}.svg"
     with SimulatorProcess("--backlog", "8192") as simulator, \
-            SYSTEMS[args.system].start(simulator, scenario, core=SUT_CORE) as sut:
+            SYSTEMS[args.system].start(simulator, scenario, core=SUT_CORE,
+                                        redis_core=LOAD_CORE) as sut:
         measure.warm_up(loadgen, sut.url)
-        spy = [str(PY_SPY), "record", "--pid", str(sut.rss_pid), "--rate", str(args.rate),
+        spy = [str(PY_SPY), "record", "--pid", str(sut.rss_pids[0]), "--rate", str(args.rate),
                "--nonblocking"]
         recorders = [subprocess.Popen([*spy, "--format", "raw", "-o", str(raw)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),

@@ -1,6 +1,6 @@
 """The side-by-side benchmark: Rill next to what a user would pick instead.
 
-Run everything (about 12 minutes)::
+Run everything (about 20 minutes)::
 
     .venv/bin/python bench/run.py
 
@@ -8,16 +8,32 @@ It prints a table and writes ``bench/RESULTS.md``. ``--smoke`` runs tiny version
 scenarios in seconds (CI); ``--systems rill,fastapi`` and ``--scenarios held,flowing`` pick
 rows; ``--out FILE`` writes the results somewhere else.
 
-Each system under test runs one worker pinned to core 0 (``taskset -c 0``), started fresh for
-each scenario; the load generator (``bench/loadgen``, Go, built with Debian's ``golang-go``)
-and the upstream simulator (``rill.simulator``) share core 1, and the table shows their own
-CPU so one can see they were not the bottleneck. Traffic stays on 127.0.0.1.
+``--hub memory|redis|both`` picks which Rill systems run (default ``both``; with ``--smoke``,
+``memory``): ``rill`` is Rill on its memory hub; ``rill-redis`` on its Redis hub
+(``RILL_REDIS_URL``) with one gevent worker, ``rill-redis-2w`` with two (``WEB_CONCURRENCY=2``,
+both on core 0; ``--smoke`` runs ``rill-redis`` only). Each start of a Redis-hub system gets a
+fresh ``redis-server`` (Debian's, no persistence) on core 1; its CPU is shown apart from the
+worker's, and the peak of its client connections is sampled. ``--systems`` overrides ``--hub``.
+
+``--soak`` runs only the Redis hub's soak (``bench/soak.py``: two Rill instances on one
+redis-server, 400 streams, one instance SIGKILLed mid-run, its clients resuming on the other;
+about 10 s; exit 1 unless every answer is complete or ``producer_lost`` with no lost or
+repeated event). A full run (no ``--smoke``, ``--systems`` or ``--scenarios``; ``--hub`` redis
+or both) runs the soak after the scenarios and adds its outcome to ``RESULTS.md``, unless
+``--no-soak``; then a failed soak makes the exit status 1 too. ``.venv/bin/python
+bench/soak.py`` runs it alone, with its own options.
+
+Each system under test runs pinned to core 0 (``taskset -c 0``), started fresh for each
+scenario; the load generator (``bench/loadgen``, Go, built with Debian's ``golang-go``), the
+upstream simulator (``rill.simulator``) and redis-server share core 1, and the table shows
+their own CPU so one can see they were not the bottleneck. Traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
+from bench.redis_server import ClientsSampler  # noqa: E402
 from bench.scenarios import EXTRA, FULL, SMOKE, Scenario  # noqa: E402
 from bench.systems import SYSTEMS, System  # noqa: E402
 from rill.simulator import SimulatorProcess  # noqa: E402
@@ -61,15 +78,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: " + ",".join({**FULL, **EXTRA}))
     parser.add_argument("--out", type=Path, default=None,
                         help="results file (default bench/RESULTS.md; smoke: none)")
+    parser.add_argument("--hub", choices=("memory", "redis", "both"), default=None,
+                        help="Rill's hub(s) to run (default both; smoke: memory)")
+    parser.add_argument("--soak", action="store_true",
+                        help="run only the Redis hub's soak (bench/soak.py)")
+    parser.add_argument("--no-soak", action="store_true", help="no soak after a full run")
     args = parser.parse_args(argv)
+    if args.soak:
+        from bench import soak
+
+        return soak.main([])
     scenarios = SMOKE if args.smoke else {**FULL, **EXTRA}
     names = [s for s in args.scenarios.split(",") if s] or list(SMOKE if args.smoke else FULL)
-    systems = [s for s in args.systems.split(",") if s] or (
-        ["rill"] if args.smoke else list(SYSTEMS))
+    hub = args.hub or ("memory" if args.smoke else "both")
+    systems = [s for s in args.systems.split(",") if s] or default_systems(hub, args.smoke)
     if unknown := (set(names) - set(scenarios)) | (set(systems) - set(SYSTEMS)):
         parser.error(f"unknown: {sorted(unknown)}")
     out = args.out if args.out is not None else (None if args.smoke else
                                                  ROOT / "bench" / "RESULTS.md")
+    with_soak = not (args.smoke or args.systems or args.scenarios or args.no_soak
+                     or hub == "memory")
+    all_cores = os.sched_getaffinity(0)
     if os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
         os.sched_setaffinity(0, {LOAD_CORE})  # the simulator and the load generator inherit it
     loadgen = build_loadgen(args.smoke)
@@ -90,10 +119,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.table([row], header=False), flush=True)
     print()
     print(report.table(rows))
+    soaked = None
+    if with_soak:
+        from bench import soak
+
+        os.sched_setaffinity(0, all_cores)  # the soak's processes may use every core
+        print("\n-- soak (bench/soak.py) ...", flush=True)
+        soaked = soak.run()
+        print("\n".join(soaked.lines), flush=True)
     if out is not None:
-        report.write(out, rows, names, systems, scenarios, started, load_before, loadgen)
+        report.write(out, rows, names, systems, scenarios, started, load_before, loadgen,
+                     soaked.lines if soaked else None)
         print(f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 0
+    return 1 if soaked is not None and not soaked.ok else 0
+
+
+def default_systems(hub: str, smoke: bool) -> list[str]:
+    """Rill on the hub(s) asked for (the smoke: one Redis-hub system only), then the peers."""
+    hubs = {"memory", "redis"} if hub == "both" else {hub}
+    picked = [n for n, s in SYSTEMS.items() if s.hub in hubs]
+    if smoke:
+        return [n for n in picked if n in ("rill", "rill-redis")]
+    return picked + [n for n, s in SYSTEMS.items() if not s.hub]
 
 
 def run_one(system: System, scenario: Scenario, simulator: SimulatorProcess,
@@ -101,20 +148,27 @@ def run_one(system: System, scenario: Scenario, simulator: SimulatorProcess,
     """Start ``system`` fresh, warm it, then drive ``scenario`` and measure."""
     from bench import measure
 
-    with system.start(simulator, scenario, core=SUT_CORE) as sut:
+    redis_core = LOAD_CORE if (os.cpu_count() or 1) > LOAD_CORE else SUT_CORE
+    with system.start(simulator, scenario, core=SUT_CORE, redis_core=redis_core) as sut:
         measure.warm_up(loadgen, sut.url)
         simulator.clear()
         before = measure.snapshot(sut, simulator)
-        sampler = measure.RssSampler(sut.rss_pid)
+        sampler = measure.RssSampler(sut.rss_pids)
+        clients = ClientsSampler(sut.redis.port) if sut.redis is not None else None
         sampler.start()
+        if clients is not None:
+            clients.start()
         command = scenario.loadgen_command(loadgen, sut.url)
         load = measure.run_loadgen(command)
         sampler.stop()
+        redis_conns = clients.stop() if clients is not None else None
         after = measure.snapshot(sut, simulator)
         closes = (measure.close_delays(simulator, load.summary["left"])
                   if scenario.leave_after else None)
+        commands = [*([sut.redis.command] if sut.redis else []), sut.command,
+                    shlex.join(command)]
         return report.Row.of(system, scenario, load, before, after, sampler.peak_kib, closes,
-                             sut.command, command, alive=sut.alive())
+                             commands, alive=sut.alive(), redis_conns=redis_conns)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""The systems under test, each one worker pinned to one core, relaying the same simulator."""
+"""The systems under test, each pinned to one core, relaying the same simulator: Rill with its
+memory hub and with its Redis hub (a fresh ``redis-server`` per start, on the load core), and
+the peers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.measure import cpu_seconds
+from bench.redis_server import RedisServer
 from bench.scenarios import Scenario
 from rill.simulator import SimulatorProcess
 
@@ -44,10 +49,18 @@ class Sut:
     url: str
     process: subprocess.Popen
     command: str
-    rss_pid: int = 0
+    rss_pids: list[int] = field(default_factory=list)  # the workers (summed)
+    redis: RedisServer | None = None
 
     def pids(self) -> list[int]:
         return [self.process.pid, *children(self.process.pid)]
+
+    def workers(self) -> list[int]:
+        try:
+            path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            return [int(k) for k in path.read_text().split()]
+        except OSError:
+            return []
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -59,28 +72,45 @@ class System:
     label: str
     argv: tuple[str, ...]  # {port} is replaced
     env: dict[str, str] = field(default_factory=dict)
-    worker_is_child: bool = True  # gunicorn: measure RSS in the worker, not the arbiter
+    worker_is_child: bool = True  # gunicorn: measure RSS in the workers, not the arbiter
     skip: dict[str, str] = field(default_factory=dict)  # scenario: why it is not run
+    hub: str = ""  # Rill's hub: "memory" or "redis" ("": a peer)
+    workers: int = 1
 
     @contextmanager
-    def start(self, simulator: SimulatorProcess, scenario: Scenario,
-              core: int) -> Iterator[Sut]:
-        port = free_port()
-        argv = ["taskset", "-c", str(core), *(a.format(port=port) for a in self.argv)]
+    def start(self, simulator: SimulatorProcess, scenario: Scenario, core: int,
+              redis_core: int | None = None) -> Iterator[Sut]:
+        """Start the system (and, for the Redis hub, its own redis-server first, pinned to
+        ``redis_core``) on a free port; stop both after."""
+        OUT.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            redis = None
+            if self.hub == "redis":
+                redis = stack.enter_context(RedisServer(
+                    redis_core, OUT / f"{self.name}-{scenario.name}-redis.log"))
+            values = {"port": free_port(), "redis_url": redis.url if redis else ""}
+            yield stack.enter_context(self._run(simulator, scenario, core, values, redis))
+
+    @contextmanager
+    def _run(self, simulator: SimulatorProcess, scenario: Scenario, core: int,
+             values: dict[str, object], redis: RedisServer | None) -> Iterator[Sut]:
+        argv = ["taskset", "-c", str(core), *(a.format(**values) for a in self.argv)]
+        own = {k: v.format(**values) for k, v in self.env.items()}
         base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
         env = {**base, "OPENAI_BASE_URL": simulator.base_url, "OPENAI_API_KEY": "sk-bench",
-               "RILL_MODEL": "sim", **{k: v.format(port=port) for k, v in self.env.items()}}
-        OUT.mkdir(parents=True, exist_ok=True)
+               "RILL_MODEL": "sim", **own}
         log_path = OUT / f"{self.name}-{scenario.name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
                                        stderr=subprocess.STDOUT)
-        settings = " ".join(f"{k}={v.format(port=port)}" for k, v in self.env.items())
-        sut = Sut(f"http://127.0.0.1:{port}", process, f"{settings} {' '.join(argv)}".strip())
+        settings = " ".join(f"{k}={v}" for k, v in own.items())
+        sut = Sut(f"http://127.0.0.1:{values['port']}", process,
+                  f"{settings} {' '.join(argv)}".strip(), redis=redis)
         try:
             _wait_listening(sut, log_path)
-            kids = children(process.pid)
-            sut.rss_pid = kids[-1] if self.worker_is_child and kids else process.pid
+            if self.worker_is_child:
+                _wait_workers(sut, self.workers, log_path)
+            sut.rss_pids = (sut.workers() if self.worker_is_child else []) or [process.pid]
             yield sut
         finally:
             process.terminate()
@@ -106,16 +136,40 @@ def _wait_listening(sut: Sut, log_path: Path, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{sut.command} did not start:\n{log_path.read_text()[-3000:]}")
 
 
+def _wait_workers(sut: Sut, count: int, log_path: Path, timeout: float = 30.0) -> None:
+    """Until ``count`` workers run and each has finished booting (its CPU time has stopped
+    growing: a worker still importing the app would charge that to the scenario)."""
+    deadline = time.monotonic() + timeout
+    last: dict[int, float] = {}
+    while time.monotonic() < deadline:
+        if sut.process.poll() is not None:
+            raise RuntimeError(f"{sut.command} exited early:\n{log_path.read_text()[-3000:]}")
+        now = {pid: cpu_seconds(pid) for pid in sut.workers()}
+        if len(now) >= count and now == last:
+            return
+        last = now
+        time.sleep(0.3)
+    raise RuntimeError(f"{sut.command}: {count} workers did not start:\n"
+                       f"{log_path.read_text()[-3000:]}")
+
+
 GUNICORN = (PY, "-m", "gunicorn")
-SYSTEMS = {s.name: s for s in (
-    System("rill", "Rill (gunicorn, 1 gevent worker)",
-           (*GUNICORN, "-c", "gunicorn.conf.py", "app:app"),
-           # Rill's defaults but for what the bench must set: no rate limit or per-client
-           # cap (one client opens every stream), room for 8,000 streams, and the upstream
-           # closed the moment a client leaves.
-           {"RILL_BIND": "127.0.0.1:{port}", "RILL_RATELIMIT_ENABLED": "false",
+# Rill's defaults but for what the bench must set: no rate limit or per-client cap (one
+# client opens every stream), room for 8,000 streams, and the upstream closed the moment a
+# client leaves.
+RILL_ENV = {"RILL_BIND": "127.0.0.1:{port}", "RILL_RATELIMIT_ENABLED": "false",
             "RILL_MAX_STREAMS_PER_CLIENT": "0", "RILL_MAX_STREAMS": "10000",
-            "RILL_WORKER_CONNECTIONS": "10000", "RILL_ORPHAN_GRACE_SECONDS": "0"}),
+            "RILL_WORKER_CONNECTIONS": "10000", "RILL_ORPHAN_GRACE_SECONDS": "0"}
+RILL_ARGV = (*GUNICORN, "-c", "gunicorn.conf.py", "app:app")
+SYSTEMS = {s.name: s for s in (
+    System("rill", "Rill (gunicorn, 1 gevent worker, memory hub)", RILL_ARGV, RILL_ENV,
+           hub="memory"),
+    # The Redis hub: gunicorn's default is then a worker per core, so the count is set.
+    System("rill-redis", "Rill (gunicorn, 1 gevent worker, Redis hub)", RILL_ARGV,
+           {**RILL_ENV, "RILL_REDIS_URL": "{redis_url}", "WEB_CONCURRENCY": "1"}, hub="redis"),
+    System("rill-redis-2w", "Rill (gunicorn, 2 gevent workers on one core, Redis hub)",
+           RILL_ARGV, {**RILL_ENV, "RILL_REDIS_URL": "{redis_url}", "WEB_CONCURRENCY": "2"},
+           hub="redis", workers=2),
     System("fastapi", "FastAPI + sse-starlette + AsyncOpenAI (uvicorn, uvloop, httptools)",
            (PY, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1",
             "--port", "{port}", "--loop", "uvloop", "--http", "httptools",

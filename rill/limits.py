@@ -17,7 +17,8 @@ from typing import Any
 from flask import current_app, request
 from flask_limiter import Limiter
 
-from .errors import HubUnavailable, TooManyStreams, Unavailable
+from . import tasks
+from .errors import TooManyStreams, Unavailable
 
 
 def client_key() -> str:
@@ -81,7 +82,7 @@ class StreamCaps:
                 "finish and try again.", retry_after=5)
         self.active[key] += 1
         self.total += 1
-        return Slot(self, key, stream_id)
+        return Slot(self, key, stream_id if per_client else "")
 
     def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
         return self.active[key] < cap
@@ -90,28 +91,13 @@ class StreamCaps:
         pass
 
 
-# Counts a client's streams across every worker and instance: a stream counts while it is
-# unfinished and its producing worker's lease lives (so a killed worker's streams free
-# themselves) or, before its first events reach Redis, for GRACE seconds after the slot was
-# taken. Keys as in rill.hub.redis_hub.
+# Counts a client's streams across every worker and instance. One key per client, so the
+# script runs on a Redis Cluster too: it drops the members the caller found gone (ARGV[4…]),
+# then takes a slot if the client is under its cap.
 _ACQUIRE = """
-local now, cap, grace = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local live = 0
-for i = 1, #members, 2 do
-  local id, taken = members[i], tonumber(members[i + 1])
-  local meta = redis.call('HMGET', 'rill:{' .. id .. '}:meta', 'finished', 'worker')
-  local opened = meta[1] ~= false
-  local leased = meta[1] == '0'
-    and redis.call('EXISTS', 'rill:worker:' .. meta[2]) == 1
-  if leased or (not opened and now - taken < grace) then
-    live = live + 1
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-if live >= cap then return 0 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
+for i = 4, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], 86400)
 return 1
 """
@@ -120,30 +106,67 @@ return 1
 class RedisStreamCaps(StreamCaps):
     """:class:`StreamCaps` whose per-client count lives in Redis, shared by all instances.
 
+    A stream counts while it is unfinished and its producing worker's lease lives (so a
+    killed worker's streams free themselves), or, before its first events reach Redis, for
+    ``GRACE`` seconds after its slot was taken. Keys as in :mod:`rill.hub.redis_hub`. Under
+    the cap a slot costs one round trip; at the cap the client's streams are checked first.
     Raises :class:`~rill.errors.HubUnavailable` when Redis cannot be reached.
     """
 
     GRACE = 60.0  # seconds a slot counts before its stream's lease exists
 
     def __init__(self, per_client: int, per_worker: int, redis_url: str) -> None:
-        import redis
+        from .hub import redis_io
 
         super().__init__(per_client, per_worker)
-        self._redis_errors = (redis.ConnectionError, redis.TimeoutError)
-        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0,
-                                          socket_timeout=5.0)
+        self._io = redis_io
+        self.redis = redis_io.connect(redis_url, pool_size=16, socket_timeout=5.0)
         self._acquire = self.redis.register_script(_ACQUIRE)
+        self._released: list[tuple[str, str]] = []
 
     def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
-        try:
-            return bool(self._acquire(keys=[f"rill:caps:{key}"],
-                                      args=[time.time(), cap, stream_id, self.GRACE]))
-        except self._redis_errors as exc:
-            raise HubUnavailable() from exc
+        caps_key = f"rill:caps:{key}"
+        with self._io.guard():
+            if self._acquire(keys=[caps_key], args=[time.time(), cap, stream_id]):
+                return True
+            gone = self._gone(caps_key)
+            return bool(gone) and bool(self._acquire(keys=[caps_key],
+                                                     args=[time.time(), cap, stream_id,
+                                                           *gone]))
+
+    def _gone(self, caps_key: str) -> list[str]:
+        """The client's counted streams that are finished, or whose worker is gone."""
+        io, now = self._io, time.time()
+        members = [(m.decode(), taken) for m, taken in
+                   self.redis.zrange(caps_key, 0, -1, withscores=True)]
+        pipe = self.redis.pipeline(transaction=False)
+        for stream_id, _ in members:
+            pipe.hmget(io.meta_key(stream_id), "finished", "worker")
+        metas = pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for _, worker in metas:
+            pipe.exists(io.worker_key(worker.decode() if worker else "-"))
+        alive = pipe.execute()
+        return [stream_id for (stream_id, taken), (finished, _), lives
+                in zip(members, metas, alive, strict=True)
+                if not (finished == b"0" and lives)
+                and not (finished is None and now - taken < self.GRACE)]
 
     def _release_client_slot(self, key: str, stream_id: str) -> None:
-        with contextlib.suppress(*self._redis_errors):
-            self.redis.zrem(f"rill:caps:{key}", stream_id)
+        """Queue the release: a generation may end in an event-loop callback, which must
+        not wait on Redis. A greenlet writes the queue in one pipeline."""
+        self._released.append((key, stream_id))
+        if len(self._released) == 1:
+            tasks.spawn(self._write_releases)
+
+    def _write_releases(self) -> None:
+        while self._released:
+            batch, self._released = self._released, []
+            pipe = self.redis.pipeline(transaction=False)
+            for key, stream_id in batch:
+                pipe.zrem(f"rill:caps:{key}", stream_id)
+            with contextlib.suppress(*self._io.ERRORS):
+                pipe.execute()  # else the slot lapses with its stream's lease
 
 
 class Slot:
@@ -158,7 +181,8 @@ class Slot:
         if caps is None:
             return
         caps.total -= 1
-        caps._release_client_slot(self._key, self._stream_id)
+        if self._stream_id:  # counted per client
+            caps._release_client_slot(self._key, self._stream_id)
         caps.active[self._key] -= 1
         if caps.active[self._key] <= 0:
             del caps.active[self._key]

@@ -120,10 +120,14 @@ def _shared_secret(app: Flask) -> str:
         return key
     import redis
 
+    from .hub.redis_io import connect
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        client = connect(url, pool_size=1, socket_timeout=2.0)
         client.set("rill:secret_key", key, nx=True)
-        return str(client.get("rill:secret_key").decode())  # type: ignore[union-attr]
+        shared = str(client.get("rill:secret_key").decode())
+        client.close()
+        return shared
     except redis.RedisError:
         return key  # tokens then hold per worker until Redis is back and workers restart
 

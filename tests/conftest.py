@@ -182,3 +182,84 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+class RedisCluster:
+    """A real Redis Cluster: three ``redis-server --cluster-enabled yes`` masters on free
+    loopback ports (each with its bus port, +10000, free too), joined by
+    ``redis-cli --cluster create``. ``url`` is ``redis+cluster://`` with every node."""
+
+    def __init__(self, folder: Any) -> None:
+        import shutil
+        import subprocess
+        import time
+
+        import redis
+
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        self.ports: list[int] = []
+        while len(self.ports) < 3:
+            port = _free_port()
+            if port + 10000 < 65536 and _port_free(port + 10000):
+                self.ports.append(port)
+        self.processes = [subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(folder / f"nodes-{port}.conf"),
+             "--cluster-node-timeout", "2000"],
+            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for port in self.ports]
+        for port in self.ports:
+            _wait_ping(redis.Redis(port=port))
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True,
+                       stdout=subprocess.DEVNULL, timeout=30)
+        deadline = time.monotonic() + 20
+        for port in self.ports:
+            node = redis.Redis(port=port)
+            while node.cluster("info").get("cluster_state") != "ok":
+                assert time.monotonic() < deadline, "the cluster did not form"
+                time.sleep(0.05)
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=10)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_ping(client: Any) -> None:
+    import time
+
+    import redis
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()

@@ -23,11 +23,12 @@ from tests.sse_client import Event, events_only, parse, text_of
 DONE = ("done", {"finish_reason": "stop", "usage": None})
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def hub_config(request) -> dict[str, Any]:
     config = {**DEFAULTS, "RILL_PRODUCER_LEASE_SECONDS": 0.6, "RILL_HEARTBEAT_SECONDS": 0.3}
-    if request.param == "redis":
-        config["RILL_REDIS_URL"] = request.getfixturevalue("redis_server").url
+    if request.param != "memory":
+        server = "redis_server" if request.param == "redis" else "redis_cluster"
+        config["RILL_REDIS_URL"] = request.getfixturevalue(server).url
     return config
 
 

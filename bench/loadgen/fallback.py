@@ -55,8 +55,9 @@ def one(args: argparse.Namespace, i: int, want: str, deadline: float) -> dict[st
                 elif event == "done":
                     result["done"] = True
                     result["finish"] = json.loads("\n".join(data))["finish_reason"]
-                elif event == "error":
-                    result["err"] = "error event"
+                elif event == "error":  # the stream's last event, as in main.go
+                    result["err"] = "error event: " + "\n".join(data)
+                    break
                 event, data = "", []
                 if time.monotonic() > deadline:
                     result["err"] = "deadline"

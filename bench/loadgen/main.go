@@ -9,7 +9,8 @@
 // With -leave-after K it closes the connection after K deltas and records when (Unix
 // seconds), so the caller can compare with the upstream simulator's close time; such a
 // stream counts as completed when it left as planned, and byte-exact when what it saw
-// begins the simulator's text.
+// begins the simulator's text. An error event ends the stream; its data (Rill's {"code",
+// "message"}) is kept in errors as "error event: <data>".
 // Prints one JSON object on stdout.
 package main
 
@@ -221,7 +222,10 @@ func one(ctx context.Context, client *http.Client, url, model, want string, leav
 				json.Unmarshal(data, &d)
 				r.done, r.finish = true, d.Finish
 			} else if event == "error" {
+				// The stream's last event (Rill's contract): keep it as the outcome,
+				// not the EOF that follows.
 				r.err = "error event: " + string(data)
+				break
 			}
 			event, data = "", data[:0]
 			continue

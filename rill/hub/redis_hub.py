@@ -46,6 +46,7 @@ from .redis_io import (
     Listener,
     connect,
     events_key,
+    execute,
     guard,
     meta_key,
     subs_key,
@@ -199,8 +200,7 @@ class RedisHub:
             return
         with guard(), self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(meta_key(stream_id), "cancel", 1)
-            pipe.publish(SIGNAL_CHANNEL, f"c {stream_id}")
-            pipe.execute()
+            execute(self.redis, pipe, (SIGNAL_CHANNEL, f"c {stream_id}"))
 
     def join(self, stream_id: str, subscriber: str) -> None:
         """Mark ``subscriber`` present: in memory for a stream produced here, else in the
@@ -213,8 +213,8 @@ class RedisHub:
             pipe.hget(meta_key(stream_id), "worker")
             pipe.zadd(subs_key(stream_id), {subscriber: lapses})
             pipe.expire(subs_key(stream_id), self.live_ttl)
-            pipe.publish(SIGNAL_CHANNEL, f"j {stream_id} {subscriber} {lapses:.3f}")
-            worker = pipe.execute()[0]
+            worker = execute(self.redis, pipe,
+                             (SIGNAL_CHANNEL, f"j {stream_id} {subscriber} {lapses:.3f}"))[0]
         if worker is not None:
             self.listener.follow(stream_id, worker.decode(), subscriber)
 
@@ -225,8 +225,7 @@ class RedisHub:
         self.listener.unfollow(stream_id, subscriber)
         with guard(), self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(subs_key(stream_id), subscriber)
-            pipe.publish(SIGNAL_CHANNEL, f"l {stream_id} {subscriber}")
-            pipe.execute()
+            execute(self.redis, pipe, (SIGNAL_CHANNEL, f"l {stream_id} {subscriber}"))
 
     def append_if_next(self, stream_id: str, record: Record) -> None:
         """Write ``record`` (``producer_lost``) once, only right after the last event."""

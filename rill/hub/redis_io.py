@@ -68,6 +68,19 @@ def connect(url: str, *, pool_size: int = POOL_SIZE, socket_timeout: float | Non
     return redis.Redis(connection_pool=pool)
 
 
+def execute(client: Any, pipe: Any, publish: tuple[str, str] | None = None,
+            **options: Any) -> list[Any]:
+    """Run ``pipe`` and ``PUBLISH`` ``publish`` (channel, message) in the same round trip;
+    a cluster pipeline cannot carry a ``PUBLISH``, so there it follows the pipeline."""
+    cluster = isinstance(client, redis.RedisCluster)
+    if publish is not None and not cluster:
+        pipe.publish(*publish)
+    results: list[Any] = pipe.execute(**options)
+    if publish is not None and cluster:
+        client.publish(*publish)
+    return results
+
+
 def events_key(stream_id: str) -> str:
     return f"rill:{{{stream_id}}}:events"
 
@@ -153,9 +166,9 @@ class Flusher:
             stream.sent_end = end
         if not plan:
             return
-        pipe.publish(notice_channel(hub.worker), " ".join(p[0] for p in plan))
+        notice = (notice_channel(hub.worker), " ".join(p[0] for p in plan))
         try:
-            results = pipe.execute(raise_on_error=False)
+            results = execute(hub.redis, pipe, notice, raise_on_error=False)
         except ERRORS as exc:
             if hub.healthy:
                 log.warning("Redis is unreachable (%r): %d streams end with hub_unavailable",

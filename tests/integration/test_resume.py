@@ -33,15 +33,23 @@ def hub_env(simulator, redis_url: str | None = None, **overrides: str) -> dict[s
     return env
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+def redis_url_for(request, backend: str) -> str | None:
+    """The hub's URL for ``backend``: None (memory), one redis-server, or a Redis Cluster."""
+    if backend == "memory":
+        return None
+    return request.getfixturevalue("redis_server" if backend == "redis"
+                                   else "redis_cluster").url
+
+
+@pytest.fixture(scope="module", params=["memory", "redis", "cluster"])
 def pair(request, simulator) -> Iterator[tuple[RillServer, RillServer]]:
     if request.param == "memory":
         with run_rill(hub_env(simulator), "hub-memory") as server:
             yield server, server
         return
-    redis_url = request.getfixturevalue("redis_server").url
-    with run_rill(hub_env(simulator, redis_url), "hub-a") as a, \
-            run_rill(hub_env(simulator, redis_url), "hub-b") as b:
+    redis_url = redis_url_for(request, request.param)
+    with run_rill(hub_env(simulator, redis_url), f"hub-{request.param}-a") as a, \
+            run_rill(hub_env(simulator, redis_url), f"hub-{request.param}-b") as b:
         yield a, b
 
 
@@ -139,10 +147,10 @@ def test_cancel_on_any_instance_stops_the_upstream(pair, simulator) -> None:
     assert record["tokens_sent"] < 500
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", ["memory", "redis", "cluster"])
 def test_orphan_is_cancelled_after_the_grace_and_a_resumed_one_is_not(simulator, backend,
                                                                         request) -> None:
-    redis_url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    redis_url = redis_url_for(request, backend)
     env = hub_env(simulator, redis_url, RILL_ORPHAN_GRACE_SECONDS="1")
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(run_rill(env, f"orphan-{backend}-a"))
@@ -165,9 +173,10 @@ def test_orphan_is_cancelled_after_the_grace_and_a_resumed_one_is_not(simulator,
         assert simulator.find(tag)["outcome"] == "completed"
 
 
-def test_killed_producer_is_reported_as_producer_lost(simulator, redis_server) -> None:
-    env = hub_env(simulator, redis_server.url, RILL_PRODUCER_LEASE_SECONDS="2")
-    with run_rill(env, "lost-a") as a, run_rill(env, "lost-b") as b:
+@pytest.mark.parametrize("backend", ["redis", "cluster"])
+def test_killed_producer_is_reported_as_producer_lost(simulator, backend, request) -> None:
+    env = hub_env(simulator, redis_url_for(request, backend), RILL_PRODUCER_LEASE_SECONDS="2")
+    with run_rill(env, f"lost-{backend}-a") as a, run_rill(env, f"lost-{backend}-b") as b:
         model, _ = sim_model(tokens=500, itl_ms=50)
         first = take(a.chat(ask(model)), 3)
         stream_id = first[0].json["stream_id"]
@@ -181,7 +190,7 @@ def test_killed_producer_is_reported_as_producer_lost(simulator, redis_server) -
         events = events_only(items)
         response.close()
     assert events[-1].json["code"] == "producer_lost"
-    assert events[-1].at - killed < 2 + 1  # the lease, plus one read period (lease / 2)
+    assert events[-1].at - killed < 2 + 0.25  # within the lease (plus the test's own lag)
     assert int(events[-1].id) == int(events[-2].id) + 1
 
 
@@ -210,10 +219,10 @@ def test_redis_outage_gives_documented_errors_then_service_resumes(simulator) ->
             redis.stop()
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", ["memory", "redis", "cluster"])
 def test_sigterm_ends_every_in_flight_stream_with_done_or_shutdown(simulator, backend,
                                                                     request) -> None:
-    redis_url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+    redis_url = redis_url_for(request, backend)
     env = hub_env(simulator, redis_url, RILL_GRACEFUL_TIMEOUT="4")
     long_model, _ = sim_model(tokens=1000, itl_ms=50)
     short_model, _ = sim_model(tokens=20, itl_ms=50)
@@ -249,11 +258,13 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-def test_per_client_stream_cap_is_shared_across_instances(simulator, redis_server) -> None:
+@pytest.mark.parametrize("backend", ["redis", "cluster"])
+def test_per_client_stream_cap_is_shared_across_instances(simulator, backend,
+                                                          request) -> None:
     """Streams count while their producer's lease lives: a killed instance frees its own."""
-    env = hub_env(simulator, redis_server.url, RILL_MAX_STREAMS_PER_CLIENT="2",
-                  RILL_PRODUCER_LEASE_SECONDS="1")
-    with run_rill(env, "caps-a") as a, run_rill(env, "caps-b") as b:
+    env = hub_env(simulator, redis_url_for(request, backend),
+                  RILL_MAX_STREAMS_PER_CLIENT="2", RILL_PRODUCER_LEASE_SECONDS="1")
+    with run_rill(env, f"caps-{backend}-a") as a, run_rill(env, f"caps-{backend}-b") as b:
         model, _ = sim_model(tokens=1000, itl_ms=50)
         first = [take(a.chat(ask(model)), 1) for _ in range(2)]
         refused = b.chat(ask(model))

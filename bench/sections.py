@@ -1,0 +1,153 @@
+"""The sections of ``RESULTS.md`` after the results table: Rill against its targets, the
+compact table for README with Rill's ratios to the FastAPI peer and its Redis hub's to its
+memory hub, and the soak's outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import Row, _ms
+
+
+def targets(rows: list[Row]) -> list[str]:
+    """Rill's targets (issue 7) against this run's numbers, where the run has them."""
+    got = {(r.system, r.scenario): r.numbers for r in rows if r.numbers}
+    rill = {scenario: n for (system, scenario), n in got.items() if system == "rill"}
+    checks: list[tuple[str, str, bool | None]] = []
+
+    def check(label: str, value: float | None, ok: bool | None, shown: str) -> None:
+        checks.append((label, shown if value is not None else "—",
+                       None if value is None else ok))
+
+    if "throughput" in rill and ("fastapi", "throughput") in got:
+        ours, theirs = (rill["throughput"]["tokens_per_cpu"],
+                        got["fastapi", "throughput"]["tokens_per_cpu"])
+        ratio = ours / theirs if ours and theirs else None
+        check("`throughput`: tokens per CPU-second ≥ 6x the FastAPI peer", ratio,
+              ratio is not None and ratio >= 6, f"{ratio or 0:.1f}x")
+    for name, ttft_limit, kib_limit in (("flowing", 250, None), ("held", 500, 64)):
+        if name in rill:
+            n = rill[name]
+            check(f"`{name}`: complete 100%", n["complete"], n["complete"] >= 1.0,
+                  f"{n['complete']:.0%}")
+            check(f"`{name}`: added TTFT p99 ≤ {ttft_limit} ms", n["ttft_p99"],
+                  (n["ttft_p99"] or 1e9) <= ttft_limit, _ms(n["ttft_p99"]))
+            if kib_limit is None:
+                check(f"`{name}`: ITL p99 ≤ 250 ms", n["itl_p99"], (n["itl_p99"] or 1e9) <= 250,
+                      _ms(n["itl_p99"]))
+            else:
+                check(f"`{name}`: ≤ {kib_limit} KiB per stream", n["kib_per_stream"],
+                      n["kib_per_stream"] <= kib_limit, f"{n['kib_per_stream']:.0f} KiB")
+    if "disconnect" in rill and "closed_within_1s" in rill["disconnect"]:
+        n = rill["disconnect"]
+        check("`disconnect`: upstream closed within 1 s, 100%", n["closed_within_1s"],
+              n["closed_within_1s"] >= 1.0, f"{n['closed_within_1s']:.0%}")
+        check("`disconnect`: close delay p99 ≤ 100 ms", n["close_p99_ms"],
+              (n["close_p99_ms"] or 1e9) <= 100, _ms(n["close_p99_ms"]))
+    if not checks:
+        return []
+    marks = {True: "met", False: "missed", None: "not measured"}
+    return ["## Rill against its targets", "", "| target | this run | |", "|---|---|---|",
+            *(f"| {label} | {value} | {marks[ok]} |" for label, value, ok in checks), ""]
+
+
+LABELS = {"rill": "Rill (memory hub)", "rill-redis": "Rill, Redis hub",
+          "rill-redis-2w": "Rill, Redis hub, 2 workers", "fastapi": "FastAPI + sse-starlette",
+          "flask": "Flask gthread"}
+README_COLUMNS = ("complete", "added TTFT p50 / p99", "ITL p99", "KiB / stream",
+                  "CPU s (worker + redis)", "tokens / CPU-s", "upstream closed ≤ 1 s / p99")
+
+
+def readme_section(rows: list[Row], scenarios: dict[str, Any]) -> list[str]:
+    """The compact table README's Performance section carries (both hubs), Rill's ratios to
+    the FastAPI peer and its Redis hub's to its memory hub: generated, so a rerun never loses
+    them."""
+    lines = ["## For README's Performance section", "",
+             "| system | scenario | " + " | ".join(README_COLUMNS) + " |",
+             "|" + "---|" * (len(README_COLUMNS) + 2)]
+    seen: set[str] = set()
+    for row in rows:
+        if not row.cells:
+            continue
+        about = "" if row.scenario in seen else f"`{row.scenario}`: {scenarios[row.scenario].about}"
+        seen.add(row.scenario)
+        cells = [row.cells.get(c, "—") for c in README_COLUMNS]
+        lines.append(f"| {LABELS.get(row.system, row.system)} | {about} | "
+                     + " | ".join(cells) + " |")
+    got = {(r.system, r.scenario): r.numbers for r in rows if r.numbers}
+    ratios = []
+    for name in dict.fromkeys(r.scenario for r in rows):
+        ours, theirs = got.get(("rill", name)), got.get(("fastapi", name))
+        if not ours or not theirs:
+            continue
+        ratios.append(f"| `{name}` | {_ratio(ours['tokens_per_cpu'], theirs['tokens_per_cpu'])} "
+                      f"| {_ratio(theirs['ttft_p99'], ours['ttft_p99'])} "
+                      f"| {_ratio(theirs['kib_per_stream'], ours['kib_per_stream'])} "
+                      f"| {ours['complete']:.0%} / {theirs['complete']:.0%} |")
+    if ratios:
+        lines += ["", "Rill against the FastAPI peer in the same run (above 1x is Rill's way):", "",
+                  "| scenario | tokens per CPU-s, Rill ÷ FastAPI | added TTFT p99, FastAPI ÷ Rill "
+                  "| KiB per stream, FastAPI ÷ Rill | complete, Rill / FastAPI |",
+                  "|---|---|---|---|---|", *ratios]
+    return [*lines, *hub_ratios(rows), ""]
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 1) -> str:
+    return f"{a / b:.{digits}f}x" if a and b else "—"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.0%}" if whole > 0 else "—"
+
+
+def hub_ratios(rows: list[Row]) -> list[str]:
+    """Rill's Redis hub against its memory hub, scenario by scenario: CPU (the worker's and
+    redis-server's) over the memory hub's, tokens per CPU-second, and two workers against one
+    on the Redis hub."""
+    got = {(r.system, r.scenario): r.numbers for r in rows if r.numbers}
+    lines = []
+    for name in dict.fromkeys(r.scenario for r in rows):
+        memory, redis, two = (got.get((s, name)) for s in ("rill", "rill-redis",
+                                                            "rill-redis-2w"))
+        if not redis or not (memory or two):
+            continue
+        memory, two = memory or {}, two or {}
+        complete = " / ".join("—" if not n else f"{n['complete']:.0%}"
+                              for n in (memory, redis, two))
+        lines.append(
+            f"| `{name}` | {_ratio(redis['total_cpu'], memory.get('cpu'), 2)} "
+            f"| {_ratio(redis['tokens_per_cpu'], memory.get('tokens_per_cpu'), 2)} "
+            f"| {_ratio(two.get('tokens_per_cpu'), redis['tokens_per_cpu'], 2)} "
+            f"| {_share(redis['redis_cpu'], redis['total_cpu'])} "
+            f"| {complete} | {redis['producer_lost']} / {two.get('producer_lost', '—')} |")
+    if not lines:
+        return []
+    head = []
+    flowing = got.get(("rill", "flowing")), got.get(("rill-redis", "flowing"))
+    two = got.get(("rill-redis-2w", "flowing"))
+    if flowing[0] and flowing[1]:
+        memory, redis = flowing
+        head = [f"In `flowing` the Redis hub spent {_ratio(redis['total_cpu'], memory['cpu'], 2)}"
+                f" the memory hub's CPU ({redis['cpu']:.1f} s worker + {redis['redis_cpu']:.1f} s"
+                f" redis-server against {memory['cpu']:.1f} s), with {redis['complete']:.0%} of "
+                f"its streams complete (memory hub: {memory['complete']:.0%})"
+                + (f"; two workers on the Redis hub got "
+                   f"{_ratio(two['tokens_per_cpu'], redis['tokens_per_cpu'], 2)} the tokens per "
+                   f"CPU-second of one." if two else "."), ""]
+    return ["", "Rill's Redis hub against its memory hub in the same run (the Redis hub's CPU "
+            "counts its redis-server's with its worker's):", "",
+            *head,
+            "| scenario | CPU s (worker + redis), Redis ÷ memory | tokens / CPU-s, Redis ÷ "
+            "memory | tokens / CPU-s, Redis 2 workers ÷ 1 | redis-server's share of the Redis "
+            "hub's CPU | complete: memory / Redis / Redis 2w | producer_lost: Redis / 2w |",
+            "|---|---|---|---|---|---|---|", *lines]
+
+
+def soak_section(lines: list[str]) -> list[str]:
+    """The soak's outcome (``bench/soak.py``) when the full run ran it."""
+    return ["## Soak: two instances on one Redis, one killed mid-run", "",
+            "`bench/soak.py` (also `bench/run.py --soak`): every answer must end complete and "
+            "byte-exact, or in `error` `producer_lost` with each id before it delivered once.",
+            "", "```", *lines, "```", ""] if lines else []
+
+
