@@ -58,30 +58,34 @@ def subscribe(
             records = hub.read(stream_id, last, min(heartbeat, lease / 4), batch)
             if client_gone():
                 return
-            if records:
-                last = records[-1][0]
-                yield encode_records(records)
-                wrote_at = time.monotonic()
-                if records[-1][1] in TERMINAL:
+            if not records:
+                state = hub.state(stream_id)
+                if state == "lost":
+                    log.warning("stream %s: the producer's lease ran out", stream_id[:6])
+                    hub.append_if_next(stream_id, (last + 1, "error",
+                                                   errors.ProducerLost().to_dict()))
+                    continue
+                if state == "live":
+                    hub.join(stream_id, subscriber)
+                    if time.monotonic() - wrote_at >= heartbeat:
+                        yield HEARTBEAT
+                        wrote_at = time.monotonic()
+                    continue
+                # Finished: perhaps since the read, so send what came; else this subscriber
+                # is at or past the terminal event.
+                records = hub.read(stream_id, last, 0, batch)
+                if not records:
                     return
-                if len(records) >= batch:
-                    # More is waiting (a replay): the hub's read will not block, nor will a
-                    # write the socket buffer takes, so let the others run (heartbeats,
-                    # gunicorn's worker heartbeat) between batches.
-                    tasks.pause()
-                continue
-            state = hub.state(stream_id)
-            if state == "finished":
-                return  # resumed at or past the terminal event
-            if state == "lost":
-                log.warning("stream %s: the producer's lease ran out", stream_id[:6])
-                hub.append_if_next(stream_id, (last + 1, "error",
-                                               errors.ProducerLost().to_dict()))
-                continue
-            hub.join(stream_id, subscriber)
-            if time.monotonic() - wrote_at >= heartbeat:
-                yield HEARTBEAT
-                wrote_at = time.monotonic()
+            last = records[-1][0]
+            yield encode_records(records)
+            wrote_at = time.monotonic()
+            if records[-1][1] in TERMINAL:
+                return
+            if len(records) >= batch:
+                # More is waiting (a replay): the hub's read will not block, nor will a
+                # write the socket buffer takes, so let the others run (heartbeats,
+                # gunicorn's worker heartbeat) between batches.
+                tasks.pause()
     except errors.RillError as exc:
         yield _error_without_id(exc)
     except Exception:

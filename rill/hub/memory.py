@@ -127,21 +127,18 @@ class MemoryHub:
 
     def read(self, stream_id: str, after: int, timeout: float, count: int) -> list[Record]:
         stream = self._get(stream_id)
-        start = after + 1 - stream.first_id
-        if start < 0:
-            raise EventsExpired()
-        deadline = None
-        while start >= stream.durable_end - stream.first_id and not stream.failed:
-            if stream.done:
-                return []
-            now = time.monotonic()
-            deadline = deadline or now + timeout
-            if now >= deadline or not stream.changed.wait(deadline - now):
-                return []
+        deadline = time.monotonic() + timeout
+        while True:
             start = after + 1 - stream.first_id
-        if start < 0:
-            raise EventsExpired()  # trimmed while this subscriber waited
-        end = min(stream.durable_end - stream.first_id, start + count)
+            if start < 0:
+                raise EventsExpired()  # trimmed (perhaps while this subscriber waited)
+            end = min(stream.durable_end - stream.first_id, start + count)
+            if start < end or stream.failed or stream.done:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            stream.changed.wait(remaining)
         if start >= end and stream.failed:
             raise HubUnavailable()
         return stream.records[start:end]
