@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import errors, generation
+from . import errors, producers
 from .auth import Authenticator
-from .generation import Limits, Producer
+from .generation import Generation, Limits
 from .hub import Hub
 from .limits import StreamCaps
+from .producers import Producer
 from .upstreams import Upstream, UpstreamStream
 
 
@@ -48,10 +49,16 @@ class RillState:
             self.producers.pop(stream_id, None)
             on_finish()
 
-        producer = generation.start(self.hub, stream_id, upstream,
-                                    {"stream_id": stream_id, "model": upstream.model},
-                                    self.limits, on_finish=finished, log_fields=log_fields)
-        self.producers[stream_id] = producer
+        generation = Generation(self.hub, stream_id,
+                                {"stream_id": stream_id, "model": upstream.model},
+                                self.limits, on_finish=finished, log_fields=log_fields)
+        producer = producers.create(generation, upstream)
+        self.producers[stream_id] = producer  # before it can finish, or signal
+        try:
+            producer.start()
+        except BaseException:
+            self.producers.pop(stream_id, None)
+            raise
         return producer
 
     def check_owner(self, stream_id: str, user: str | None) -> None:

@@ -1,5 +1,8 @@
 """The evented producer: a generation run by libev watchers, with no greenlet of its own.
 
+What every producer must do is in tests/test_producers.py; here is what is the evented one's
+own: merging reads, the connection's reuse, a closed socket, TLS, and when it is chosen.
+
 Real sockets on 127.0.0.1: a scripted OpenAI-compatible server (greenlets, as the tests'
 sockets are gevent's), Rill's transport and upstream, the memory hub.
 """
@@ -17,11 +20,12 @@ import gevent.ssl
 import orjson
 import pytest
 
-from rill import errors
 from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
-from rill.generation import EventedProducer, Limits, Producer, start
+from rill.generation import Generation, Limits
+from rill.hub import Hub
 from rill.hub.memory import MemoryHub
+from rill.producers import EventedProducer, Producer, TaskProducer, create
 from rill.relay import subscribe
 from rill.upstreams.openai_compat import OpenAIUpstream
 from rill.upstreams.transport import UpstreamTransport
@@ -82,19 +86,25 @@ def upstream_for(server: Server) -> OpenAIUpstream:
 
 
 class Run:
-    """One generation into a fresh memory hub, and what its finish callback saw."""
+    """One generation into a hub (a fresh memory hub unless given), driven by the producer
+    ``create`` picks (or by ``driver``), and what its finish callback saw."""
 
     def __init__(self, server: Server, limits: Limits = LIMITS,
-                 up: OpenAIUpstream | None = None) -> None:
-        self.hub = MemoryHub(DEFAULTS)
+                 up: OpenAIUpstream | None = None, hub: Hub | None = None,
+                 driver: type[Producer] | None = None) -> None:
+        self.hub = hub or MemoryHub(DEFAULTS)
         self.stream_id = secrets.token_urlsafe(16)
         self.hub.open(self.stream_id, None)
         self.finished = 0
         up = up or upstream_for(server)
-        self.producer = start(self.hub, self.stream_id, up.open(REQUEST),
-                              {"stream_id": self.stream_id, "model": "m"}, limits,
-                              on_finish=self._finish)
+        generation = Generation(self.hub, self.stream_id,
+                                {"stream_id": self.stream_id, "model": "m"}, limits,
+                                on_finish=self._finish)
+        upstream = up.open(REQUEST)
+        self.producer: Producer = (create(generation, upstream) if driver is None
+                                   else driver(generation, upstream))
         self.hub.on_signal(lambda s: self.producer.signal() if s == self.stream_id else None)
+        self.producer.start()
 
     def _finish(self) -> None:
         self.finished += 1
@@ -154,75 +164,6 @@ def test_a_server_that_closes_after_done_without_the_terminator_is_let_go_at_onc
     assert reads < 10
 
 
-def test_cancel_closes_the_upstream_at_once(serve) -> None:
-    closed = gevent.event.Event()
-
-    def script(sock: socket.socket, index: int) -> None:
-        sock.sendall(CHUNKED + token("a"))
-        sock.settimeout(5)
-        while True:
-            gevent.sleep(0.02)
-            try:
-                sock.sendall(token("b"))
-            except OSError:
-                closed.set()
-                return
-
-    run = Run(serve(script))
-    gevent.sleep(0.1)
-    run.hub.request_cancel(run.stream_id)
-    events = run.events()
-    assert events[-1].json == {"finish_reason": "cancelled", "usage": None}
-    assert text_of(events).startswith("ab")
-    assert closed.wait(2)
-    assert run.finished == 1
-
-
-@pytest.mark.parametrize(("ending", "code", "text"), [
-    (b"", "upstream_cut", "partial"),  # the server closes mid-body
-    (sse({"error": {"message": "overloaded"}}), "upstream_error", "partial"),
-    (chunk(b"data: ") + TERMINATOR, "upstream_cut", "partial"),  # the body ends, no [DONE]
-])
-def test_an_upstream_failure_keeps_the_text_and_ends_with_an_error(serve, ending, code,
-                                                                    text) -> None:
-    def script(sock: socket.socket, index: int) -> None:
-        sock.sendall(CHUNKED + token("partial"))
-        gevent.sleep(0.05)
-        if ending:
-            sock.sendall(ending)
-        gevent.sleep(0.05)
-        sock.close()
-
-    run = Run(serve(script))
-    events = run.events()
-    assert text_of(events) == text
-    assert (events[-1].event, events[-1].json["code"]) == ("error", code)
-
-
-def test_stall_orphan_and_shutdown_end_the_generation(serve) -> None:
-    def silent(sock: socket.socket, index: int) -> None:
-        sock.sendall(CHUNKED + token("x"))
-        gevent.sleep(5)
-
-    server = serve(silent)
-    run = Run(server, Limits(stall_timeout=0.3, max_seconds=60, orphan_grace=60, lease=5))
-    assert run.events()[-1].json["code"] == "upstream_stalled"
-
-    run = Run(server, Limits(stall_timeout=60, max_seconds=60, orphan_grace=0.3, lease=5))
-    run.hub.join(run.stream_id, "client")
-    gevent.sleep(0.05)
-    run.hub.leave(run.stream_id, "client")  # and does not come back
-    gevent.sleep(0.6)
-    assert run.producer.finished and run.finished == 1
-    assert run.events()[-1].json["finish_reason"] == "cancelled"
-
-    run = Run(server)
-    gevent.spawn_later(0.1, run.producer.stop, errors.Shutdown(retry_after=1))
-    assert run.events()[-1].json["code"] == "shutdown"
-    gevent.sleep(0.05)
-    assert run.finished == 1
-
-
 def test_a_tls_upstream_runs_evented_too(tmp_path) -> None:
     """Over TLS a readable socket may hold part of a record (nothing to read yet) or
     several records: 200 tokens in one write and then one by one come out whole."""
@@ -261,5 +202,5 @@ def test_an_upstream_that_cannot_be_read_without_waiting_runs_in_greenlets() -> 
 
     hub = MemoryHub(DEFAULTS)
     hub.open("s", None)
-    producer = start(hub, "s", FakeStream(FakeUpstream(), [], "m"), {}, LIMITS)
-    assert type(producer) is Producer
+    producer = create(Generation(hub, "s", {}, LIMITS), FakeStream(FakeUpstream(), [], "m"))
+    assert type(producer) is TaskProducer

@@ -14,8 +14,9 @@ import pytest
 
 from rill import errors
 from rill.config import DEFAULTS
-from rill.generation import Limits, Producer
+from rill.generation import Generation, Limits
 from rill.hub import Hub, create
+from rill.producers import TaskProducer
 from rill.relay import subscribe
 from tests.conftest import FakeStream, FakeUpstream
 from tests.sse_client import Event, events_only, parse, text_of
@@ -172,14 +173,17 @@ def test_redis_down_is_hub_unavailable() -> None:
 
 # The producer and subscribers over the hub.
 
-def start(hub, steps: list, limits: Limits | None = None) -> tuple[str, Producer, FakeUpstream]:
+def start(hub, steps: list,
+          limits: Limits | None = None) -> tuple[str, TaskProducer, FakeUpstream]:
     fake = FakeUpstream()
     stream = sid()
     hub.open(stream, None)
     upstream = FakeStream(fake, steps, "m")
-    producer = Producer(hub, stream, upstream, {"stream_id": stream, "model": "m"},
-                        limits or Limits(60, 60, 60, 0.6))
+    generation = Generation(hub, stream, {"stream_id": stream, "model": "m"},
+                            limits or Limits(60, 60, 60, 0.6))
+    producer = TaskProducer(generation, upstream)
     hub.on_signal(lambda s: producer.signal() if s == stream else None)
+    producer.start()
     return stream, producer, fake
 
 

@@ -1,6 +1,6 @@
 """The stream hub: where a generation's events live, apart from any HTTP connection.
 
-A producer (:class:`rill.generation.Producer`) appends numbered events; subscribers (HTTP
+A generation (:class:`rill.generation.Generation`) appends numbered events; subscribers (HTTP
 connections, :func:`rill.relay.subscribe`) read them from any id at their own pace, so a
 reconnect resumes with ``Last-Event-ID`` and several tabs see one sequence. Two backends
 share this interface: :class:`~rill.hub.memory.MemoryHub` (one worker) and
@@ -22,33 +22,32 @@ TERMINAL = frozenset({"done", "error"})
 
 
 class Hub(Protocol):
-    appends_in_place: bool  # True if append never blocks or switches greenlets
-    # True if a producer holds a lease it renews every lease/3 s, polling the hub for
-    # cancels then too; False if every cancel and leave arrives as a signal (on_signal).
-    leased: bool
+    """What producers and subscribers need of a hub. The producer's calls (``append``,
+    ``cancel_requested``, ``subscribers``) answer from this worker's memory and never wait,
+    so a producer may make them from an event-loop callback; every cancel and leave that
+    concerns a producer here arrives as a signal (``on_signal``)."""
 
     def open(self, stream_id: str, owner: str | None) -> None:
-        """Create a stream and take the producer's lease on it."""
+        """Create a stream produced by this worker."""
 
     def append(self, stream_id: str, records: list[Record]) -> None:
-        """Add records (ids consecutive); a terminal record finishes the stream."""
+        """Add records (ids consecutive); a terminal record finishes the stream. Records
+        become readable once durable (at once in memory; once in Redis with Redis)."""
 
     def read(self, stream_id: str, after: int, timeout: float, count: int) -> list[Record]:
         """Return up to ``count`` records with id > ``after``, waiting up to ``timeout`` s."""
 
     def state(self, stream_id: str) -> State:
-        """``live``, ``finished``, or ``lost`` (live, but its producer's lease ran out)."""
+        """``live``, ``finished``, or ``lost`` (live, but its producer's worker is gone)."""
 
     def owner(self, stream_id: str) -> str | None:
         """Return the owner; raises StreamNotFound for an unknown or expired stream."""
 
-    def renew(self, stream_ids: list[str]) -> None:
-        """Renew the producer's lease on these live streams."""
-
     def request_cancel(self, stream_id: str) -> None:
         """Ask the stream's producer, wherever it runs, to cancel it."""
 
-    def cancel_requested(self, stream_id: str) -> bool: ...
+    def cancel_requested(self, stream_id: str) -> bool:
+        """Raises :class:`~rill.errors.HubUnavailable` once the hub lost the stream."""
 
     def join(self, stream_id: str, subscriber: str) -> None:
         """Mark ``subscriber`` present (renew it at least every lease period)."""

@@ -53,8 +53,7 @@ class Stream:
 
 
 class MemoryHub:
-    appends_in_place = True
-    leased = False
+    """The streams of this worker, in its memory (see the module's docstring)."""
 
     def __init__(self, config: Mapping[str, Any], *, deferred: bool = False,
                  on_append: Callable[[str, Stream], None] | None = None,
@@ -148,9 +147,6 @@ class MemoryHub:
 
     def owner(self, stream_id: str) -> str | None:
         return self._get(stream_id).owner
-
-    def renew(self, stream_ids: list[str]) -> None:
-        pass  # a producer here lives and dies with its subscribers' worker
 
     def request_cancel(self, stream_id: str) -> None:
         self._get(stream_id).cancel = True

@@ -69,8 +69,9 @@ return 1
 
 
 class RedisHub:
-    appends_in_place = True  # appends go to memory; the flusher writes them to Redis
-    leased = False  # leases are per worker, renewed by a thread: producers renew nothing
+    """Streams in Redis, and the ones produced here in memory too (the module's docstring).
+    Connections per worker: ``POOL_SIZE`` for requests, one flusher's (from that pool), one
+    listener's and one heartbeat thread's, whatever the number of streams."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.url = config["RILL_REDIS_URL"]
@@ -132,16 +133,17 @@ class RedisHub:
     def subscribers(self, stream_id: str) -> int:
         return self.local.subscribers(stream_id)
 
-    def renew(self, stream_ids: list[str]) -> None:
-        pass  # the worker's heartbeat thread renews its one lease
-
     def on_signal(self, callback: Callable[[str], None]) -> None:
         self.local.on_signal(callback)
 
     def close(self) -> None:
-        """Stop this worker's heartbeat (its streams are then lost within a lease)."""
+        """Stop this worker's heartbeat (its streams are then lost within a lease) and its
+        listener, and close its connections."""
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        self.listener.stop()
+        self.redis.close()
+        self.signals.close()
 
     @property
     def idle(self) -> bool:

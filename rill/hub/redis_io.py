@@ -242,6 +242,12 @@ class Listener:
                 with contextlib.suppress(*ERRORS):
                     self._pubsub.unsubscribe(channel)
 
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.stop(unblock=lambda: None, timeout=1.0)
+        if self._pubsub is not None:
+            self._pubsub.close()
+
     def _run(self) -> None:
         while True:
             try:
@@ -330,6 +336,7 @@ class Heartbeat:
             except Exception:
                 log.exception("the worker's heartbeat failed")
             sleep(max(self.every - (time.monotonic() - started), 0.01))
+        client.close()
 
     def stop(self) -> None:
         """Stop renewing (within ``every`` s); the lease then lapses."""
