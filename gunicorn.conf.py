@@ -98,7 +98,9 @@ def on_starting(server):
     if server.cfg.workers > 1 and not _redis_hub:
         raise SystemExit(
             f"rill: {server.cfg.workers} workers need RILL_REDIS_URL: with the memory hub a "
-            "stream lives in one worker. Set RILL_REDIS_URL, or run one worker.")
+            "stream lives in one worker. Run Redis (apt-get install redis-server) and set "
+            "RILL_REDIS_URL=redis://127.0.0.1:6379/0, or run one worker. (scripts/serve "
+            "--workers N starts a private redis-server when one is installed.)")
 
 
 # CPython's cyclic garbage collector was the largest cost of a worker holding 8,000 streams:

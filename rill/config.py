@@ -68,8 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_STREAM_MAX_SECONDS", 1800.0, float,
             "Longest a stream may last; then it ends with `timeout`."),
     Setting("RILL_REDIS_URL", "", str,
-            "Redis for the stream hub, rate limits and stream caps (`redis://host:6379/0`); "
-            "empty keeps streams in this worker's memory."),
+            "Redis for the stream hub, rate limits and stream caps (`redis://host:6379/0`, "
+            "or `redis+cluster://host:port[,host:port…]` for a Redis Cluster); empty keeps "
+            "streams in this worker's memory."),
     Setting("RILL_ORPHAN_GRACE_SECONDS", 30.0, float,
             "How long a generation runs on after its last subscriber leaves, so a reconnect "
             "can resume it; then the upstream is cancelled. 0 cancels at once."),
@@ -78,8 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_STREAM_TTL_SECONDS", 600.0, float,
             "How long a finished stream can still be replayed."),
     Setting("RILL_PRODUCER_LEASE_SECONDS", 5.0, float,
-            "A producing worker renews a lease on each live stream; past it, subscribers "
-            "elsewhere get `producer_lost`."),
+            "With Redis, each worker renews one lease (from a thread, every quarter of it); "
+            "within it of a worker's death, subscribers elsewhere get `producer_lost`."),
     Setting("RILL_REPLAY_BATCH", 256, int, "Most events sent in one write when replaying."),
     Setting("RILL_AUTH", "none", str,
             "`none`, `jwt` (Bearer JWTs) or `header` (a trusted proxy's user header); a host "

@@ -78,6 +78,9 @@ class Generation:
         self._tokens = 0
         self._outcome = "internal"
         self._active = self._closed = False
+        # Set when the generation is being stopped on purpose: what the upstream does then
+        # (its read breaks as it is closed) is not its answer.
+        self.stopping = False
 
     def open(self) -> None:
         """Write ``start``; from then on the generation counts in ``rill_active_streams``."""
@@ -87,12 +90,16 @@ class Generation:
 
     def take(self, events: list[Event]) -> None:
         """Append events read together from the upstream (one read of its socket)."""
+        if self.stopping:
+            return
         self._tokens += sum(1 for kind, _ in events if kind == "delta")
         self.last_chunk_at = time.monotonic()
         self._append(events)
 
     def fail(self, exc: BaseException) -> None:
         """End with ``exc`` (an upstream's error, or anything else as ``internal``)."""
+        if self.stopping:
+            return
         if not isinstance(exc, errors.RillError):
             log.error("stream %s: the upstream reader failed", self.stream_id[:6],
                       exc_info=exc)

@@ -79,7 +79,7 @@ class TaskProducer(Producer):
                     read = 0
                     tasks.pause()
             else:
-                generation.end(Ending(errors.UpstreamCut()))
+                generation.fail(errors.UpstreamCut())
             # After done: read the body to its end so the connection returns to the pool.
             with contextlib.suppress(Exception):
                 for _ in self._batches:
@@ -110,7 +110,9 @@ class TaskProducer(Producer):
             generation.close()
 
     def _end(self, ending: Ending) -> None:
-        # Killing the reader cannot interrupt an append: appends never switch greenlets.
+        # Killing the reader cannot interrupt an append: appends never switch greenlets. A
+        # reader thread is stopped by closing its upstream, and its broken read is ignored.
+        self.generation.stopping = True
         self._reader.stop(unblock=self.upstream.close)
         self.generation.end(ending)
 

@@ -207,6 +207,7 @@ class Listener:
         self.channels: dict[str, int] = {}  # notice channel: streams followed on it
         self._pubsub: Any = None
         self._task: tasks.Task | None = None
+        self._stopped = False
 
     def start(self) -> None:
         if self._task is None or self._task.dead:
@@ -243,13 +244,19 @@ class Listener:
                     self._pubsub.unsubscribe(channel)
 
     def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
-            self._task.stop(unblock=lambda: None, timeout=1.0)
-        if self._pubsub is not None:
-            self._pubsub.close()
+            self._task.stop(unblock=self._close, timeout=1.0)
+        self._close()
+
+    def _close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
 
     def _run(self) -> None:
-        while True:
+        while not self._stopped:
             try:
                 pubsub = self.hub.signals.pubsub()
                 pubsub.subscribe(SIGNAL_CHANNEL, *self.channels)
@@ -257,13 +264,13 @@ class Listener:
                 self._resync()
                 for message in pubsub.listen():
                     self._on_message(message)
-            except ERRORS:
+            except Exception as exc:
                 self._pubsub = None
+                if self._stopped:
+                    return
+                if not isinstance(exc, ERRORS):
+                    log.exception("the Redis listener failed")
                 tasks.sleep(1.0)  # Redis is away; flushes fail and say so meanwhile
-            except Exception:
-                self._pubsub = None
-                log.exception("the Redis listener failed")
-                tasks.sleep(1.0)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
