@@ -79,7 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_STREAM_TTL_SECONDS", 600.0, float,
             "How long a finished stream can still be replayed."),
     Setting("RILL_PRODUCER_LEASE_SECONDS", 5.0, float,
-            "With Redis, each worker renews one lease (from a thread, every quarter of it); "
+            "With Redis, each worker renews one lease (from a thread, every sixth of it); "
             "within it of a worker's death, subscribers elsewhere get `producer_lost`."),
     Setting("RILL_REPLAY_BATCH", 256, int, "Most events sent in one write when replaying."),
     Setting("RILL_AUTH", "none", str,

@@ -120,13 +120,13 @@ def _shared_secret(app: Flask) -> str:
         return key
     import redis
 
-    from .hub.redis_io import connect
+    from .hub.redis_io import connect, disconnect
 
     try:
         client = connect(url, pool_size=1, socket_timeout=2.0)
         client.set("rill:secret_key", key, nx=True)
         shared = str(client.get("rill:secret_key").decode())
-        client.close()
+        disconnect(client)
         return shared
     except redis.RedisError:
         return key  # tokens then hold per worker until Redis is back and workers restart

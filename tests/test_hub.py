@@ -343,3 +343,29 @@ def test_a_stream_finishing_between_an_empty_read_and_the_state_check_still_send
     hub.read = read  # type: ignore[method-assign]
     events = events_only(read_events(hub, stream, after=1))
     assert [(e.id, e.event) for e in events] == [("2", "done")]
+
+
+def test_redis_a_worker_key_gone_for_a_moment_is_not_a_lost_producer(redis_server) -> None:
+    """An evicted (or late) heartbeat key is back a renewal later: a subscriber confirms
+    before it reports ``producer_lost``, so a live producer never gets one."""
+    from rill.hub.redis_io import worker_key
+
+    config = {**DEFAULTS, "RILL_REDIS_URL": redis_server.url,
+              "RILL_PRODUCER_LEASE_SECONDS": 6.0}  # renewed every 1 s, for 3 s
+    producing, other = create(config), create(config)
+    stream = sid()
+    producing.open(stream, None)
+    producing.append(stream, records(0, 1))
+    flushed(producing)
+    key = worker_key(producing.worker)  # type: ignore[attr-defined]
+    while not producing._heartbeat.beats:  # type: ignore[attr-defined]
+        gevent.sleep(0.01)
+    producing.redis.delete(key)  # type: ignore[attr-defined]
+    gevent.spawn_later(0.05, producing.redis.set, key, 1)  # type: ignore[attr-defined]
+    assert other.state(stream) == "live"
+    producing.close()  # now the worker is gone
+    gevent.sleep(1.2)  # a renewal already under way has landed
+    other.redis.delete(key)  # type: ignore[attr-defined]
+    with gevent.Timeout(5):
+        assert other.state(stream) == "lost"  # gone, and still gone a renewal later
+    other.close()

@@ -18,10 +18,13 @@ Keys, per stream ``S`` (one hash tag, so one cluster slot; all expire
 - ``rill:{S}:meta`` — hash: ``owner``, ``worker`` (who produces it), ``finished``, ``cancel``.
 - ``rill:{S}:subs`` — sorted set of subscribers elsewhere, scored by when they lapse.
 
-Per worker ``W``: ``rill:worker:W``, renewed every lease/4 with a TTL of 3/4 of
-``RILL_PRODUCER_LEASE_SECONDS`` by a native thread (:class:`~rill.hub.redis_io.Heartbeat`).
-A stream is ``lost`` when it is unfinished and its worker's key is gone: that worker died (or
-lost Redis) at least 3/4 of a lease ago. Cancels and leaves for a stream produced elsewhere
+Per worker ``W``: ``rill:worker:W``, renewed every lease/6 with a TTL of half the lease
+(``RILL_PRODUCER_LEASE_SECONDS``) by a native thread (:class:`~rill.hub.redis_io.Heartbeat`),
+so a worker may miss two renewals before it lapses. A stream is ``lost`` when it is
+unfinished and its worker's key is gone, and still gone a renewal period later (an evicted
+or late key comes back by then): that worker died, or lost Redis, at least a third of a
+lease ago. A subscriber looks every quarter lease, so it reports a kill -9 within the
+lease. Cancels and leaves for a stream produced elsewhere
 go on ``rill:signal``. Redis errors become :class:`~rill.errors.HubUnavailable`.
 """
 
@@ -36,6 +39,7 @@ from typing import Any
 import orjson
 import redis
 
+from .. import tasks
 from ..errors import EventsExpired, StreamNotFound
 from . import Record, State
 from .memory import MemoryHub, Stream
@@ -45,6 +49,7 @@ from .redis_io import (
     Heartbeat,
     Listener,
     connect,
+    disconnect,
     events_key,
     execute,
     guard,
@@ -84,6 +89,7 @@ class RedisHub:
         self.ttl = int(config["RILL_STREAM_TTL_SECONDS"])
         self.live_ttl = int(config["RILL_STREAM_MAX_SECONDS"] + self.ttl)
         self.lease = config["RILL_PRODUCER_LEASE_SECONDS"]
+        self._lease_ttl_ms = int(self.lease * 500)
         self.presence = max(heartbeat, self.lease) * 2 + 1
         self.local = MemoryHub(config, deferred=True, on_append=self._appended,
                                linger=min(LINGER_SECONDS, self.ttl))
@@ -105,7 +111,7 @@ class RedisHub:
         self._start()
         if not self.healthy:
             with guard():
-                self.redis.set(worker_key(self.worker), 1, px=int(self.lease * 750))
+                self.redis.set(worker_key(self.worker), 1, px=self._lease_ttl_ms)
             self.healthy = True
         self.local.open(stream_id, owner)
 
@@ -117,8 +123,8 @@ class RedisHub:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self.worker = f"{os.getpid()}-{secrets.token_hex(6)}"
-            self._heartbeat = Heartbeat(self.url, self.worker, self.lease / 4,
-                                        int(self.lease * 750))
+            self._heartbeat = Heartbeat(self.url, self.worker, self.lease / 6,
+                                        self._lease_ttl_ms)
         self.listener.start()
 
     def _appended(self, stream_id: str, stream: Stream) -> None:
@@ -142,8 +148,8 @@ class RedisHub:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         self.listener.stop()
-        self.redis.close()
-        self.signals.close()
+        disconnect(self.redis)
+        disconnect(self.signals)
 
     @property
     def idle(self) -> bool:
@@ -178,14 +184,18 @@ class RedisHub:
         stream = self.local.get(stream_id)
         if stream is not None:
             return self.local.state(stream_id)
-        with guard():
-            finished, worker = self.redis.hmget(meta_key(stream_id), "finished", "worker")
-            if finished is None:
-                raise StreamNotFound()
-            if finished == b"1":
-                return "finished"
-            alive = worker and self.redis.exists(worker_key(worker.decode()))
-        return "live" if alive else "lost"
+        for confirming in (False, True):
+            if confirming:  # before anyone writes producer_lost: still gone a beat later?
+                tasks.sleep(self.lease / 6)
+            with guard():
+                finished, worker = self.redis.hmget(meta_key(stream_id), "finished", "worker")
+                if finished is None:
+                    raise StreamNotFound()
+                if finished == b"1":
+                    return "finished"
+                if worker and self.redis.exists(worker_key(worker.decode())):
+                    return "live"
+        return "lost"
 
     def owner(self, stream_id: str) -> str | None:
         if self.local.get(stream_id) is not None:

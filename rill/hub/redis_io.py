@@ -68,6 +68,14 @@ def connect(url: str, *, pool_size: int = POOL_SIZE, socket_timeout: float | Non
     return redis.Redis(connection_pool=pool)
 
 
+def disconnect(client: Any) -> None:
+    """Close every connection of a client from :func:`connect` (it owns its pool)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        pool.disconnect()
+    client.close()
+
+
 def execute(client: Any, pipe: Any, publish: tuple[str, str] | None = None,
             **options: Any) -> list[Any]:
     """Run ``pipe`` and ``PUBLISH`` ``publish`` (channel, message) in the same round trip;
@@ -343,7 +351,7 @@ class Heartbeat:
             except Exception:
                 log.exception("the worker's heartbeat failed")
             sleep(max(self.every - (time.monotonic() - started), 0.01))
-        client.close()
+        disconnect(client)
 
     def stop(self) -> None:
         """Stop renewing (within ``every`` s); the lease then lapses."""
