@@ -44,11 +44,49 @@ def targets(rows: list[Row]) -> list[str]:
               n["closed_within_1s"] >= 1.0, f"{n['closed_within_1s']:.0%}")
         check("`disconnect`: close delay p99 ≤ 100 ms", n["close_p99_ms"],
               (n["close_p99_ms"] or 1e9) <= 100, _ms(n["close_p99_ms"]))
+    _redis_targets(got, check)
     if not checks:
         return []
     marks = {True: "met", False: "missed", None: "not measured"}
     return ["## Rill against its targets", "", "| target | this run | |", "|---|---|---|",
             *(f"| {label} | {value} | {marks[ok]} |" for label, value, ok in checks), ""]
+
+
+def _redis_targets(got: dict[tuple[str, str], dict[str, Any]], check: Any) -> None:
+    """The Redis hub's targets (issue 12): one worker against the memory hub in this run,
+    and two workers against one."""
+    redis = {scenario: n for (system, scenario), n in got.items() if system == "rill-redis"}
+    for name, ttft_limit in (("flowing", 250), ("held", 500)):
+        if name not in redis:
+            continue
+        n = redis[name]
+        check(f"Redis hub `{name}`: complete 100%", n["complete"], n["complete"] >= 1.0,
+              f"{n['complete']:.0%}")
+        check(f"Redis hub `{name}`: added TTFT p99 ≤ {ttft_limit} ms", n["ttft_p99"],
+              (n["ttft_p99"] or 1e9) <= ttft_limit, _ms(n["ttft_p99"]))
+        if name == "flowing":
+            check("Redis hub `flowing`: ITL p99 ≤ 250 ms", n["itl_p99"],
+                  (n["itl_p99"] or 1e9) <= 250, _ms(n["itl_p99"]))
+            memory = got.get(("rill", name))
+            ratio = n["total_cpu"] / memory["total_cpu"] if memory else None
+            check("Redis hub `flowing`: CPU (worker + redis-server) ≤ 1.5x the memory hub's",
+                  ratio, ratio is not None and ratio <= 1.5, f"{ratio or 0:.2f}x")
+        else:
+            check("Redis hub `held`: ≤ 64 KiB per stream", n["kib_per_stream"],
+                  n["kib_per_stream"] <= 64, f"{n['kib_per_stream']:.0f} KiB")
+            check("Redis hub `held`: ≤ 64 Redis connections", n["redis_conns"],
+                  (n["redis_conns"] or 1e9) <= 64, f"{n['redis_conns']}")
+    lost = [n["producer_lost"] for (system, _), n in got.items()
+            if system.startswith("rill-redis")]
+    if lost:
+        check("Redis hub: no `producer_lost` from a live producer, any scenario", sum(lost),
+              sum(lost) == 0, f"{sum(lost)}")
+    pairs = [(got[("rill-redis-2w", s)]["tokens_per_cpu"], n["tokens_per_cpu"])
+             for s, n in redis.items() if ("rill-redis-2w", s) in got and s != "throughput"]
+    if pairs:
+        worst = min(two / one for two, one in pairs if two and one)
+        check("Redis hub, 2 workers: tokens per CPU-second ≥ 0.9x one worker's (worst "
+              "scenario but `throughput`)", worst, worst >= 0.9, f"{worst:.2f}x")
 
 
 LABELS = {"rill": "Rill (memory hub)", "rill-redis": "Rill, Redis hub",

@@ -192,9 +192,7 @@ class RedisCluster:
     def __init__(self, folder: Any) -> None:
         import shutil
         import subprocess
-        import time
 
-        import redis
 
         binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if binary is None or cli is None:
@@ -204,25 +202,44 @@ class RedisCluster:
             port = _free_port()
             if port + 10000 < 65536 and _port_free(port + 10000):
                 self.ports.append(port)
-        self.processes = [subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--cluster-enabled", "yes",
-             "--cluster-config-file", str(folder / f"nodes-{port}.conf"),
-             "--cluster-node-timeout", "2000"],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for port in self.ports]
-        for port in self.ports:
-            _wait_ping(redis.Redis(port=port))
+        self._binary, self._folder = binary, folder
+        self.start()
         subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True,
                        stdout=subprocess.DEVNULL, timeout=30)
+        self._wait_ok()
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self) -> None:
+        """Start the nodes (again: each keeps its cluster config file, so they rejoin)."""
+        import subprocess
+
+        import redis
+
+        self.processes = [subprocess.Popen(
+            [self._binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(self._folder / f"nodes-{port}.conf"),
+             "--cluster-node-timeout", "2000"],
+            cwd=self._folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for port in self.ports]
+        for port in self.ports:
+            _wait_ping(redis.Redis(port=port))
+        if getattr(self, "url", None):
+            self._wait_ok()
+
+    def _wait_ok(self) -> None:
+        import time
+
+        import redis
+
         deadline = time.monotonic() + 20
         for port in self.ports:
             node = redis.Redis(port=port)
             while node.cluster("info").get("cluster_state") != "ok":
                 assert time.monotonic() < deadline, "the cluster did not form"
                 time.sleep(0.05)
-        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+            node.close()
 
     def stop(self) -> None:
         for process in self.processes:

@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 
 POOL_SIZE = 32  # request-time connections per worker (a request waits for a free one)
 SIGNAL_CHANNEL = "rill:signal"
-ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.cluster.ClusterError)
+# Redis away, or a cluster without a quorum or a node for a slot (RedisClusterException is
+# not a RedisError: no startup node answered).
+ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.cluster.ClusterError,
+          redis.exceptions.RedisClusterException)
 
 
 @contextlib.contextmanager

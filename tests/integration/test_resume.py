@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from rill.simulator import expected_text
-from tests.conftest import RedisServer
+from tests.conftest import RedisCluster, RedisServer
 from tests.integration.conftest import RillServer, ask, relay_env, run_rill, sim_model
 from tests.sse_client import Event, events_only, parse, text_of
 
@@ -194,10 +194,13 @@ def test_killed_producer_is_reported_as_producer_lost(simulator, backend, reques
     assert int(events[-1].id) == int(events[-2].id) + 1
 
 
-def test_redis_outage_gives_documented_errors_then_service_resumes(simulator) -> None:
-    redis = RedisServer()
+@pytest.mark.parametrize("backend", ["redis", "cluster"])
+def test_redis_outage_gives_documented_errors_then_service_resumes(simulator, backend,
+                                                                   tmp_path) -> None:
+    redis: RedisServer | RedisCluster = (RedisServer() if backend == "redis"
+                                         else RedisCluster(tmp_path))
     try:
-        with run_rill(hub_env(simulator, redis.url), "outage") as server:
+        with run_rill(hub_env(simulator, redis.url), f"outage-{backend}") as server:
             model, _ = sim_model(tokens=500, itl_ms=30)
             response = server.chat(ask(model))
             items = parse(response.iter_content(chunk_size=None))
@@ -215,7 +218,8 @@ def test_redis_outage_gives_documented_errors_then_service_resumes(simulator) ->
             events = take(server.chat(ask(model)), 100)
             assert text_of(events) == expected_text(5)
     finally:
-        if redis.process.poll() is None:
+        nodes = redis.processes if isinstance(redis, RedisCluster) else [redis.process]
+        if any(p.poll() is None for p in nodes):
             redis.stop()
 
 
