@@ -156,7 +156,10 @@ class Flusher:
             start, end = stream.sent_end, stream.end
             if stream.failed or start >= end:
                 continue
-            events, meta = events_key(stream_id), meta_key(stream_id)
+            events = f"rill:{{{stream_id}}}:events"  # events_key, inline: once per stream
+            terminal = stream.records[-1][1] in TERMINAL
+            if start == 0 or terminal:
+                meta = meta_key(stream_id)
             if start == 0:
                 pipe.hset(meta, mapping={"owner": stream.owner or "", "worker": hub.worker,
                                          "finished": 0, "cancel": 0})
@@ -165,10 +168,14 @@ class Flusher:
             records = stream.records[max(start - stream.first_id,
                                          len(stream.records) - hub.max_events):]
             plan.append((stream_id, stream, end, len(pipe.command_stack)))
-            # Trim to the entries holding the last RILL_STREAM_MAX_EVENTS events.
-            pipe.xadd(events, {"d": orjson.dumps(records)}, id=f"0-{end}",
-                      minid=f"0-{max(end - hub.max_events + 1, 0)}", approximate=False)
-            if records[-1][1] in TERMINAL:
+            # XADD straight (redis-py's xadd() checks its keywords per call): one entry for
+            # this flush's records; past RILL_STREAM_MAX_EVENTS, trimmed to the entries
+            # holding the last of them.
+            trim = () if end <= hub.max_events else ("MINID", "=",
+                                                      f"0-{end - hub.max_events + 1}")
+            pipe.execute_command("XADD", events, *trim, f"0-{end}", "d",
+                                 orjson.dumps(records))
+            if terminal:
                 pipe.hset(meta, "finished", 1)
                 for key in (events, meta, subs_key(stream_id)):
                     pipe.expire(key, hub.ttl)
