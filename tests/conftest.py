@@ -152,25 +152,13 @@ class RedisServer:
         self.start()
 
     def start(self) -> None:
-        import time
-
         import redis
 
         self.process = self._subprocess.Popen(
             [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no"],
             stdout=self._subprocess.DEVNULL, stderr=self._subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
+        _wait_ping(redis.Redis.from_url(self.url))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -268,6 +256,7 @@ def _wait_ping(client: Any) -> None:
     while True:
         try:
             client.ping()
+            client.close()
             return
         except redis.ConnectionError:
             if time.monotonic() > deadline:
