@@ -25,7 +25,9 @@ DONE = ("done", {"finish_reason": "stop", "usage": None})
 
 
 def token(key=SECRET, alg="HS256", headers=None, **claims) -> str:
-    body = {"sub": "alice", "exp": int(time.time()) + 300, "scope": "chat", **claims}
+    # An hour: tokens in parametrize lists are made at collection, and the whole suite runs
+    # before some of them are used (at five minutes they expired mid-run in CI).
+    body = {"sub": "alice", "exp": int(time.time()) + 3600, "scope": "chat", **claims}
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm=alg,
                       headers=headers)
 
@@ -71,7 +73,7 @@ def test_valid_token_streams_as_its_subject() -> None:
         (bearer(token(key="another-secret-0123456789abcdef01", aud="rill")), 401,
          'Bearer realm="rill", error="invalid_token", error_description="The token is not '
          'valid: bad signature."'),
-        (bearer(jwt.encode({"sub": "alice", "exp": int(time.time()) + 60, "aud": "rill",
+        (bearer(jwt.encode({"sub": "alice", "exp": int(time.time()) + 3600, "aud": "rill",
                             "scope": "chat"}, None, algorithm="none")), 401,
          'Bearer realm="rill", error="invalid_token", error_description="The token is not '
          'valid: algorithm not allowed."'),

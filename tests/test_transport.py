@@ -353,3 +353,31 @@ def _wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline
         gevent.sleep(0.01)
+
+
+def test_connections_are_reused_when_their_descriptors_are_past_1024(serve) -> None:
+    """A worker holding thousands of streams has descriptors past select()'s FD_SETSIZE;
+    the idle check must still tell a live kept-alive connection from a closed one (it used
+    select(), which refused them: every connection then looked closed, none was reused)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:
+        pytest.skip("needs at least 1,200 open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with socket.socket() as probe:  # what the client's connection will get
+            assert probe.fileno() > 1024
+        server = start_keep_alive(serve, lambda n: CHUNKED + chunk(b"data: x\n\n")
+                                  + b"0\r\n\r\n")
+        with client() as http:
+            for _ in range(3):
+                with http.stream("POST", server.url(), json={}) as response:
+                    assert list(response.iter_raw()) == [b"data: x\n\n"]
+        assert server.connections == 1
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import select
 import socket
 import ssl
 import time
@@ -37,7 +38,9 @@ KEEPALIVE_SECONDS = 25.0  # below the 30-65 s idle timeouts of common servers an
 
 Origin = tuple[str, str, int]
 BODY_EXTENSION = "rill.body"  # the response's Body, for reads that do not wait
-_select = monkey.get_original("select", "select")
+# poll, not select: select() refuses a descriptor past FD_SETSIZE (1,024), and a worker
+# holding thousands of streams has such descriptors (each idle connection then looked closed).
+_poll = monkey.get_original("select", "poll")
 
 
 class UpstreamTransport(httpx2.BaseTransport):
@@ -244,7 +247,9 @@ class Connection:
         if pending is not None and pending():
             return True
         try:
-            return bool(_select([self.sock], [], [], 0)[0])
+            poller = _poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
 
