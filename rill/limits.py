@@ -10,6 +10,7 @@ is the real client only because ``ProxyFix`` rewrites it when ``RILL_PROXY_HOPS`
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections import Counter
 from typing import Any
@@ -119,10 +120,17 @@ class RedisStreamCaps(StreamCaps):
         from .hub import redis_io
 
         super().__init__(per_client, per_worker)
-        self._io = redis_io
-        self.redis = redis_io.connect(redis_url, pool_size=16, socket_timeout=5.0)
-        self._acquire = self.redis.register_script(_ACQUIRE)
+        self._io, self._url = redis_io, redis_url
         self._released: list[tuple[str, str]] = []
+
+    @functools.cached_property
+    def redis(self) -> Any:
+        """Made on first use (a cluster's client connects when it is made)."""
+        return self._io.connect(self._url, pool_size=16, socket_timeout=5.0)
+
+    @functools.cached_property
+    def _acquire(self) -> Any:
+        return self.redis.register_script(_ACQUIRE)
 
     def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
         caps_key = f"rill:caps:{key}"
@@ -162,11 +170,11 @@ class RedisStreamCaps(StreamCaps):
     def _write_releases(self) -> None:
         while self._released:
             batch, self._released = self._released, []
-            pipe = self.redis.pipeline(transaction=False)
-            for key, stream_id in batch:
-                pipe.zrem(f"rill:caps:{key}", stream_id)
-            with contextlib.suppress(*self._io.ERRORS):
-                pipe.execute()  # else the slot lapses with its stream's lease
+            with contextlib.suppress(*self._io.ERRORS):  # else it lapses with its stream
+                pipe = self.redis.pipeline(transaction=False)
+                for key, stream_id in batch:
+                    pipe.zrem(f"rill:caps:{key}", stream_id)
+                pipe.execute()
 
 
 class Slot:

@@ -120,7 +120,7 @@ def _shared_secret(app: Flask) -> str:
         return key
     import redis
 
-    from .hub.redis_io import connect, disconnect
+    from .hub.redis_io import ERRORS, connect, disconnect
 
     try:
         client = connect(url, pool_size=1, socket_timeout=2.0)
@@ -128,7 +128,7 @@ def _shared_secret(app: Flask) -> str:
         shared = str(client.get("rill:secret_key").decode())
         disconnect(client)
         return shared
-    except redis.RedisError:
+    except (redis.RedisError, *ERRORS):
         return key  # tokens then hold per worker until Redis is back and workers restart
 
 

@@ -5,7 +5,7 @@ A stream produced here lives in this worker's memory (:class:`~rill.hub.memory.M
 deferred) and in Redis. The :class:`~rill.hub.redis_io.Flusher` writes every stream's new
 records in one pipelined round trip per flush; subscribers here read a record once Redis
 holds it, so whatever a client saw can be resumed anywhere. Subscribers elsewhere read Redis
-and are woken by the flushing worker's notice (:class:`~rill.hub.redis_io.Listener`).
+and are woken by the flushing worker's notice (:class:`~rill.hub.redis_listener.Listener`).
 
 Keys, per stream ``S`` (one hash tag, so one cluster slot; all expire
 ``RILL_STREAM_TTL_SECONDS`` after the stream finishes):
@@ -19,7 +19,7 @@ Keys, per stream ``S`` (one hash tag, so one cluster slot; all expire
 - ``rill:{S}:subs`` — sorted set of subscribers elsewhere, scored by when they lapse.
 
 Per worker ``W``: ``rill:worker:W``, renewed every lease/6 with a TTL of half the lease
-(``RILL_PRODUCER_LEASE_SECONDS``) by a native thread (:class:`~rill.hub.redis_io.Heartbeat`),
+(``RILL_PRODUCER_LEASE_SECONDS``) by a native thread (:class:`~rill.hub.heartbeat.Heartbeat`),
 so a worker may miss two renewals before it lapses. A stream is ``lost`` when it is
 unfinished and its worker's key is gone, and still gone a renewal period later (an evicted
 or late key comes back by then): that worker died, or lost Redis, at least a third of a
@@ -31,6 +31,7 @@ go on ``rill:signal``. Redis errors become :class:`~rill.errors.HubUnavailable`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -42,12 +43,11 @@ import redis
 from .. import tasks
 from ..errors import EventsExpired, StreamNotFound
 from . import Record, State
+from .heartbeat import Heartbeat
 from .memory import MemoryHub, Stream
 from .redis_io import (
     SIGNAL_CHANNEL,
     Flusher,
-    Heartbeat,
-    Listener,
     connect,
     disconnect,
     events_key,
@@ -57,6 +57,7 @@ from .redis_io import (
     subs_key,
     worker_key,
 )
+from .redis_listener import Listener
 
 LINGER_SECONDS = 10.0  # a finished stream stays in the producing worker's memory this long
 
@@ -81,10 +82,6 @@ class RedisHub:
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.url = config["RILL_REDIS_URL"]
         heartbeat = config["RILL_HEARTBEAT_SECONDS"]
-        self.redis = connect(self.url)
-        # The listener waits for messages indefinitely: no read timeout of its own.
-        self.signals = connect(self.url, pool_size=2, socket_timeout=None,
-                               socket_keepalive=True)
         self.max_events = config["RILL_STREAM_MAX_EVENTS"]
         self.ttl = int(config["RILL_STREAM_TTL_SECONDS"])
         self.live_ttl = int(config["RILL_STREAM_MAX_SECONDS"] + self.ttl)
@@ -95,12 +92,27 @@ class RedisHub:
                                linger=min(LINGER_SECONDS, self.ttl))
         self.flusher = Flusher(self, self.local)
         self.listener = Listener(self, self.local)
-        self._append_if_next = self.redis.register_script(_APPEND_IF_NEXT)
         self.healthy = False  # the last round trip worked; until one has, open() asks
         self.beat_at = 0.0
         self._pid = 0
         self.worker = ""
         self._heartbeat: Heartbeat | None = None
+
+    # Clients are made on first use, and made again until that works: a Redis Cluster
+    # client connects when it is made, and the cluster may be down when the worker boots.
+
+    @functools.cached_property
+    def redis(self) -> Any:
+        return connect(self.url)
+
+    @functools.cached_property
+    def signals(self) -> Any:
+        """The listener's: it waits for messages indefinitely, so no read timeout."""
+        return connect(self.url, pool_size=2, socket_timeout=None, socket_keepalive=True)
+
+    @functools.cached_property
+    def _append_if_next(self) -> Any:
+        return self.redis.register_script(_APPEND_IF_NEXT)
 
     # Producing, on this worker.
 
@@ -148,8 +160,9 @@ class RedisHub:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         self.listener.stop()
-        disconnect(self.redis)
-        disconnect(self.signals)
+        for client in ("redis", "signals"):
+            if client in self.__dict__:
+                disconnect(self.__dict__[client])
 
     @property
     def idle(self) -> bool:

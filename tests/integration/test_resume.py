@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from rill.config import DEFAULTS
+from rill.hub import create
 from rill.simulator import expected_text
 from tests.conftest import RedisCluster, RedisServer
 from tests.integration.conftest import RillServer, ask, relay_env, run_rill, sim_model
@@ -199,9 +201,15 @@ def test_redis_outage_gives_documented_errors_then_service_resumes(simulator, ba
                                                                    tmp_path) -> None:
     redis: RedisServer | RedisCluster = (RedisServer() if backend == "redis"
                                          else RedisCluster(tmp_path))
+    env = hub_env(simulator, redis.url, RILL_PRODUCER_LEASE_SECONDS="1")
     try:
-        with run_rill(hub_env(simulator, redis.url), f"outage-{backend}") as server:
+        redis.stop()  # down when the worker boots: it boots, and refuses streams
+        with run_rill(env, f"outage-{backend}") as server:
             model, _ = sim_model(tokens=500, itl_ms=30)
+            refused = server.chat(ask(model))
+            assert (refused.status_code, refused.json()["error"]["code"]) == (
+                503, "hub_unavailable")
+            redis.start()
             response = server.chat(ask(model))
             items = parse(response.iter_content(chunk_size=None))
             next(i for i in items if isinstance(i, Event) and i.event == "delta")
@@ -217,6 +225,13 @@ def test_redis_outage_gives_documented_errors_then_service_resumes(simulator, ba
             model, _ = sim_model(tokens=5)
             events = take(server.chat(ask(model)), 100)
             assert text_of(events) == expected_text(5)
+            # Its lease is renewed again: a long stream stays live for another worker.
+            model, _ = sim_model(tokens=200, itl_ms=20)
+            stream_id = take(server.chat(ask(model)), 1)[0].json["stream_id"]
+            time.sleep(1.5)
+            elsewhere = create({**DEFAULTS, "RILL_REDIS_URL": redis.url})
+            assert elsewhere.state(stream_id) == "live"
+            elsewhere.close()  # type: ignore[attr-defined]
     finally:
         nodes = redis.processes if isinstance(redis, RedisCluster) else [redis.process]
         if any(p.poll() is None for p in nodes):

@@ -1,0 +1,85 @@
+"""A worker's lease in Redis, renewed from a native thread (the Redis hub)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+import gevent
+from gevent import monkey
+
+from .. import tasks
+from .redis_io import ERRORS, connect, disconnect, worker_key
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Renews ``rill:worker:<id>`` (``PX`` ``ttl``) every ``every`` seconds from a native
+    thread with its own connection: a greenlet kept busy, or thousands of streams' work,
+    cannot delay it past the lease. Under gevent the thread runs its own gevent hub for its
+    socket, and waits between beats on a real lock, which :meth:`stop` releases; every
+    heartbeat is stopped, and its thread waited for, at interpreter exit."""
+
+    def __init__(self, url: str, worker: str, every: float, ttl_ms: int) -> None:
+        self.key, self.every, self.ttl_ms, self.url = worker_key(worker), every, ttl_ms, url
+        self.beats = 0
+        self.stopped = False
+        self._wake, self._done = _lock(), _lock()
+        self._wake.acquire()
+        self._done.acquire()
+        _HEARTBEATS.add(self)
+        start = monkey.get_original("_thread", "start_new_thread") if tasks.cooperative() \
+            else _start_daemon
+        start(self._run, ())
+
+    def _run(self) -> None:
+        client = None
+        try:
+            while not self.stopped:
+                started = time.monotonic()
+                try:
+                    if client is None:  # a cluster's client connects when it is made
+                        client = connect(self.url, pool_size=2,
+                                         socket_timeout=max(self.every, 0.5))
+                    client.set(self.key, 1, px=self.ttl_ms)
+                    self.beats += 1
+                except ERRORS:
+                    pass  # Redis is away: the lease lapses, as it should
+                except Exception:
+                    log.exception("the worker's heartbeat failed")
+                self._wake.acquire(timeout=max(self.every - (time.monotonic() - started),
+                                               0.01))
+            if client is not None:
+                disconnect(client)
+            if tasks.cooperative():
+                gevent.get_hub().destroy(destroy_loop=True)  # this thread's own
+        finally:
+            self._done.release()
+
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop renewing (the lease then lapses); wait up to ``wait`` s for the thread."""
+        if not self.stopped:
+            self.stopped = True
+            self._wake.release()
+        if wait and self._done.acquire(timeout=wait):
+            self._done.release()
+
+
+_lock = monkey.get_original("_thread", "allocate_lock")
+_HEARTBEATS: weakref.WeakSet[Heartbeat] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_heartbeats() -> None:
+    """A native thread still in its gevent hub while the interpreter finalises can crash it."""
+    for heartbeat in list(_HEARTBEATS):
+        heartbeat.stop(wait=2.0)
+
+
+def _start_daemon(target: Callable[[], None], args: tuple[()]) -> None:
+    threading.Thread(target=target, daemon=True, name="rill-heartbeat").start()
