@@ -1,9 +1,10 @@
 """The relay's subscriber side: one HTTP connection reading a stream from the hub as SSE.
 
 :func:`subscribe` yields a stream's records from an id on (a replay, in bounded batches),
-then follows it live until ``done`` or ``error``; in silences it sends heartbeats, renews its
-presence (so the producer knows someone is listening) and checks the producer's lease, and
-if that ran out it writes ``error`` ``producer_lost`` into the stream for every subscriber.
+then follows it live until ``done`` or ``error``. It renews its presence (so the producer knows
+someone is listening) at least every lease; in silences it sends heartbeats and checks the
+producer's lease, and if that ran out it writes ``error`` ``producer_lost`` into the stream
+for every subscriber.
 :func:`watch_disconnect` notices a client leaving while nothing is written.
 
 Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta`` and
@@ -52,6 +53,7 @@ def subscribe(
     last, wrote_at = after, time.monotonic()
     try:
         hub.join(stream_id, subscriber)
+        joined_at = wrote_at
         while not client_gone():
             # Each read period (a quarter lease) an idle subscriber looks at the producer's
             # lease: a killed producer is reported within the lease.
@@ -67,6 +69,7 @@ def subscribe(
                     continue
                 if state == "live":
                     hub.join(stream_id, subscriber)
+                    joined_at = time.monotonic()
                     if time.monotonic() - wrote_at >= heartbeat:
                         yield HEARTBEAT
                         wrote_at = time.monotonic()
@@ -81,6 +84,9 @@ def subscribe(
             wrote_at = time.monotonic()
             if records[-1][1] in TERMINAL:
                 return
+            if wrote_at - joined_at >= lease:  # events flow: still renew the presence
+                hub.join(stream_id, subscriber)
+                joined_at = wrote_at
             if len(records) >= batch:
                 # More is waiting (a replay): the hub's read will not block, nor will a
                 # write the socket buffer takes, so let the others run (heartbeats,

@@ -369,3 +369,24 @@ def test_redis_a_worker_key_gone_for_a_moment_is_not_a_lost_producer(redis_serve
     with gevent.Timeout(5):
         assert other.state(stream) == "lost"  # gone, and still gone a renewal later
     other.close()
+
+
+def test_redis_a_follower_that_always_has_data_stays_present(redis_server) -> None:
+    """A subscriber on another worker renews its presence while events flow, not only when
+    idle: else, past its presence, the producer counts it gone and cancels a watched stream."""
+    config = {**DEFAULTS, "RILL_REDIS_URL": redis_server.url, "RILL_HEARTBEAT_SECONDS": 0.3,
+              "RILL_PRODUCER_LEASE_SECONDS": 0.6}  # presence: 2 x 0.6 + 1 = 2.2 s
+    producing, elsewhere = create(config), create(config)
+    stream, producer, fake = start(producing, [*tokens(100, 0.05), DONE],
+                                   Limits(60, 60, 0.1, 0.6))  # orphaned after 0.1 s
+
+    def another_tab_comes_and_goes() -> None:  # its leave makes the producer count again
+        elsewhere.join(stream, "another")
+        gevent.sleep(0.1)
+        elsewhere.leave(stream, "another")
+
+    gevent.spawn_later(3.5, another_tab_comes_and_goes)
+    events = events_only(read_events(elsewhere, stream))  # always data: never idle
+    assert events[-1].json["finish_reason"] == "stop"  # not cancelled at STARTUP_SECONDS
+    producing.close()
+    elsewhere.close()
