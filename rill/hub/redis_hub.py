@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -93,7 +94,6 @@ class RedisHub:
         self.flusher = Flusher(self, self.local)
         self.listener = Listener(self, self.local)
         self.healthy = False  # the last round trip worked; until one has, open() asks
-        self.beat_at = 0.0
         self._pid = 0
         self.worker = ""
         self._heartbeat: Heartbeat | None = None
@@ -130,8 +130,6 @@ class RedisHub:
     def _start(self) -> None:
         """This process's worker id, heartbeat and listener (never in a preloading arbiter:
         a fork keeps neither threads nor greenlets)."""
-        import os
-
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self.worker = f"{os.getpid()}-{secrets.token_hex(6)}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,7 +155,7 @@ class Flusher:
         self._fail(batch)
 
     def _write(self, batch: dict[str, Stream]) -> None:
-        hub, now = self.hub, time.monotonic()
+        hub = self.hub
         pipe = hub.redis.pipeline(transaction=False)
         plan: list[tuple[str, Stream, int, int]] = []  # stream, its end, its XADD's index
         for stream_id, stream in batch.items():
@@ -197,7 +196,7 @@ class Flusher:
         except ERRORS as exc:
             self._unreachable(exc, {p[0]: p[1] for p in plan})
             return
-        hub.healthy, hub.beat_at = True, now
+        hub.healthy = True
         for stream_id, stream, end, index in plan:
             if isinstance(results[index], Exception):  # e.g. a producer_lost took the id
                 log.warning("stream %s: Redis refused its events (%s)", stream_id[:6],
