@@ -56,14 +56,15 @@ class MemoryHub:
     """The streams of this worker, in its memory (see the module's docstring)."""
 
     def __init__(self, config: Mapping[str, Any], *, deferred: bool = False,
-                 on_append: Callable[[str, Stream], None] | None = None,
                  linger: float | None = None) -> None:
         self.max_events = config["RILL_STREAM_MAX_EVENTS"]
         # How long a finished stream stays readable here (the Redis hub keeps it briefly:
         # Redis has it for the TTL).
         self.ttl = config["RILL_STREAM_TTL_SECONDS"] if linger is None else linger
         self.streams: dict[str, Stream] = {}
-        self.deferred, self._on_append = deferred, on_append
+        self.deferred = deferred
+        # Deferred: called with each stream that has new records (the Redis hub's flusher).
+        self.on_append: Callable[[str, Stream], None] = lambda stream_id, stream: None
         # Greenlet or thread events, chosen once: an append must not ask per token.
         self._event = type(tasks.event())
         self._callbacks: list[Callable[[str], None]] = []
@@ -93,8 +94,7 @@ class MemoryHub:
         if records[-1][1] in TERMINAL:
             stream.finished = True
         if self.deferred:
-            assert self._on_append is not None
-            self._on_append(stream_id, stream)
+            self.on_append(stream_id, stream)
         else:
             self.made_durable(stream, stream.end)
 
@@ -126,7 +126,7 @@ class MemoryHub:
 
     def read(self, stream_id: str, after: int, timeout: float, count: int) -> list[Record]:
         stream = self._get(stream_id)
-        deadline = time.monotonic() + timeout
+        deadline = None  # the clock is read only when there is nothing to read
         while True:
             start = after + 1 - stream.first_id
             if start < 0:
@@ -134,10 +134,11 @@ class MemoryHub:
             end = min(stream.durable_end - stream.first_id, start + count)
             if start < end or stream.failed or stream.done:
                 break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            deadline = now + timeout if deadline is None else deadline
+            if now >= deadline:
                 return []
-            stream.changed.wait(remaining)
+            stream.changed.wait(deadline - now)
         if start >= end and stream.failed:
             raise HubUnavailable()
         return stream.records[start:end]

@@ -45,7 +45,7 @@ from .. import tasks
 from ..errors import EventsExpired, StreamNotFound
 from . import Record, State
 from .heartbeat import Heartbeat
-from .memory import MemoryHub, Stream
+from .memory import MemoryHub
 from .redis_io import (
     SIGNAL_CHANNEL,
     Flusher,
@@ -89,9 +89,9 @@ class RedisHub:
         self.lease = config["RILL_PRODUCER_LEASE_SECONDS"]
         self._lease_ttl_ms = int(self.lease * 500)
         self.presence = max(heartbeat, self.lease) * 2 + 1
-        self.local = MemoryHub(config, deferred=True, on_append=self._appended,
-                               linger=min(LINGER_SECONDS, self.ttl))
+        self.local = MemoryHub(config, deferred=True, linger=min(LINGER_SECONDS, self.ttl))
         self.flusher = Flusher(self, self.local)
+        self.local.on_append = self.flusher.mark
         self.listener = Listener(self, self.local)
         self.healthy = False  # the last round trip worked; until one has, open() asks
         self._pid = 0
@@ -136,9 +136,6 @@ class RedisHub:
             self._heartbeat = Heartbeat(self.url, self.worker, self.lease / 6,
                                         self._lease_ttl_ms)
         self.listener.start()
-
-    def _appended(self, stream_id: str, stream: Stream) -> None:
-        self.flusher.mark(stream_id, stream)
 
     def append(self, stream_id: str, records: list[Record]) -> None:
         self.local.append(stream_id, records)

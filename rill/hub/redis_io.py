@@ -162,7 +162,7 @@ class Flusher:
             start, end = stream.sent_end, stream.end
             if stream.failed or start >= end:
                 continue
-            events = f"rill:{{{stream_id}}}:events"  # events_key, inline: once per stream
+            events = events_key(stream_id)
             terminal = stream.records[-1][1] in TERMINAL
             if start == 0 or terminal:
                 meta = meta_key(stream_id)
