@@ -40,7 +40,6 @@ class Limits:
     stall_timeout: float
     max_seconds: float
     orphan_grace: float
-    lease: float
 
 
 @dataclass(frozen=True)

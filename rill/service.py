@@ -26,7 +26,6 @@ class RillState:
             stall_timeout=config["RILL_STALL_TIMEOUT_SECONDS"],
             max_seconds=config["RILL_STREAM_MAX_SECONDS"],
             orphan_grace=config["RILL_ORPHAN_GRACE_SECONDS"],
-            lease=config["RILL_PRODUCER_LEASE_SECONDS"],
         )
         hub.on_signal(self._wake)
 

@@ -34,7 +34,7 @@ from tests.test_deploy import self_signed_cert
 from tests.test_transport import CHUNKED, Server, chunk, client_context
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m")
-LIMITS = Limits(stall_timeout=60, max_seconds=60, orphan_grace=60, lease=5)
+LIMITS = Limits(stall_timeout=60, max_seconds=60, orphan_grace=60)
 
 
 def sse(data: dict | str) -> bytes:

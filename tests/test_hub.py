@@ -180,7 +180,7 @@ def start(hub, steps: list,
     hub.open(stream, None)
     upstream = FakeStream(fake, steps, "m")
     generation = Generation(hub, stream, {"stream_id": stream, "model": "m"},
-                            limits or Limits(60, 60, 60, 0.6))
+                            limits or Limits(60, 60, 60))
     producer = TaskProducer(generation, upstream)
     hub.on_signal(lambda s: producer.signal() if s == stream else None)
     producer.start()
@@ -256,7 +256,7 @@ def test_cancel_closes_the_upstream_and_ends_with_cancelled(hub) -> None:
 
 
 def test_orphaned_generation_is_cancelled_after_the_grace(hub) -> None:
-    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 0.4, 0.6))
+    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 0.4))
     hub.join(stream, "client")
     gevent.sleep(0.3)
     hub.leave(stream, "client")  # the client goes and does not come back
@@ -268,16 +268,16 @@ def test_orphaned_generation_is_cancelled_after_the_grace(hub) -> None:
 
 
 def test_a_resumed_generation_is_not_cancelled(hub) -> None:
-    stream, producer, fake = start(hub, [*tokens(20, 0.05), DONE], Limits(60, 60, 0.4, 0.6))
+    stream, producer, fake = start(hub, [*tokens(20, 0.05), DONE], Limits(60, 60, 0.4))
     gevent.sleep(0.2)
     events = events_only(read_events(hub, stream))
     assert events[-1].json["finish_reason"] == "stop"
 
 
 def test_stall_and_timeout_end_the_generation(hub) -> None:
-    stream, producer, fake = start(hub, [*tokens(2), 30, DONE], Limits(0.2, 60, 60, 0.6))
+    stream, producer, fake = start(hub, [*tokens(2), 30, DONE], Limits(0.2, 60, 60))
     assert events_only(read_events(hub, stream))[-1].json["code"] == "upstream_stalled"
-    stream, producer, fake = start(hub, [*tokens(100, 0.05)], Limits(60, 0.3, 60, 0.6))
+    stream, producer, fake = start(hub, [*tokens(100, 0.05)], Limits(60, 0.3, 60))
     assert events_only(read_events(hub, stream))[-1].json["code"] == "timeout"
 
 
@@ -292,7 +292,7 @@ def test_redis_subscriber_reports_a_lost_producer(redis_server) -> None:
     config = {**DEFAULTS, "RILL_REDIS_URL": redis_server.url,
               "RILL_PRODUCER_LEASE_SECONDS": 0.6}
     hub, elsewhere = create(config), create(config)
-    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 60, 0.6))
+    stream, producer, fake = start(hub, [*tokens(100, 0.05), DONE], Limits(60, 60, 60))
     gevent.sleep(0.2)
     # A dead worker renews nothing and writes nothing more.
     gevent.killall([producer._supervisor._greenlet, producer._reader._greenlet])
@@ -378,7 +378,7 @@ def test_redis_a_follower_that_always_has_data_stays_present(redis_server) -> No
               "RILL_PRODUCER_LEASE_SECONDS": 0.6}  # presence: 2 x 0.6 + 1 = 2.2 s
     producing, elsewhere = create(config), create(config)
     stream, producer, fake = start(producing, [*tokens(100, 0.05), DONE],
-                                   Limits(60, 60, 0.1, 0.6))  # orphaned after 0.1 s
+                                   Limits(60, 60, 0.1))  # orphaned after 0.1 s
 
     def another_tab_comes_and_goes() -> None:  # its leave makes the producer count again
         elsewhere.join(stream, "another")

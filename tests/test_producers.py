@@ -30,7 +30,7 @@ from tests.test_evented import CHUNKED, END, TERMINATOR, Run, Server, sse, token
 from tests.test_hub import flushed
 
 FAST = 0.3  # seconds: the short limit a row sets
-SLOW = Limits(stall_timeout=60, max_seconds=60, orphan_grace=60, lease=5)
+SLOW = Limits(stall_timeout=60, max_seconds=60, orphan_grace=60)
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,12 @@ ROWS = {
                   act=lambda run, env: gevent.spawn_later(
                       0.1, run.hub.request_cancel, run.stream_id)),
     "orphan": Row("endless", ("done", "cancelled"), "ab",
-                  Limits(stall_timeout=60, max_seconds=60, orphan_grace=FAST, lease=5),
+                  Limits(stall_timeout=60, max_seconds=60, orphan_grace=FAST),
                   act=_leave),
     "stall": Row("silent", ("error", "upstream_stalled"), "ab",
-                 Limits(stall_timeout=FAST, max_seconds=60, orphan_grace=60, lease=5)),
+                 Limits(stall_timeout=FAST, max_seconds=60, orphan_grace=60)),
     "timeout": Row("endless", ("error", "timeout"), "ab",
-                   Limits(stall_timeout=60, max_seconds=FAST, orphan_grace=60, lease=5)),
+                   Limits(stall_timeout=60, max_seconds=FAST, orphan_grace=60)),
     "cut": Row("cut", ("error", "upstream_cut"), "ab", closes_early=False),
     "no done": Row("no done", ("error", "upstream_cut"), "ab", closes_early=False),
     "shutdown": Row("endless", ("error", "shutdown"), "ab",
