@@ -1,30 +1,10 @@
-"""The Rill application factory; ``gunicorn app:app`` serves the module-level ``app``."""
+"""The repo's entry point: ``gunicorn -c gunicorn.conf.py app:app`` serves ``app``.
 
-from __future__ import annotations
+The application lives in the package (:mod:`rill.app`, :mod:`rill.wsgi`), so an installed
+Rill, which has no top-level ``app`` module, runs the same one as ``rill.wsgi:app``.
+"""
 
-from collections.abc import Mapping
-from typing import Any
+from rill.app import create_app
+from rill.wsgi import app
 
-from flask import Flask
-
-from rill import Rill, logs
-from rill.config import DEFAULTS, from_env
-
-
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Create a Rill app: defaults, then ``RILL_*`` environment variables, then ``test_config``.
-
-    Raises :class:`rill.config.ConfigError` naming any environment variable that does not
-    parse.
-    """
-    app = Flask(__name__)
-    app.config.from_mapping(DEFAULTS)
-    from_env(app.config)
-    if test_config is not None:
-        app.config.from_mapping(test_config)
-    Rill(app)
-    return app
-
-
-logs.basic_config()  # JSON lines on stdout, unless gunicorn configured logging already
-app = create_app()
+__all__ = ["app", "create_app"]

@@ -19,7 +19,7 @@ from rill.limits import client_key, limiter, rate_limit, stream_cap
 from rill.openapi import document as openapi_document
 from rill.security import check_csrf_token, refuse_cross_site
 
-bp = Blueprint("api", __name__)
+bp = Blueprint("rill_api", __name__)
 
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
@@ -129,11 +129,12 @@ def _subscription(stream_id: str, after: int) -> Response:
 @bp.before_request
 def authenticate() -> None:
     """Refuse cross-site POSTs, then authenticate (RILL_AUTH); failures are 401/403."""
-    if request.endpoint == "api.openapi":
+    if request.endpoint == f"{bp.name}.openapi":
         return
     if request.method == "POST":
-        refuse_cross_site(current_app.config["RILL_CORS_ORIGINS"])
-        check_csrf_token()
+        mode = state().auth.mode
+        refuse_cross_site(current_app.config["RILL_CORS_ORIGINS"], mode)
+        check_csrf_token(mode)
     current_user()
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from rill import metrics, state
 
-bp = Blueprint("health", __name__)
+bp = Blueprint("rill_health", __name__)
 
 
 @bp.get("/healthz")

@@ -3,11 +3,11 @@
 # gunicorn's arbiter is tini's direct child and receives SIGTERM itself (a shell would not
 # forward it, and the drain would never start).
 #
-#   docker run rill                    gunicorn -c gunicorn.conf.py app:app
+#   docker run rill                    gunicorn -c python:rill.gunicorn_conf rill.wsgi:app
 #   docker run rill --workers 4        extra gunicorn options (also: GUNICORN_CMD_ARGS)
 #   docker run -it rill sh             any other command runs as given
 set -eu
 case "${1:-}" in
-  ""|-*) exec gunicorn -c /app/gunicorn.conf.py "$@" app:app ;;
+  ""|-*) exec gunicorn -c python:rill.gunicorn_conf "$@" rill.wsgi:app ;;
   *) exec "$@" ;;
 esac

@@ -126,9 +126,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_PROXY_HOPS", 0, int,
             "Trusted reverse proxies in front of Rill; X-Forwarded-For/-Proto/-Host are "
             "honoured (through werkzeug's ProxyFix) only when > 0."),
-    Setting("RILL_FORCE_HTTPS", True, _bool,
+    Setting("RILL_FORCE_HTTPS", None, _bool,
             "Redirect plain-HTTP requests to https, except to loopback hosts "
-            "(127.0.0.1, localhost, ::1) and the health checks."),
+            "(127.0.0.1, localhost, ::1) and the health checks. Unset: on for Rill's own app, "
+            "off inside a host app (whose TLS and redirects are its own)."),
+    Setting("RILL_LOGIN_URL", "", str,
+            "Where the chat page sends a visitor no one signed in (a URL or an endpoint "
+            "name, with `next`); empty: Flask-Login's `login_view`, if the host has one."),
 )
 
 DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}

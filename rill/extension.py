@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from . import hub, logs, request_ids, security, upstreams
+from . import hub, logs, request_ids, security, upstreams, workers
 from .auth import Authenticator, UserLoader
 from .config import DEFAULTS, from_env
 from .limits import RedisStreamCaps, StreamCaps, client_key, limiter, rate_limit
@@ -15,58 +15,74 @@ from .service import RillState
 
 
 class Rill:
+    """Add Rill to a Flask app: ``Rill(app)``, or ``Rill()`` then :meth:`init_app`.
+
+    ``url_prefix`` mounts every route under it (``"/assistant"``); ``user_loader`` returns
+    the signed-in user's id or None (a host app's own login, e.g. Flask-Login's
+    ``lambda: current_user.get_id()``). ``site_wide=True`` is for an app that is Rill's own
+    (``app.py``): Rill's CSP, security headers, https redirect and sessions then cover every
+    route. Otherwise Rill is a guest, and they cover only its blueprints (``rill_page``,
+    ``rill_api``, ``rill_health``); the host's routes, settings and responses stay as they
+    were.
+    """
+
     def __init__(self, app: Flask | None = None, *, url_prefix: str = "",
-                 user_loader: UserLoader | None = None) -> None:
-        self.url_prefix = url_prefix
+                 user_loader: UserLoader | None = None, site_wide: bool = False) -> None:
+        self.url_prefix = url_prefix.rstrip("/")
         self.user_loader = user_loader
+        self.site_wide = site_wide
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Configure ``app`` for Rill. Raises ``ValueError`` for an unusable setting."""
+        """Configure ``app`` for Rill.
+
+        Raises ``ValueError`` for an unusable setting, and
+        :class:`~rill.workers.WorkerSetupError` under a gunicorn setup Rill cannot work in
+        (a sync worker; several workers with the memory hub).
+        """
         environ: dict[str, Any] = {}
         from_env(environ)  # a host app gets RILL_* from the environment too
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, environ.get(key, value))
         config = app.config
-        app.config.setdefault("RATELIMIT_ENABLED", config["RILL_RATELIMIT_ENABLED"])
-        storage = config["RILL_RATELIMIT_STORAGE_URI"]
-        if config["RILL_REDIS_URL"] and storage == "memory://":
-            storage = config["RILL_REDIS_URL"]  # limits shared by every worker and instance
-        app.config.setdefault("RATELIMIT_STORAGE_URI", storage)
-        # A rate-limit store that is down should not turn requests into 500s; the hub
-        # answers 503 hub_unavailable on its own when it is the same Redis.
-        app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+        workers.check(config)
+        from .blueprints import api, health, page
+
+        scope = security.Scope(app, None if self.site_wide else
+                               (api.bp.name, page.bp.name, health.bp.name))
+        host_limiters = app.extensions.get("limiter")
+        if not host_limiters:
+            _configure_limiter(config)
         app.extensions["rill"] = RillState(
             config,
             upstream=upstreams.create(config),
             hub=hub.create(config),
             caps=_caps(config),
             auth=Authenticator(config, self.user_loader),
+            login_url=config["RILL_LOGIN_URL"] or _login_view(app),
         )
         logs.install([config["RILL_JWT_SECRET"], config["RILL_SECRET_KEY"]])
-        request_ids.init_app(app)  # first, so every later hook and log line has the id
         # A host app keeps its own Limiter and Talisman: Rill's limit goes onto the host's
-        # limiter, and the host's headers and redirects stand (csp_nonce is Talisman's).
-        host_limiters = app.extensions.get("limiter")
-        host_talisman = "csp_nonce" in app.jinja_env.globals
-        if not host_talisman:
-            security.init_app(app)
-        security.init_sessions(app)
-        security.init_cors(app)
-        security.init_csrf(app)
-
-        from blueprints import api, health, page
-
+        # limiter, and the host's headers stand (csp_nonce is Talisman's).
+        security.init_proxy_hops(scope)
+        request_ids.init_app(scope)  # early, so every later hook and log line has the id
+        if "csp_nonce" not in app.jinja_env.globals:
+            security.init_app(scope)
+        if self.site_wide:
+            security.init_sessions(app)
+        security.init_cors(app, f"{self.url_prefix}/api")
+        security.init_csrf(app, api.bp)
         if not host_limiters:
             limiter.init_app(app)
 
         app.register_blueprint(page.bp, url_prefix=self.url_prefix or None)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(health.bp, url_prefix=self.url_prefix or None)
+        chat = f"{api.bp.name}.chat"
         if host_limiters:  # the limit runs in the wrapper that is the registered view
             host_limit = next(iter(host_limiters)).limit(rate_limit, key_func=client_key)
-            app.view_functions["api.chat"] = host_limit(app.view_functions["api.chat"])
+            app.view_functions[chat] = host_limit(app.view_functions[chat])
         api_prefix = f"{self.url_prefix}/api/"
         previous = app.error_handler_spec[None][None].get(HTTPException)
 
@@ -76,6 +92,24 @@ class Rill:
             if request.path.startswith(api_prefix):
                 return api.json_http_error(error)
             return previous(error) if previous else error
+
+
+def _configure_limiter(config: Any) -> None:
+    """flask-limiter's settings for Rill's own limiter (an app without one of its own)."""
+    config.setdefault("RATELIMIT_ENABLED", config["RILL_RATELIMIT_ENABLED"])
+    storage = config["RILL_RATELIMIT_STORAGE_URI"]
+    if config["RILL_REDIS_URL"] and storage == "memory://":
+        storage = config["RILL_REDIS_URL"]  # limits shared by every worker and instance
+    config.setdefault("RATELIMIT_STORAGE_URI", storage)
+    # A rate-limit store that is down should not turn requests into 500s; the hub
+    # answers 503 hub_unavailable on its own when it is the same Redis.
+    config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+
+
+def _login_view(app: Flask) -> str:
+    """Flask-Login's ``login_view`` (an endpoint name), if the app uses Flask-Login."""
+    manager = getattr(app, "login_manager", None)
+    return str(getattr(manager, "login_view", None) or "")
 
 
 def _caps(config: Any) -> StreamCaps:

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, request
+from flask import Response, g, request
+
+if TYPE_CHECKING:
+    from .security import Scope
 
 HEADER = "X-Request-ID"
 VALID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
-def init_app(app: Flask) -> None:
-    """Assign ``g.request_id`` before each request; send it back after."""
-    app.before_request(_assign)
-    app.after_request(_expose)
+def init_app(scope: Scope) -> None:
+    """Assign ``g.request_id`` before each request in ``scope``; send it back after."""
+    scope.before_request(_assign)
+    scope.after_request(_expose)
 
 
 def current() -> str | None:

@@ -1,27 +1,35 @@
-"""HTTPS, a strict CSP and the other security headers, through flask-talisman.
+"""HTTPS, a strict CSP and the other security headers (flask-talisman), on Rill's routes.
 
-Talisman sets the headers; two things it does not do safely here are done in this module:
-it believes ``X-Forwarded-Proto`` from anyone, so the raw header is dropped and only
-werkzeug's ``ProxyFix`` (with ``RILL_PROXY_HOPS`` trusted hops) may turn a request into
-https; and it cannot let plain HTTP through for loopback, so the https redirect is ours.
+Everything here applies through a :class:`Scope`: the whole app when the app is Rill's own
+(``app.py``), only Rill's blueprints when Rill is a guest in a host app, whose routes,
+settings and responses stay as they were. Talisman sets the headers; what it does not do
+safely here is done in this module: it believes ``X-Forwarded-Proto`` from anyone, so the
+redirect to https is ours, and forwarded headers count only through werkzeug's ``ProxyFix``
+with ``RILL_PROXY_HOPS`` trusted hops (whatever ProxyFix a host app applies to its own).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 from typing import Any
 
-from flask import Flask, redirect, request
+from flask import Blueprint, Flask, redirect, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_talisman import Talisman
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.sansio.utils import get_host
 from werkzeug.wrappers import Response
 
 from .errors import CrossSiteRequest
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-EXEMPT_ENDPOINTS = frozenset({"health.healthz", "health.readyz"})
+EXEMPT_ENDPOINTS = frozenset({"rill_health.healthz", "rill_health.readyz"})
+CSRF_TIME_LIMIT = 30 * 86_400  # seconds: a chat page may stay open for days
+_CACHED_URLS = ("host", "url", "base_url", "root_url", "host_url")
 
 CSP = {
     "default-src": "'self'",
@@ -37,15 +45,51 @@ CSP = {
 }
 
 
-def init_app(app: Flask) -> Talisman:
-    """Trust forwarded headers only through ProxyFix, then apply talisman and the redirect."""
-    app.wsgi_app = _DropForwardedProto(app.wsgi_app)  # type: ignore[method-assign]
-    hops = app.config["RILL_PROXY_HOPS"]
-    if hops > 0:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
-    talisman = Talisman(
-        app,
+class Scope:
+    """Where Rill's request hooks run: every request of ``app`` (``blueprints=None``), or
+    only requests to the named blueprints, through Flask's per-blueprint hook tables.
+
+    It is also the part of an app that :meth:`Talisman.init_app` touches; for blueprints,
+    Talisman's Jinja global and session-cookie settings land here, not in the host's app.
+    """
+
+    def __init__(self, app: Flask, blueprints: Iterable[str] | None = None) -> None:
+        self.app = app
+        self.keys: tuple[str | None, ...] = (None,) if blueprints is None else tuple(blueprints)
+        self.site_wide = blueprints is None
+        self.jinja_env = app.jinja_env if self.site_wide else SimpleNamespace(globals={})
+        self.config = app.config if self.site_wide else {}
+
+    @property
+    def debug(self) -> bool:
+        return self.app.debug
+
+    def before_request(self, hook: Callable[[], Any]) -> Callable[[], Any]:
+        for key in self.keys:
+            self.app.before_request_funcs.setdefault(key, []).append(hook)
+        return hook
+
+    def after_request(self, hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        for key in self.keys:
+            self.app.after_request_funcs.setdefault(key, []).append(hook)
+        return hook
+
+    def context_processor(self, hook: Callable[[], dict[str, Any]]) -> None:
+        for key in self.keys:
+            self.app.template_context_processors.setdefault(key, []).append(hook)
+
+
+def init_proxy_hops(scope: Scope) -> None:
+    """Believe forwarded headers on requests in ``scope`` as ``RILL_PROXY_HOPS`` says."""
+    hops = scope.app.config["RILL_PROXY_HOPS"]
+    scope.before_request(lambda: _apply_proxy_hops(hops))
+
+
+def init_app(scope: Scope) -> None:
+    """Apply Talisman and the redirect to https to requests in ``scope``."""
+    config = scope.app.config
+    Talisman(
+        scope,  # type: ignore[arg-type]
         force_https=False,
         strict_transport_security=True,
         strict_transport_security_max_age=31_536_000,
@@ -55,9 +99,36 @@ def init_app(app: Flask) -> Talisman:
         referrer_policy="strict-origin-when-cross-origin",
         session_cookie_secure=True,
     )
-    if app.config["RILL_FORCE_HTTPS"]:
-        app.before_request(_redirect_to_https)
-    return talisman
+    if not scope.site_wide:  # Talisman's template global is in the scope, not the app
+        nonce = scope.jinja_env.globals["csp_nonce"]
+        scope.context_processor(lambda: {"csp_nonce": nonce})
+    force = config["RILL_FORCE_HTTPS"]
+    if force or (force is None and scope.site_wide):  # a host app's TLS is the host's
+        scope.before_request(_redirect_to_https)
+
+
+def _apply_proxy_hops(hops: int) -> None:
+    """Make ``request`` (and its environ) what the client sent through ``hops`` trusted
+    proxies: X-Forwarded-For/-Proto/-Host/-Port through werkzeug's ProxyFix, starting from
+    what the server saw even when a host app's own ProxyFix ran first."""
+    environ = request.environ
+    original = environ.pop("werkzeug.proxy_fix.orig", None)
+    if not hops and original is None:
+        environ.pop("HTTP_X_FORWARDED_PROTO", None)  # Talisman's HSTS believes it from anyone
+        return
+    if original is not None:
+        environ.update({k: v for k, v in original.items() if v is not None})
+    if hops:
+        # ProxyFix rewrites the environ in place, then calls its app: one that does nothing.
+        ProxyFix(lambda env, start: (), x_for=hops, x_proto=hops, x_host=hops,
+                 x_port=hops)(environ, lambda *args: lambda data: None)
+    environ.pop("HTTP_X_FORWARDED_PROTO", None)
+    request.remote_addr = environ.get("REMOTE_ADDR")
+    request.scheme = environ.get("wsgi.url_scheme", "http")
+    for name in _CACHED_URLS:
+        request.__dict__.pop(name, None)
+    request.__dict__["host"] = get_host(request.scheme, environ.get("HTTP_HOST"),
+                                        request.server, request.trusted_hosts)
 
 
 class SigningSessionInterface(SecureCookieSessionInterface):
@@ -84,33 +155,32 @@ def init_sessions(app: Flask) -> None:
         app.session_interface = SigningSessionInterface()
 
 
-def init_cors(app: Flask) -> None:
-    """Open the API to the origins in ``RILL_CORS_ORIGINS`` (flask-cors); closed if empty."""
+def init_cors(app: Flask, api_prefix: str) -> None:
+    """Open the API under ``api_prefix`` to the origins in ``RILL_CORS_ORIGINS``
+    (flask-cors); closed if empty. No other path of the app is touched."""
     origins = app.config["RILL_CORS_ORIGINS"]
     if origins:
         from flask_cors import CORS
 
-        CORS(app, resources={r"/api/*": {"origins": origins}},
-             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-             expose_headers=["Retry-After"], max_age=600)
+        CORS(app, resources={rf"{re.escape(api_prefix)}/.*": {"origins": origins}},
+             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-CSRFToken"],
+             expose_headers=["Retry-After"], max_age=600, intercept_exceptions=False)
 
 
-def init_csrf(app: Flask) -> None:
-    """CSRF tokens (Flask-WTF) for cookie-authenticated API POSTs, checked by
-    :func:`check_csrf_token` only on Rill's own views: a host's forms are left alone.
+def init_csrf(app: Flask, api_blueprint: Blueprint) -> None:
+    """CSRF tokens (Flask-WTF's ``generate_csrf``/``validate_csrf``) for Rill's API POSTs,
+    checked by :func:`check_csrf_token` on Rill's views only; a host's own ``CSRFProtect``
+    is told to leave the API to Rill, and a host's forms and settings are left alone.
 
     The token is signed with ``SECRET_KEY``: the host's, else ``RILL_SECRET_KEY``, else one
     made for this process (fine for the one worker of the memory hub; with Redis, workers
     share one kept there).
     """
-    from flask_wtf.csrf import CSRFProtect
-
-    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
-    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a page may stay open for days
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = app.config["RILL_SECRET_KEY"] or _shared_secret(app)
-    if "csrf" not in app.extensions:
-        CSRFProtect(app)
+    host_csrf = app.extensions.get("csrf")
+    if host_csrf is not None:
+        host_csrf.exempt(api_blueprint)
 
 
 def _shared_secret(app: Flask) -> str:
@@ -132,34 +202,46 @@ def _shared_secret(app: Flask) -> str:
         return key  # tokens then hold per worker until Redis is back and workers restart
 
 
-def check_csrf_token() -> None:
-    """Require the CSRF token on a POST that rides on cookies (not on a Bearer token).
+def ambient_credentials(auth_mode: str) -> bool:
+    """Whether this request may carry credentials a browser adds by itself (cookies, or an
+    ``Authorization`` header when that is not a Bearer JWT that ``jwt`` mode verifies).
+
+    Only such requests can be forged by another site. The exemption follows the auth mode,
+    never the mere presence of a header: with a host's login any ``Authorization`` counts.
+    """
+    if auth_mode == "jwt":
+        return False  # the Bearer JWT is the credential, and a page cannot make one up
+    return bool(request.cookies) or "Authorization" in request.headers
+
+
+def check_csrf_token(auth_mode: str) -> None:
+    """Require the page's CSRF token (``X-CSRFToken``) on a POST with ambient credentials.
 
     Raises :class:`~rill.errors.CrossSiteRequest` (403) when it is missing or wrong.
     """
-    from flask import current_app
-    from flask_wtf.csrf import CSRFError
+    from flask_wtf.csrf import validate_csrf
+    from wtforms import ValidationError
 
-    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
-    if bearer or not request.cookies:
+    if not ambient_credentials(auth_mode):
         return
+    token = request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token")
     try:
-        current_app.extensions["csrf"].protect()
-    except CSRFError:
+        validate_csrf(token, time_limit=CSRF_TIME_LIMIT)
+    except ValidationError:
         raise CrossSiteRequest("This request lacks the page's CSRF token; reload the page "
                                "and try again.", code="csrf_failed") from None
 
 
-def refuse_cross_site(allowed_origins: list[str]) -> None:
+def refuse_cross_site(allowed_origins: list[str], auth_mode: str) -> None:
     """Refuse a state-changing request sent by another site's page (CSRF).
 
     Follows the Fetch Metadata approach (W3C "Fetch Metadata Request Headers"; OWASP's CSRF
     cheat sheet): a browser says ``Sec-Fetch-Site: cross-site`` (or an ``Origin`` that is not
-    ours) for another site's form or fetch. Requests with ``Authorization: Bearer`` carry no
-    ambient credentials and are exempt; so are non-browser clients, which send neither
-    header. Raises :class:`~rill.errors.CrossSiteRequest` (403).
+    ours) for another site's form or fetch. In ``jwt`` mode the Bearer token is the
+    credential, so requests are exempt (a page cannot make one up); non-browser clients send
+    neither header. Raises :class:`~rill.errors.CrossSiteRequest` (403).
     """
-    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+    if auth_mode == "jwt":
         return
     origin = request.headers.get("Origin")
     if origin and (origin == request.host_url.rstrip("/") or origin in allowed_origins):
@@ -176,14 +258,3 @@ def _redirect_to_https() -> Response | None:
         return None
     # 308 keeps the method and body; the client should use https from the start.
     return redirect(request.url.replace("http://", "https://", 1), code=308)
-
-
-class _DropForwardedProto:
-    """Remove ``X-Forwarded-Proto`` after ProxyFix has read what it trusts of it."""
-
-    def __init__(self, wsgi_app: Any) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        environ.pop("HTTP_X_FORWARDED_PROTO", None)
-        return self.wsgi_app(environ, start_response)

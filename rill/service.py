@@ -18,8 +18,9 @@ class RillState:
     """Kept in ``app.extensions["rill"]``. ``producers`` are the generations this worker runs."""
 
     def __init__(self, config: Mapping[str, Any], upstream: Upstream, hub: Hub,
-                 caps: StreamCaps, auth: Authenticator) -> None:
+                 caps: StreamCaps, auth: Authenticator, login_url: str = "") -> None:
         self.upstream, self.hub, self.caps, self.auth = upstream, hub, caps, auth
+        self.login_url = login_url  # a URL or an endpoint name; empty: none
         self.producers: dict[str, Producer] = {}
         self.draining = False
         self.limits = Limits(

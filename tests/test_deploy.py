@@ -180,10 +180,10 @@ def size_bytes(value: str) -> int:
 # --- what the files are compared with -------------------------------------------------------
 
 def gunicorn_default(name: str) -> int:
-    """The default gunicorn.conf.py gives the setting read from environment variable ``name``."""
-    text = (ROOT / "gunicorn.conf.py").read_text()
+    """rill.gunicorn_conf's default for the setting read from environment variable ``name``."""
+    text = (ROOT / "rill" / "gunicorn_conf.py").read_text()
     match = re.search(rf'_env\("{name}", "(\d+)"\)', text)
-    assert match, f"gunicorn.conf.py no longer reads {name}"
+    assert match, f"rill/gunicorn_conf.py no longer reads {name}"
     return int(match.group(1))
 
 
@@ -358,7 +358,7 @@ def test_dockerfile_copies_only_files_that_exist_and_the_dockerignore_lets_in() 
                (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
                if line.startswith("!")}
     sources = _copy_sources(DOCKERFILE.read_text())
-    assert "pyproject.toml" in sources and "gunicorn.conf.py" in sources
+    assert "pyproject.toml" in sources and "rill/" in sources
     for source in sources:
         assert (ROOT / source).exists(), source
         assert source.rstrip("/") in allowed, f"{source} is left out of the build context"
@@ -375,8 +375,8 @@ def test_dockerfile_runs_gunicorn_under_tini_as_a_non_root_user_with_a_healthche
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    ([], "-c /app/gunicorn.conf.py app:app"),
-    (["--workers", "4"], "-c /app/gunicorn.conf.py --workers 4 app:app"),
+    ([], "-c python:rill.gunicorn_conf rill.wsgi:app"),
+    (["--workers", "4"], "-c python:rill.gunicorn_conf --workers 4 rill.wsgi:app"),
 ])
 def test_entrypoint_execs_gunicorn_so_it_gets_the_signals(tmp_path, args, expected) -> None:
     """The shell must replace itself: a shell in between would swallow SIGTERM."""

@@ -14,7 +14,9 @@ CHECK = """
 import sys
 # This venv has Rill installed editable: its finder would quietly supply what the wheel lacks.
 sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in f.__module__]
-from app import create_app
+from rill.app import create_app
+import importlib.util
+assert importlib.util.find_spec('app') is None and importlib.util.find_spec('blueprints') is None
 import rill.hub, rill.upstreams.openai_compat
 assert rill.__file__.startswith(sys.argv[1]), rill.__file__
 client = create_app({"TESTING": True, "RILL_UPSTREAM": "demo"}).test_client()
@@ -26,9 +28,8 @@ print("ok")
 """
 
 
-def test_the_wheel_carries_every_subpackage_template_and_static_file(tmp_path) -> None:
-    """`packages = ["rill", "blueprints"]` once left rill.hub, rill.upstreams, templates/ and
-    static/ out of the wheel: a non-editable install could not even import the app."""
+def build_wheel(tmp_path: Path) -> Path:
+    """Build Rill's wheel from a copy of the checkout's files; return its path."""
     source = tmp_path / "source"  # a copy: setuptools' build/ cache would hide a change
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            check=True, capture_output=True, text=True).stdout.split()
@@ -39,6 +40,22 @@ def test_the_wheel_carries_every_subpackage_template_and_static_file(tmp_path) -
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source),
                     "-w", str(tmp_path / "dist")], check=True, capture_output=True)
     [wheel] = (tmp_path / "dist").glob("rill-*.whl")
+    return wheel
+
+
+def test_the_wheel_installs_only_rill(tmp_path) -> None:
+    """A host app's `app` and `blueprints` (or an rq worker's `import app` after `sys.path
+    .append(".")`) must never find Rill's: the wheel holds the `rill` package alone."""
+    with zipfile.ZipFile(build_wheel(tmp_path)) as archive:
+        top = {name.split("/")[0] for name in archive.namelist()}
+    assert {name for name in top if not name.endswith(".dist-info")} == {"rill"}
+    assert len(top) == 2, top
+
+
+def test_the_wheel_carries_every_subpackage_template_and_static_file(tmp_path) -> None:
+    """`packages = ["rill", "blueprints"]` once left rill.hub, rill.upstreams, templates/ and
+    static/ out of the wheel: a non-editable install could not even import the app."""
+    wheel = build_wheel(tmp_path)
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)

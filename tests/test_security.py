@@ -109,7 +109,6 @@ def test_cross_site_fetch_is_refused(client, headers) -> None:
 @pytest.mark.parametrize("headers", [
     {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},  # the page's own POST
     {},  # curl and other non-browser clients
-    {"Origin": "https://evil.example", "Authorization": "Bearer x"},  # no ambient credential
 ])
 def test_same_origin_and_non_browser_posts_pass(client, headers) -> None:
     response = client.post("/api/chat", json=CHAT, headers=headers)
@@ -152,9 +151,30 @@ def test_cookie_authenticated_post_needs_the_pages_csrf_token(client) -> None:
     accepted = client.post("/api/chat", json=CHAT, headers={"X-CSRFToken": token})
     assert accepted.status_code == 200
     accepted.get_data()
-    bearer = client.post("/api/chat", json=CHAT, headers={"Authorization": "Bearer x"})
-    assert bearer.status_code == 200, "Bearer requests carry no ambient credential"
-    bearer.get_data()
+    bearer = client.post("/api/chat", json=CHAT, headers={"Authorization": "Bearer junk"})
+    assert bearer.status_code == 403, "a header does not skip the check; only JWT mode does"
+
+
+def test_a_bearer_header_is_not_a_pass_from_another_site(client) -> None:
+    response = client.post("/api/chat", json=CHAT, headers={
+        "Origin": "https://evil.example", "Authorization": "Bearer junk"})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("config", [{"RILL_AUTH": "jwt", "RILL_JWT_SECRET": "s" * 32}])
+def test_in_jwt_mode_the_token_is_the_credential_not_cookies(client) -> None:
+    import time
+
+    import jwt
+
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "s" * 32)
+    client.set_cookie("host_session", "signed-in", domain="localhost")
+    response = client.post("/api/chat", json=CHAT, headers={
+        "Origin": "https://evil.example", "Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, "no CSRF token or origin check: a page cannot forge it"
+    response.get_data()
+    junk = client.post("/api/chat", json=CHAT, headers={"Authorization": "Bearer junk"})
+    assert junk.status_code == 401
 
 
 def test_sessions_sign_with_one_serializer_per_key_set(app) -> None:
