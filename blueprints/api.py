@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from rill import chat_request, metrics, relay, request_ids, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
-from rill.limits import client_key, limiter, rate_limit, stream_cap
+from rill.limits import client_key, stream_cap
 from rill.openapi import document as openapi_document
 from rill.security import check_csrf_token, refuse_cross_site
 
@@ -24,8 +24,7 @@ bp = Blueprint("rill_api", __name__)
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
-@bp.post("/chat")
-@limiter.limit(rate_limit)
+@bp.post("/chat")  # rate-limited by RILL_RATE_LIMIT (rill.limits.init_limiter)
 def chat() -> Response:
     """Start a chat completion and stream it as Server-Sent Events."""
     config = current_app.config
@@ -162,7 +161,7 @@ def internal_error(error: Exception) -> tuple[Response, int]:
 @bp.errorhandler(RateLimitExceeded)
 def rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:
     metrics.RATE_LIMITED.inc()
-    current = limiter.current_limit
+    current = state().limiter.current_limit
     wait = max(1, math.ceil(current.reset_at - time.time())) if current else 60
     return error_response(RateLimited(
         f"Too many requests (limit: {error.description}). Try again in {wait} s.",

@@ -48,7 +48,8 @@ def index() -> str | Response | tuple[str, int]:
         api_url=url_for("rill_api.chat"),
         csrf_token=generate_csrf,
         # Conversations are kept in the browser under this key: another user's are not shown.
-        user_key=hashlib.sha256((user or "").encode()).hexdigest()[:16] if user else "",
+        user_key=hashlib.sha256(user.encode()).hexdigest()[:16] if user else "",
+        login_url=_login_location(rill.login_url) if rill.login_url else "",
     )
 
 

@@ -130,6 +130,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Redirect plain-HTTP requests to https, except to loopback hosts "
             "(127.0.0.1, localhost, ::1) and the health checks. Unset: on for Rill's own app, "
             "off inside a host app (whose TLS and redirects are its own)."),
+    Setting("RILL_CSP_SOURCES", [], _str_list,
+            "Comma-separated origins Rill's page may also load scripts, styles, fonts and "
+            "images from (a host layout's CDN, say); empty: its own origin only."),
     Setting("RILL_LOGIN_URL", "", str,
             "Where the chat page sends a visitor no one signed in (a URL or an endpoint "
             "name, with `next`); empty: Flask-Login's `login_view`, if the host has one."),

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from . import hub, logs, request_ids, security, upstreams, workers
 from .auth import Authenticator, UserLoader
 from .config import DEFAULTS, from_env
-from .limits import RedisStreamCaps, StreamCaps, client_key, limiter, rate_limit
+from .limits import RedisStreamCaps, StreamCaps, init_limiter
 from .service import RillState
 
 
@@ -51,9 +51,6 @@ class Rill:
 
         scope = security.Scope(app, None if self.site_wide else
                                (api.bp.name, page.bp.name, health.bp.name))
-        host_limiters = app.extensions.get("limiter")
-        if not host_limiters:
-            _configure_limiter(config)
         app.extensions["rill"] = RillState(
             config,
             upstream=upstreams.create(config),
@@ -63,8 +60,7 @@ class Rill:
             login_url=config["RILL_LOGIN_URL"] or _login_view(app),
         )
         logs.install([config["RILL_JWT_SECRET"], config["RILL_SECRET_KEY"]])
-        # A host app keeps its own Limiter and Talisman: Rill's limit goes onto the host's
-        # limiter, and the host's headers stand (csp_nonce is Talisman's).
+        # A host app keeps its own Talisman: its headers stand (csp_nonce is Talisman's).
         security.init_proxy_hops(scope)
         request_ids.init_app(scope)  # early, so every later hook and log line has the id
         if "csp_nonce" not in app.jinja_env.globals:
@@ -73,16 +69,11 @@ class Rill:
             security.init_sessions(app)
         security.init_cors(app, f"{self.url_prefix}/api")
         security.init_csrf(app, api.bp)
-        if not host_limiters:
-            limiter.init_app(app)
 
         app.register_blueprint(page.bp, url_prefix=self.url_prefix or None)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(health.bp, url_prefix=self.url_prefix or None)
-        chat = f"{api.bp.name}.chat"
-        if host_limiters:  # the limit runs in the wrapper that is the registered view
-            host_limit = next(iter(host_limiters)).limit(rate_limit, key_func=client_key)
-            app.view_functions[chat] = host_limit(app.view_functions[chat])
+        app.extensions["rill"].limiter = init_limiter(app, f"{api.bp.name}.chat")
         api_prefix = f"{self.url_prefix}/api/"
         previous = app.error_handler_spec[None][None].get(HTTPException)
 
@@ -92,18 +83,6 @@ class Rill:
             if request.path.startswith(api_prefix):
                 return api.json_http_error(error)
             return previous(error) if previous else error
-
-
-def _configure_limiter(config: Any) -> None:
-    """flask-limiter's settings for Rill's own limiter (an app without one of its own)."""
-    config.setdefault("RATELIMIT_ENABLED", config["RILL_RATELIMIT_ENABLED"])
-    storage = config["RILL_RATELIMIT_STORAGE_URI"]
-    if config["RILL_REDIS_URL"] and storage == "memory://":
-        storage = config["RILL_REDIS_URL"]  # limits shared by every worker and instance
-    config.setdefault("RATELIMIT_STORAGE_URI", storage)
-    # A rate-limit store that is down should not turn requests into 500s; the hub
-    # answers 503 hub_unavailable on its own when it is the same Redis.
-    config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
 
 
 def _login_view(app: Flask) -> str:

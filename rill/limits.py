@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from flask_limiter import Limiter
 
 from . import tasks
@@ -55,7 +55,36 @@ def stream_cap() -> int | None:
     return None if value is None else int(value)
 
 
-limiter = Limiter(key_func=client_key)
+def init_limiter(app: Flask, view: str) -> Limiter:
+    """Put ``RILL_RATE_LIMIT`` (per :func:`client_key`) on the endpoint ``view``.
+
+    The limit goes onto the app's own flask-limiter ``Limiter`` if it has one (its storage,
+    its headers), else onto one of Rill's (``RILL_RATELIMIT_*``; Redis when
+    ``RILL_REDIS_URL`` is set, so every worker and instance shares the counts). Rill's
+    leaves no ``RATELIMIT_*`` setting behind in the app's config, where a limiter the host
+    adds later would read it. Returns the limiter.
+    """
+    config = app.config
+    hosts = app.extensions.get("limiter")
+    if hosts:
+        limiter: Limiter = next(iter(hosts))
+    else:
+        storage = config["RILL_RATELIMIT_STORAGE_URI"]
+        if config["RILL_REDIS_URL"] and storage == "memory://":
+            storage = config["RILL_REDIS_URL"]
+        limiter = Limiter(key_func=client_key, storage_uri=storage,
+                          enabled=config["RILL_RATELIMIT_ENABLED"], strategy="fixed-window",
+                          # A store that is down should not turn requests into 500s; the hub
+                          # answers 503 hub_unavailable on its own when it is the same Redis.
+                          swallow_errors=True)
+        before = set(config)
+        limiter.init_app(app)
+        for key in set(config) - before:
+            del config[key]  # flask-limiter records its defaults there
+    # The limit runs in the wrapper that is the registered view.
+    limit = limiter.limit(rate_limit, key_func=client_key)
+    app.view_functions[view] = limit(app.view_functions[view])  # type: ignore[assignment]
+    return limiter
 
 
 class StreamCaps:

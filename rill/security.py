@@ -30,6 +30,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 EXEMPT_ENDPOINTS = frozenset({"rill_health.healthz", "rill_health.readyz"})
 CSRF_TIME_LIMIT = 30 * 86_400  # seconds: a chat page may stay open for days
 _CACHED_URLS = ("host", "url", "base_url", "root_url", "host_url")
+_EXTENDED = ("script-src", "style-src", "font-src", "img-src")  # by RILL_CSP_SOURCES
 
 CSP = {
     "default-src": "'self'",
@@ -88,12 +89,15 @@ def init_proxy_hops(scope: Scope) -> None:
 def init_app(scope: Scope) -> None:
     """Apply Talisman and the redirect to https to requests in ``scope``."""
     config = scope.app.config
+    extra = " ".join(config["RILL_CSP_SOURCES"])
+    policy = {name: f"{value} {extra}".strip() if name in _EXTENDED else value
+              for name, value in CSP.items()} if extra else CSP
     Talisman(
         scope,  # type: ignore[arg-type]
         force_https=False,
         strict_transport_security=True,
         strict_transport_security_max_age=31_536_000,
-        content_security_policy=CSP,
+        content_security_policy=policy,
         content_security_policy_nonce_in=["script-src"],
         frame_options="DENY",
         referrer_policy="strict-origin-when-cross-origin",

@@ -21,6 +21,7 @@ class RillState:
                  caps: StreamCaps, auth: Authenticator, login_url: str = "") -> None:
         self.upstream, self.hub, self.caps, self.auth = upstream, hub, caps, auth
         self.login_url = login_url  # a URL or an endpoint name; empty: none
+        self.limiter: Any = None  # the flask-limiter Limiter that limits POST /api/chat
         self.producers: dict[str, Producer] = {}
         self.draining = False
         self.limits = Limits(

@@ -128,6 +128,14 @@
       statusLine.className = kind ? `status status-${kind}` : "status";
     }
 
+    // Signed out while the page was open (the session ended): offer the way back in.
+    function signInLink() {
+      const link = document.createElement("a");
+      link.href = root.dataset.loginUrl;
+      link.textContent = "Sign in";
+      statusLine.append(" ", link);
+    }
+
     function busy() {
       return Boolean(run) && run.phase !== "lost";
     }
@@ -507,6 +515,7 @@
     async function refused(r, response) {
       r.finished = true;
       setStatus(await refusalText(response), "error");
+      if (response.status === 401 && root.dataset.loginUrl) signInLink();
       r.turn.item.remove();
       if (r.replaced) {
         store.update(r.conversation, (c) => c.messages.push(r.replaced));

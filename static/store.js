@@ -1,4 +1,7 @@
 // What the chat page keeps in localStorage. Exposes window.rill.store.
+// Keys are per signed-in user (rill.u.<user key>.*; the page's data-user-key, an opaque hash)
+// or, with no sign-in, the plain names below. rill.user names whose keys are there: when the
+// user changes, the other user's conversations are deleted from this browser.
 //   rill.conversations  [{id, title, updated (ms), messages: [{role, content, model?, status?}]}]
 //                       newest first; status is "failed" or "stopped" for an unfinished answer
 //   rill.current        id of the conversation on screen
@@ -9,8 +12,12 @@
 (() => {
   "use strict";
 
-  const KEYS = { conversations: "rill.conversations", current: "rill.current",
-                 pending: "rill.pending" };
+  const page = document.getElementById("chat");
+  const user = (page && page.dataset.userKey) || "";
+  const prefix = user ? `rill.u.${user}.` : "rill.";
+  const KEYS = { conversations: `${prefix}conversations`, current: `${prefix}current`,
+                 pending: `${prefix}pending` };
+  const USER_KEY = "rill.user";
   const TITLE_CHARS = 60;
   const PENDING_MAX_AGE_MS = 15 * 60 * 1000; // past the server's stream TTL
 
@@ -29,6 +36,20 @@
       else localStorage.setItem(key, JSON.stringify(value));
     } catch (_) { /* full or off: the page still works, it only forgets */ }
   }
+
+  // Someone else signed in on this browser: their conversations are not this user's to see.
+  function forgetOtherUsers() {
+    try {
+      if (localStorage.getItem(USER_KEY) === user) return;
+      const mine = new Set(Object.values(KEYS));
+      for (let i = localStorage.length - 1; i >= 0; i -= 1) {
+        const key = localStorage.key(i);
+        if (key && key.startsWith("rill.") && !mine.has(key)) localStorage.removeItem(key);
+      }
+      localStorage.setItem(USER_KEY, user);
+    } catch (_) { /* storage off: nothing kept, nothing to forget */ }
+  }
+  forgetOtherUsers();
 
   function newId() {
     const bytes = new Uint8Array(9);

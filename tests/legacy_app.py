@@ -7,7 +7,7 @@ limiter and headers keep applying. Served by the integration tests with gunicorn
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_login import LoginManager, UserMixin, current_user, login_user
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_talisman import Talisman
 
 app = Flask(__name__)
@@ -37,6 +37,12 @@ def home() -> str:
 def log_in(name: str) -> str:
     login_user(User(name))
     return "signed in"
+
+
+@app.post("/logout")
+def log_out() -> str:
+    logout_user()
+    return "signed out"
 
 
 @app.get("/limited")

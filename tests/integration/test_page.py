@@ -276,3 +276,32 @@ def set_visibility(page, state: str) -> None:
                                                    configurable: true});
         document.dispatchEvent(new Event('visibilitychange'));
     }""", state)
+
+
+def test_conversations_stay_with_the_user_who_had_them(simulator, browser) -> None:
+    """One browser, two people: after alice signs out and bob signs in (a host's login),
+    bob's page shows none of alice's conversations, and they are gone from the browser."""
+    env = relay_env(simulator, RILL_MODEL="sim?tokens=3")
+    with run_rill(env, "page-users", target="tests.legacy_app:app",
+                  health="/assistant/healthz") as server:
+        context = browser.new_context()
+        page = context.new_page()
+        assert page.goto(f"{server.url}/assistant/").status == 401, "no login page to send to"
+        for name in ("alice", "bob"):
+            page.request.post(f"{server.url}/login/{name}")
+            page.goto(f"{server.url}/assistant/")
+            expect(page.locator("#conversation-list li")).to_have_count(0)
+            page.fill("#prompt", f"a secret of {name}")
+            page.keyboard.press("Enter")
+            expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=15_000)
+            expect(page.locator("#conversation-list li")).to_have_count(1)
+            stored = page.evaluate("JSON.stringify(Object.entries(localStorage))")
+            assert f"a secret of {name}" in stored
+            assert "a secret of alice" not in stored or name == "alice"
+            page.request.post(f"{server.url}/logout")
+        page.request.post(f"{server.url}/login/alice")
+        page.goto(f"{server.url}/assistant/")
+        assert "a secret of" not in page.evaluate("JSON.stringify(localStorage)"), \
+            "bob's conversations left with bob; alice's had left when bob came"
+        expect(page.locator("#conversation-list li")).to_have_count(0)
+        context.close()
