@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.wheels import build_wheel
 
 CHECK = """
 import sys
@@ -26,21 +24,6 @@ for path in ("/rill-static/chat.js", "/rill-static/vendor/purify.min.js"):
     assert client.get(path).status_code == 200, path
 print("ok")
 """
-
-
-def build_wheel(tmp_path: Path) -> Path:
-    """Build Rill's wheel from a copy of the checkout's files; return its path."""
-    source = tmp_path / "source"  # a copy: setuptools' build/ cache would hide a change
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True, text=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source),
-                    "-w", str(tmp_path / "dist")], check=True, capture_output=True)
-    [wheel] = (tmp_path / "dist").glob("rill-*.whl")
-    return wheel
 
 
 def test_the_wheel_installs_only_rill(tmp_path) -> None:

@@ -26,8 +26,9 @@ import pytest
 import requests
 
 from rill.simulator import SimulatorProcess, expected_text
-from tests.integration.conftest import ARTIFACTS, ROOT, ask, free_port, relay_env, sim_model
+from tests.integration.conftest import ARTIFACTS, ask, free_port, relay_env, sim_model
 from tests.sse_client import events_only, parse, text_of
+from tests.wheels import build_wheel
 
 pytestmark = pytest.mark.integration
 
@@ -60,19 +61,7 @@ SERVERS: dict[str, Argv] = {
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the wheel from a copy of the tree (setuptools' build/ cache would hide a change)."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    source = tmp / "source"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True, text=True).stdout.splitlines()
-    for name in files:
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source),
-                    "-w", str(tmp / "dist")], check=True, capture_output=True, timeout=180)
-    [built] = (tmp / "dist").glob("rill-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
@@ -184,15 +173,6 @@ def serve(python: Path, cwd: Path, argv: Argv, env: dict[str, str],
 
 
 # --- tests -------------------------------------------------------------------------------
-
-def test_the_wheel_installs_only_the_rill_package(wheel: Path) -> None:
-    """The wheel once carried top-level ``app``, ``blueprints``, ``templates`` and ``static``:
-    installed into a host, they shadowed the host's own packages of the same names."""
-    version = wheel.name.split("-")[1]
-    with zipfile.ZipFile(wheel) as archive:
-        top = {name.split("/")[0] for name in archive.namelist()}
-    assert top == {"rill", f"rill-{version}.dist-info"}
-
 
 def test_rill_is_added_in_at_most_three_lines_at_the_end() -> None:
     source = (HOST / "app" / "__init__.py").read_text()
