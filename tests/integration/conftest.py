@@ -52,37 +52,55 @@ def run_rill(env: dict[str, str], name: str = "rill", args: tuple[str, ...] = ()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
     full_env = {**base, "RILL_BIND": f"127.0.0.1:{port}", "RILL_RATELIMIT_ENABLED": "false",
                 "PYTHONUNBUFFERED": "1", **env}
+    server = start_server([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args,
+                           target], port, env=full_env, name=name)
+    with serving(server, health):
+        yield server
+
+
+def start_server(argv: list[str], port: int, *, env: dict[str, str], name: str,
+                 cwd: Path = ROOT) -> RillServer:
+    """Start ``argv``, a server that will listen on ``port``; its output goes to a log in
+    tests/artifacts."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = ARTIFACTS / f"{name}-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, target],
-            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    server = RillServer(f"http://127.0.0.1:{port}", process, log_path)
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    return RillServer(f"http://127.0.0.1:{port}", process, log_path)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def serving(server: RillServer, health: str) -> Iterator[RillServer]:
+    """Wait until ``GET health`` answers 200, yield the server, and stop it after."""
     try:
         _wait_healthy(server, health)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(server.process)
 
 
 def _wait_healthy(server: RillServer, health: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{server.log()}")
+            raise RuntimeError(f"the server exited early:\n{server.log()}")
         try:
             if requests.get(f"{server.url}{health}", timeout=2).status_code == 200:
                 return
         except (requests.ConnectionError, requests.Timeout):
             pass  # not listening yet, or a worker still booting (a cold start compiles)
         time.sleep(0.05)
-    raise RuntimeError(f"gunicorn did not become healthy:\n{server.log()}")
+    raise RuntimeError(f"the server did not become healthy:\n{server.log()}")
 
 
 @pytest.fixture(scope="session")

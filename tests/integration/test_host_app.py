@@ -14,11 +14,9 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,7 +24,16 @@ import pytest
 import requests
 
 from rill.simulator import SimulatorProcess, expected_text
-from tests.integration.conftest import ARTIFACTS, ask, free_port, relay_env, sim_model
+from tests.integration.conftest import (
+    RillServer,
+    ask,
+    free_port,
+    relay_env,
+    serving,
+    sim_model,
+    start_server,
+    stop_server,
+)
 from tests.sse_client import events_only, parse, text_of
 from tests.wheels import build_wheel
 
@@ -120,56 +127,18 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_host(tmp_path_factory.mktemp("after") / "jotter", with_rill=True)
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start(python: Path, cwd: Path, argv: Argv, env: dict[str, str], name: str) -> Server:
+def start(python: Path, cwd: Path, argv: Argv, env: dict[str, str], name: str) -> RillServer:
     port = free_port()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / f"host-{name}-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(python), "-m", *argv(port)], cwd=cwd, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-    return Server(f"http://127.0.0.1:{port}", process, log_path)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    return start_server([str(python), "-m", *argv(port)], port, env=env, name=f"host-{name}",
+                        cwd=cwd)
 
 
 @contextmanager
 def serve(python: Path, cwd: Path, argv: Argv, env: dict[str, str],
-          name: str) -> Iterator[Server]:
+          name: str) -> Iterator[RillServer]:
     """Run the host in ``cwd`` until its own ``/api/status`` answers; stop it after."""
-    server = start(python, cwd, argv, env, name)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"the host exited early:\n{server.log()}")
-            try:
-                requests.get(f"{server.url}/api/status", timeout=2)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the host did not answer:\n{server.log()}")
-            time.sleep(0.05)
+    with serving(start(python, cwd, argv, env, name), "/api/status") as server:
         yield server
-    finally:
-        stop(server.process)
 
 
 # --- tests -------------------------------------------------------------------------------
@@ -254,7 +223,7 @@ def test_workers_rill_cannot_serve_refuse_to_start(python: Path, host: Path, cas
     except subprocess.TimeoutExpired:
         code = None
     finally:
-        stop(server.process)
+        stop_server(server.process)
     log = server.log()
     assert code not in (None, 0), f"gunicorn is still serving (or exited 0):\n{log}"
     assert any(all(word in line for word in words) for line in log.splitlines()), log
