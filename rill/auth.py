@@ -15,11 +15,11 @@
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import jwt
 from flask import current_app, g, request
 
 from .errors import RillError
@@ -102,13 +102,22 @@ class Authenticator:
 
 
 class _JWTVerifier:
+    """PyJWT (the ``jwt`` extra: ``pip install 'rill[jwt]'``), imported only for ``jwt``."""
+
     def __init__(self, config: Mapping[str, Any]) -> None:
+        try:
+            import jwt
+        except ImportError:
+            raise ValueError("RILL_AUTH=jwt needs PyJWT: pip install 'rill[jwt]'") from None
         self.secret = config["RILL_JWT_SECRET"]
         self.public_key = config["RILL_JWT_PUBLIC_KEY"]
         url = config["RILL_JWT_JWKS_URL"]
+        # PyJWT < 2.14 has no cooldown: there an unknown kid refetches the set every time.
+        cooldown = ({"cooldown_duration": config["RILL_JWT_JWKS_COOLDOWN_SECONDS"]}
+                    if "cooldown_duration" in inspect.signature(jwt.PyJWKClient).parameters
+                    else {})
         self.jwks = jwt.PyJWKClient(url, cache_keys=False, lifespan=300, timeout=5,
-                                    cooldown_duration=config["RILL_JWT_JWKS_COOLDOWN_SECONDS"]
-                                    ) if url else None
+                                    **cooldown) if url else None
         if not (self.secret or self.public_key or self.jwks):
             raise ValueError("RILL_AUTH=jwt needs RILL_JWT_SECRET, RILL_JWT_PUBLIC_KEY or "
                              "RILL_JWT_JWKS_URL")
@@ -119,6 +128,8 @@ class _JWTVerifier:
         self.leeway = config["RILL_JWT_LEEWAY_SECONDS"]
 
     def verify(self, authorization: str) -> str:
+        import jwt
+
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError()
@@ -144,6 +155,8 @@ class _JWTVerifier:
 
 def _reason(exc: Exception) -> str:
     """A short reason that never echoes the token."""
+    import jwt
+
     return {
         jwt.InvalidAudienceError: "wrong audience",
         jwt.InvalidIssuerError: "wrong issuer",

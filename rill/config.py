@@ -90,7 +90,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_JWT_JWKS_URL", "", str,
             "JWKS URL for `jwt`; cached, refetched on an unknown `kid`."),
     Setting("RILL_JWT_JWKS_COOLDOWN_SECONDS", 30.0, float,
-            "Least time between two JWKS refetches."),
+            "Least time between two JWKS refetches (PyJWT 2.14 or later; older ones refetch "
+            "on every unknown `kid`)."),
     Setting("RILL_JWT_ISSUER", "", str, "Required `iss`, if set."),
     Setting("RILL_JWT_AUDIENCE", "", str, "Required `aud`, if set."),
     Setting("RILL_JWT_SCOPE", "", str, "A scope the token's `scope` claim must hold (403)."),

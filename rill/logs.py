@@ -106,7 +106,7 @@ class JsonFormatter(OrjsonFormatter):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("rename_fields",
                           {"levelname": "level", "name": "logger", "process": "pid"})
-        super().__init__(["levelname", "name", "process", "message"], **kwargs)
+        super().__init__("%(levelname)s %(name)s %(process)s %(message)s", **kwargs)
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
                    message_dict: dict[str, Any]) -> None:

@@ -146,7 +146,7 @@ class SigningSessionInterface(SecureCookieSessionInterface):
     _cached: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
-        keys = (app.secret_key, *(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
         cached = self._cached
         if cached is None or cached[0] != keys:
             cached = self._cached = (keys, super().get_signing_serializer(app))

@@ -46,3 +46,40 @@ def test_the_wheel_carries_every_subpackage_template_and_static_file(tmp_path) -
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+WITHOUT_EXTRAS = """
+import sys
+
+class Missing:  # as if `pip install rill` left the extras out
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("redis", "jwt", "hiredis"):
+            raise ImportError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Missing())
+from rill.app import create_app
+
+demo = {"TESTING": True, "RILL_UPSTREAM": "demo", "RILL_DEMO_TTFT_MS": 0,
+        "RILL_DEMO_TOKENS_PER_SECOND": 10000}
+client = create_app(demo).test_client()
+answer = client.post("/api/chat", json={"messages": [{"role": "user", "content": "hi"}]})
+assert answer.status_code == 200 and b"event: done" in answer.get_data(), answer.status_code
+for extra, setting in (("redis", {"RILL_REDIS_URL": "redis://127.0.0.1:1/0"}),
+                       ("jwt", {"RILL_AUTH": "jwt", "RILL_JWT_SECRET": "s" * 32})):
+    try:
+        create_app({**demo, **setting})
+    except ValueError as error:
+        assert f"pip install 'rill[{extra}]'" in str(error), error
+    else:
+        raise AssertionError(f"{setting} started without the {extra} extra")
+assert "redis" not in sys.modules and "jwt" not in sys.modules
+print("ok")
+"""
+
+
+def test_rill_runs_without_its_extras_and_names_the_one_a_setting_needs() -> None:
+    """redis-py and PyJWT are extras (`rill[redis]`, `rill[jwt]`): without them the memory hub
+    streams, and a setting that needs one says which to install."""
+    out = subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -64,8 +64,15 @@ class Hub(Protocol):
 
 
 def create(config: Mapping[str, Any]) -> Hub:
-    """Build the hub the config asks for: Redis when ``RILL_REDIS_URL`` is set, else memory."""
+    """Build the hub the config asks for: Redis when ``RILL_REDIS_URL`` is set, else memory.
+
+    Raises ``ValueError`` when ``RILL_REDIS_URL`` is set and the ``redis`` extra is missing.
+    """
     if config["RILL_REDIS_URL"]:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ValueError("RILL_REDIS_URL needs redis-py: pip install 'rill[redis]'") from None
         from .redis_hub import RedisHub
 
         return RedisHub(config)

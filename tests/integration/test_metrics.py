@@ -41,8 +41,8 @@ def test_metrics_add_up_across_two_workers(simulator, redis_server) -> None:
             with server.chat(ask(model)) as response:
                 assert events_only(parse(response.iter_content(chunk_size=None)))[-1].json[
                     "code"] == "upstream_cut"
-        refused = server.chat(ask(sim_model(fault="status", status=401)[0]))
-        assert refused.status_code == 502
+        with server.chat(ask(sim_model(fault="status", status=401)[0])) as refused:
+            assert refused.status_code == 502
         assert requests.get(f"{server.url}/metrics", timeout=5).status_code == 404, \
             "with a token set, only its holder may scrape"
         time.sleep(0.3)  # the last generation's producer records as it finishes

@@ -186,22 +186,23 @@ def test_static_files_are_gzipped_and_the_page_is_not(front) -> None:
     assert css.headers["Content-Encoding"] == "gzip"
 
 
-@pytest.mark.timeout(180)
-def test_heartbeats_keep_a_silent_90_s_stream_open_through_nginx(front) -> None:
+@pytest.mark.timeout(90)
+def test_heartbeats_keep_a_silent_stream_open_through_nginx(front) -> None:
     nginx, _ = front
-    model, _ = sim_model(tokens=3, ttft_ms=90_000)
+    model, _ = sim_model(tokens=3, ttft_ms=35_000)
     started = time.monotonic()
     # A read timeout well under the silence: it passes only if `: ping` comments (every
-    # RILL_HEARTBEAT_SECONDS=10 s) reach the client as they are written.
-    with nginx.post(ask(model), timeout=(5, 25)) as response:
+    # RILL_HEARTBEAT_SECONDS=10 s) reach the client as they are written. (The silence was
+    # 90 s; 35 s shows the same with three pings, and leaves a minute of CI for other work.)
+    with nginx.post(ask(model), timeout=(5, 15)) as response:
         assert_event_stream_headers(response)
         items = list(parse(response.iter_content(chunk_size=None)))
     elapsed = time.monotonic() - started
-    assert elapsed >= 89, elapsed
+    assert elapsed >= 34, elapsed
     first_delta = next(i for i, item in enumerate(items)
                        if isinstance(item, Event) and item.event == "delta")
-    # One per 10 s of silence: 8 or 9 in 90 s; 7 leaves room for a loaded machine.
-    assert items[:first_delta].count("ping") >= 7
+    # One per 10 s of silence: 3 in 35 s; 2 leaves room for a loaded machine.
+    assert items[:first_delta].count("ping") >= 2
     events = events_only(items)
     assert text_of(events) == expected_text(3)
     assert (events[-1].event, events[-1].json["finish_reason"]) == ("done", "stop")
