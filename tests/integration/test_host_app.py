@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from gunicorn import version_info as gunicorn_version
 
 from rill.simulator import SimulatorProcess, expected_text
 from tests.integration.conftest import (
@@ -51,10 +52,14 @@ Argv = Callable[[int], list[str]]
 def gunicorn(*args: str) -> Argv:
     """``gunicorn ARGS app:app`` on a loopback port, as the host would run it.
 
-    gunicorn's control socket is one per user ($HOME/.gunicorn): off, so runs can overlap.
+    gunicorn 27's control socket is one per user ($HOME/.gunicorn): off, so runs can overlap
+    (older gunicorn has none, nor the flag).
     """
-    return lambda port: ["gunicorn", *args, "--bind", f"127.0.0.1:{port}",
-                         "--no-control-socket", "app:app"]
+    return lambda port: ["gunicorn", *args, "--bind", f"127.0.0.1:{port}", *NO_CONTROL_SOCKET,
+                         "app:app"]
+
+
+NO_CONTROL_SOCKET = ("--no-control-socket",) if gunicorn_version >= (27,) else ()
 
 
 SERVERS: dict[str, Argv] = {
