@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,19 +37,23 @@ def test_api_never_answers_500_or_hangs(fuzz_server, label) -> None:
     assert set(operations) == set(OPERATIONS)
     statuses: list[int] = []
 
+    session = requests.Session()  # one, closed below: a session per call leaks its socket
+
     @given(data=st.data())
     @settings(max_examples=40, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def check(data) -> None:
         case = data.draw(operations[label].as_strategy())
-        response = case.call(base_url=fuzz_server.url, timeout=20)  # a hang fails here
+        response = case.call(base_url=fuzz_server.url, session=session,
+                             timeout=20)  # a hang fails here
         statuses.append(response.status_code)
         assert response.status_code != 500, response.text[:500]
         if response.headers.get("Content-Type", "").startswith("text/event-stream"):
             body = response.text
             assert "event: done" in body or "event: error" in body, body[-500:]
 
-    check()
+    with session:
+        check()
     assert len(statuses) >= 10
     if label == "POST /api/chat":
         assert 200 in statuses, "the fuzzer reached real streams, not only refusals"
