@@ -44,9 +44,9 @@ def test_log_lines_are_json_with_request_ids_and_a_summary_per_stream(simulator)
             generated = response.headers["X-Request-ID"]
             assert events_only(parse(response.iter_content(chunk_size=None)))[-1].json[
                 "code"] == "upstream_cut"
-        refused = server.chat({**body, "model": sim_model(fault="status", status=401)[0]})
-        assert refused.status_code == 502
-        refused_id = refused.headers["X-Request-ID"]
+        with server.chat({**body, "model": sim_model(fault="status", status=401)[0]}) as refused:
+            assert refused.status_code == 502
+            refused_id = refused.headers["X-Request-ID"]
         ends = wait_for(server, lambda line: line.get("event") == "stream_end"
                         and line.get("request_id") == generated)
         wait_for(server, lambda line: line.get("request_id") == refused_id
