@@ -19,10 +19,12 @@ from typing import Any
 from flask import Blueprint, Flask, redirect, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_talisman import Talisman
+from flask_wtf.csrf import validate_csrf
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import get_host
 from werkzeug.wrappers import Response
+from wtforms import ValidationError
 
 from .errors import CrossSiteRequest
 
@@ -83,7 +85,10 @@ class Scope:
 def init_proxy_hops(scope: Scope) -> None:
     """Believe forwarded headers on requests in ``scope`` as ``RILL_PROXY_HOPS`` says."""
     hops = scope.app.config["RILL_PROXY_HOPS"]
-    scope.before_request(lambda: _apply_proxy_hops(hops))
+    # ProxyFix rewrites an environ in place, then calls its app: here one that does nothing.
+    fix = ProxyFix(lambda env, start: (), x_for=hops, x_proto=hops, x_host=hops,
+                   x_port=hops) if hops else None
+    scope.before_request(lambda: _apply_proxy_hops(fix))
 
 
 def init_app(scope: Scope) -> None:
@@ -111,21 +116,19 @@ def init_app(scope: Scope) -> None:
         scope.before_request(_redirect_to_https)
 
 
-def _apply_proxy_hops(hops: int) -> None:
-    """Make ``request`` (and its environ) what the client sent through ``hops`` trusted
-    proxies: X-Forwarded-For/-Proto/-Host/-Port through werkzeug's ProxyFix, starting from
-    what the server saw even when a host app's own ProxyFix ran first."""
+def _apply_proxy_hops(fix: ProxyFix | None) -> None:
+    """Make ``request`` (and its environ) what the client sent through ``RILL_PROXY_HOPS``
+    trusted proxies (``fix``, werkzeug's ProxyFix; None for none), starting from what the
+    server saw even when a host app's own ProxyFix ran first."""
     environ = request.environ
     original = environ.pop("werkzeug.proxy_fix.orig", None)
-    if not hops and original is None:
+    if fix is None and original is None:
         environ.pop("HTTP_X_FORWARDED_PROTO", None)  # Talisman's HSTS believes it from anyone
         return
     if original is not None:
         environ.update({k: v for k, v in original.items() if v is not None})
-    if hops:
-        # ProxyFix rewrites the environ in place, then calls its app: one that does nothing.
-        ProxyFix(lambda env, start: (), x_for=hops, x_proto=hops, x_host=hops,
-                 x_port=hops)(environ, lambda *args: lambda data: None)
+    if fix is not None:
+        fix(environ, lambda *args: lambda data: None)
     environ.pop("HTTP_X_FORWARDED_PROTO", None)
     request.remote_addr = environ.get("REMOTE_ADDR")
     request.scheme = environ.get("wsgi.url_scheme", "http")
@@ -223,9 +226,6 @@ def check_csrf_token(auth_mode: str) -> None:
 
     Raises :class:`~rill.errors.CrossSiteRequest` (403) when it is missing or wrong.
     """
-    from flask_wtf.csrf import validate_csrf
-    from wtforms import ValidationError
-
     if not ambient_credentials(auth_mode):
         return
     token = request.headers.get("X-CSRFToken") or request.headers.get("X-CSRF-Token")

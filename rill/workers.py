@@ -52,19 +52,18 @@ def check(config: Mapping[str, Any], settings: Any | None = None) -> None:
     settings = settings if settings is not None else gunicorn_settings()
     if settings is None:
         return
-    worker = settings.worker_class
-    name = f"{worker.__module__}.{worker.__qualname__}"
+    from gunicorn.workers.gthread import ThreadWorker
     from gunicorn.workers.sync import SyncWorker
 
-    threads = settings.threads
-    if issubclass(worker, SyncWorker) or (name.endswith(".ThreadWorker") and threads < 2):
+    worker = settings.worker_class
+    one_thread = issubclass(worker, ThreadWorker) and settings.threads < 2
+    if issubclass(worker, SyncWorker) or one_thread:
+        kind = "gthread worker with one thread" if one_thread else "sync worker"
         raise WorkerSetupError(
-            f"rill: gunicorn's {settings.worker_class_str} worker "
-            f"{'with one thread ' if threads < 2 and not issubclass(worker, SyncWorker) else ''}"
-            "would give each open stream the whole worker (every other request waits, and "
-            "the worker timeout cuts streams). Use the gevent worker (`-k gevent`, or "
-            "`-c python:rill.gunicorn_conf`), or gthread with threads for the streams you "
-            "expect (`-k gthread --threads 32`).")
+            f"rill: gunicorn's {kind} would give each open stream the whole worker (every "
+            "other request waits, and the worker timeout cuts streams). Use the gevent worker "
+            "(`-k gevent`, or `-c python:rill.gunicorn_conf`), or gthread with threads for the "
+            "streams you expect (`-k gthread --threads 32`).")
     if settings.workers > 1 and not config["RILL_REDIS_URL"]:
         raise WorkerSetupError(
             f"rill: {settings.workers} gunicorn workers need RILL_REDIS_URL: with the memory "
