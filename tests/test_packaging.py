@@ -15,7 +15,7 @@ sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in f.__module
 from rill.app import create_app
 import importlib.util
 assert importlib.util.find_spec('app') is None and importlib.util.find_spec('blueprints') is None
-import rill.hub, rill.upstreams.openai_compat
+import rill.hub, rill.simulator.scenarios, rill.upstreams.openai_compat
 assert rill.__file__.startswith(sys.argv[1]), rill.__file__
 client = create_app({"TESTING": True, "RILL_UPSTREAM": "demo"}).test_client()
 page = client.get("/")

@@ -1,0 +1,41 @@
+"""An OpenAI-compatible upstream simulator, for tests, benchmarks and trying Rill keyless.
+
+``POST /v1/chat/completions`` streams (or returns) chat completions as OpenAI's chat
+completions API does, and replays the shapes other providers send. Each request picks its
+scenario in the model name, as a query string, so concurrent callers never interfere::
+
+    sim?tokens=50&ttft_ms=300&itl_ms=20&fault=cut&after=5&shape=reasoning&tag=abc
+
+Parameters: ``tokens`` (reply length; the text is :func:`expected_text`), ``text`` (reply
+words instead), ``ttft_ms``, ``itl_ms``, ``reasoning_tokens``, ``tag`` (to find the record),
+``after`` (content tokens before a fault acts; default 2), and:
+
+- ``fault``: ``status`` (answer ``status``, default 500, with OpenAI's error body;
+  ``retry_after`` sets ``Retry-After``, default 1 on a 429; ``fail_first=N`` fails only the
+  first N requests of a ``tag``), ``cut`` (close mid-body), ``stall`` (go silent), ``hang``
+  (silent before the head).
+- ``shape`` (comma-separated): ``usage_chunk``, ``azure_filter``, ``null_content``,
+  ``reasoning_content``, ``reasoning``, ``llamacpp``, ``finish_abort``, ``finish_null``,
+  ``error_in_stream``, ``malformed``, ``no_done``, ``big_event`` (a
+  ``BIG_EVENT_BYTES`` content chunk), ``multiline`` (data split over lines, CRLF),
+  ``comments``.
+
+``GET /_sim/requests[?tag=…]`` lists the chat requests with their outcome (``running``,
+``completed``, ``client_closed``, ``fault``); ``DELETE`` clears them. Every stream watches
+its client socket, so a client that leaves is seen even while the simulator is silent.
+
+A gevent ``StreamServer`` with its own small HTTP/1.1 layer (:mod:`.server`, :mod:`.wire`;
+keep-alive, chunked bodies) gives exact control over cuts and stalls and holds thousands of
+streams; :mod:`.plan` reads the parameters and :mod:`.scenarios` writes the replies. Run it
+with ``rill-simulator`` or ``python -m rill.simulator``; tests use :class:`SimulatorProcess`
+(:mod:`.process`).
+"""
+
+from __future__ import annotations
+
+from .plan import BIG_EVENT_BYTES, DEFAULT_MODEL, FAULTS, SHAPES, expected_text, parse_params
+from .process import SimulatorProcess
+from .server import MAX_BODY_BYTES, MAX_RECORDS, Simulator, main
+
+__all__ = ["BIG_EVENT_BYTES", "DEFAULT_MODEL", "FAULTS", "MAX_BODY_BYTES", "MAX_RECORDS",
+           "SHAPES", "Simulator", "SimulatorProcess", "expected_text", "main", "parse_params"]

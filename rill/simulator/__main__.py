@@ -1,0 +1,5 @@
+"""``python -m rill.simulator``: run the simulator (see :func:`rill.simulator.main`)."""
+
+from .server import main
+
+main()
