@@ -12,8 +12,15 @@ words instead), ``ttft_ms``, ``itl_ms``, ``reasoning_tokens``, ``tag`` (to find 
 
 - ``fault``: ``status`` (answer ``status``, default 500, with OpenAI's error body;
   ``retry_after`` sets ``Retry-After``, default 1 on a 429; ``fail_first=N`` fails only the
-  first N requests of a ``tag``), ``cut`` (close mid-body), ``stall`` (go silent), ``hang``
-  (silent before the head).
+  first N requests of a ``tag``; ``status=429&retry_after=86400`` is a long
+  ``Retry-After``), ``cut`` (close mid-body), ``stall`` (go silent), ``hang`` (silent before
+  the head); and upstreams that send odd things, each in place of the next token's chunk,
+  the stream then going on as usual: ``cut_json`` (that chunk's JSON cut in half),
+  ``choices_dict`` / ``choices_int`` (its ``choices`` a dict / the int 0), ``long_line``
+  (a content chunk of ``size`` bytes, default ``LONG_LINE_BYTES``, its line ended only
+  after all of them); ``tool_calls`` (then a function call streamed in
+  ``delta.tool_calls`` fragments, ``finish_reason`` ``tool_calls``, ``[DONE]``);
+  ``negative_usage`` (a usage chunk, asked for or not, with ``completion_tokens`` -5).
 - ``shape`` (comma-separated): ``usage_chunk``, ``azure_filter``, ``null_content``,
   ``reasoning_content``, ``reasoning``, ``llamacpp``, ``finish_abort``, ``finish_null``,
   ``error_in_stream``, ``malformed``, ``no_done``, ``big_event`` (a
@@ -28,14 +35,23 @@ A gevent ``StreamServer`` with its own small HTTP/1.1 layer (:mod:`.server`, :mo
 keep-alive, chunked bodies) gives exact control over cuts and stalls and holds thousands of
 streams; :mod:`.plan` reads the parameters and :mod:`.scenarios` writes the replies. Run it
 with ``rill-simulator`` or ``python -m rill.simulator``; tests use :class:`SimulatorProcess`
-(:mod:`.process`).
+and :func:`slow_post` (a client that sends its body a byte at a time) from :mod:`.process`.
 """
 
 from __future__ import annotations
 
-from .plan import BIG_EVENT_BYTES, DEFAULT_MODEL, FAULTS, SHAPES, expected_text, parse_params
-from .process import SimulatorProcess
+from .plan import (
+    BIG_EVENT_BYTES,
+    DEFAULT_MODEL,
+    FAULTS,
+    LONG_LINE_BYTES,
+    SHAPES,
+    expected_text,
+    parse_params,
+)
+from .process import SimulatorProcess, SlowPost, slow_post
 from .server import MAX_BODY_BYTES, MAX_RECORDS, Simulator, main
 
-__all__ = ["BIG_EVENT_BYTES", "DEFAULT_MODEL", "FAULTS", "MAX_BODY_BYTES", "MAX_RECORDS",
-           "SHAPES", "Simulator", "SimulatorProcess", "expected_text", "main", "parse_params"]
+__all__ = ["BIG_EVENT_BYTES", "DEFAULT_MODEL", "FAULTS", "LONG_LINE_BYTES", "MAX_BODY_BYTES",
+           "MAX_RECORDS", "SHAPES", "Simulator", "SimulatorProcess", "SlowPost",
+           "expected_text", "main", "parse_params", "slow_post"]

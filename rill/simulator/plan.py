@@ -11,13 +11,15 @@ from typing import Any
 
 BIG_EVENT_BYTES = 150 * 1024
 DEFAULT_MODEL = "sim"
-FAULTS = frozenset({"status", "cut", "stall", "hang"})
+LONG_LINE_BYTES = 4 * 1024 * 1024  # fault=long_line without size=
+FAULTS = frozenset({"status", "cut", "stall", "hang", "cut_json", "choices_dict", "choices_int",
+                    "long_line", "tool_calls", "negative_usage"})
 SHAPES = frozenset({
     "usage_chunk", "azure_filter", "null_content", "reasoning_content", "reasoning",
     "llamacpp", "finish_abort", "finish_null", "error_in_stream", "malformed", "no_done",
     "big_event", "multiline", "comments"})
 _INT_PARAMS = frozenset({"tokens", "ttft_ms", "itl_ms", "after", "status", "fail_first",
-                         "reasoning_tokens", "retry_after"})
+                         "reasoning_tokens", "retry_after", "size"})
 _WORD = re.compile(r"\S+\s*|\s+")
 _FILTER_OK = {k: {"filtered": False, "severity": "safe"}
               for k in ("hate", "self_harm", "sexual", "violence")}

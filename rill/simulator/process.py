@@ -1,11 +1,14 @@
-"""The simulator as a subprocess, for tests and benchmarks; standard library only."""
+"""Test helpers, standard library only: the simulator as a subprocess (:class:`SimulatorProcess`)
+and a client that sends its request body slowly (:func:`slow_post`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +107,62 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@dataclass
+class SlowPost:
+    """What :func:`slow_post` saw: body bytes written, seconds from connect to the end,
+    the response status (``None`` if no status line came) and its first bytes."""
+
+    sent: int
+    seconds: float
+    status: int | None
+    response: bytes
+
+
+def slow_post(url: str, total_bytes: int, byte_every_s: float, *, body: bytes = b"{}",
+              headers: dict[str, str] | None = None, max_seconds: float = 30.0) -> SlowPost:
+    """POST ``body`` padded with spaces to ``total_bytes`` (a declared ``Content-Length``)
+    to ``url`` (``http://host:port/path``), one byte every ``byte_every_s`` seconds.
+
+    Stops writing as soon as the server answers or closes; gives up after ``max_seconds``
+    in all (then ``status`` is ``None`` unless a response came). JSON ignores the padding.
+    """
+    parts = urllib.parse.urlsplit(url)
+    payload = body.ljust(total_bytes, b" ")[:total_bytes]
+    head = {"Host": parts.netloc, "Content-Type": "application/json",
+            "Content-Length": str(total_bytes), "Connection": "close", **(headers or {})}
+    start = time.monotonic()
+    deadline = start + max_seconds
+    sent, response = 0, b""
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=max_seconds) as sock:
+        lines = [f"POST {parts.path or '/'} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items())]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        while time.monotonic() < deadline:
+            wait = byte_every_s if sent < total_bytes else deadline - time.monotonic()
+            readable, _, _ = select.select([sock], [], [], max(wait, 0))
+            if readable:
+                response = _read_some(sock, deadline)
+                break
+            if sent < total_bytes:
+                try:
+                    sock.sendall(payload[sent:sent + 1])
+                except OSError:
+                    response = _read_some(sock, deadline)
+                    break
+                sent += 1
+    status_line = response.split(b"\r\n", 1)[0].split()
+    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else None
+    return SlowPost(sent, time.monotonic() - start, status, response)
+
+
+def _read_some(sock: socket.socket, deadline: float, limit: int = 65536) -> bytes:
+    """Read what the server sends until it closes, ``limit`` bytes or ``deadline``."""
+    data = b""
+    with contextlib.suppress(OSError):
+        while len(data) < limit and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not (piece := sock.recv(limit - len(data))):
+                break
+            data += piece
+    return data

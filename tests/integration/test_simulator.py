@@ -16,7 +16,7 @@ import openai
 import pytest
 import requests
 
-from rill.simulator import BIG_EVENT_BYTES, SimulatorProcess, expected_text
+from rill.simulator import BIG_EVENT_BYTES, SimulatorProcess, expected_text, slow_post
 from tests.integration.conftest import sim_model
 
 pytestmark = pytest.mark.integration
@@ -250,6 +250,48 @@ def test_framing_shapes_change_only_the_bytes(sim) -> None:
     assert json.loads(error.data[-1])["error"]["code"] == "internal_error"
 
 
+def test_odd_chunk_faults_replace_the_token_after_after(sim) -> None:
+    def data(fault: str, **params: Any) -> list[str]:
+        return parse_sse(read_stream(sim, sim_model(tokens=4, fault=fault, **params)[0])).data
+
+    def delta(raw: str) -> dict[str, Any]:
+        return json.loads(raw)["choices"][0]["delta"]
+
+    cut = data("cut_json")
+    assert [delta(d)["content"] for d in cut[1:3]] == ["tok0 ", "tok1 "]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(cut[3])
+    assert delta(cut[4])["content"] == "tok3 " and cut[-1] == "[DONE]"
+    assert json.loads(data("choices_dict")[3])["choices"]["delta"] == {"content": "tok2 "}
+    assert json.loads(data("choices_int")[3])["choices"] == 0
+    long = data("long_line", size=300_000)[3]
+    assert len("data: " + long + "\n\n") == 300_000 and set(delta(long)["content"]) == {"x"}
+    usage = json.loads(data("negative_usage")[-2])
+    assert (usage["choices"], usage["usage"]["completion_tokens"]) == ([], -5)
+
+
+def test_tool_calls_fault_streams_a_function_call_as_openai_does(sim) -> None:
+    sse = parse_sse(read_stream(sim, sim_model(tokens=5, fault="tool_calls", after=2)[0]))
+    assert sse.text() == expected_text(2)
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in sse.chunks
+             if c["choices"] and c["choices"][0]["delta"].get("tool_calls")]
+    assert calls[0]["id"] and calls[0]["function"]["name"] == "get_weather"
+    assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {
+        "location": "Paris"}
+    assert sse.finish_reasons == ["tool_calls"] and sse.data[-1] == "[DONE]"
+
+
+def test_slow_post_sends_a_byte_at_a_time_within_its_bound(sim) -> None:
+    body = json.dumps({"model": "sim?tokens=2", "stream": False}).encode()
+    done = slow_post(f"{sim.base_url}/chat/completions", len(body) + 5, 0.001, body=body)
+    assert (done.status, done.sent) == (200, len(body) + 5)
+    assert b"tok0 tok1 " in done.response
+    cut_short = slow_post(f"{sim.base_url}/chat/completions", 10_000, 0.05, body=body,
+                          max_seconds=0.5)
+    assert cut_short.status is None and 0 < cut_short.sent < 20
+    assert cut_short.seconds < 5
+
+
 @pytest.mark.parametrize("status", [401, 403, 404, 429, 500, 503])
 def test_status_fault_answers_with_openais_error_body(sim, status) -> None:
     model, tag = sim_model(fault="status", status=status)
@@ -261,9 +303,10 @@ def test_status_fault_answers_with_openais_error_body(sim, status) -> None:
     assert sim.find(tag)["outcome"] == "fault"
 
 
-def test_retry_after_can_be_overridden(sim) -> None:
-    with chat(sim, sim_model(fault="status", status=429, retry_after=7)[0]) as response:
-        assert response.headers["retry-after"] == "7"
+@pytest.mark.parametrize("seconds", [7, 86400])
+def test_retry_after_can_be_overridden(sim, seconds) -> None:
+    with chat(sim, sim_model(fault="status", status=429, retry_after=seconds)[0]) as response:
+        assert response.headers["retry-after"] == str(seconds)
 
 
 def test_fail_first_fails_that_many_requests_per_tag_then_succeeds(sim) -> None:
