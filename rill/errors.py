@@ -157,6 +157,24 @@ class UpstreamCut(UpstreamError):
     message = "The model provider's connection broke off mid-answer; the answer is incomplete."
 
 
+class UpstreamMalformed(UpstreamError):
+    """The provider's stream broke the chat completions format (see
+    :class:`~rill.upstreams.chunks.ChunkParser`), or sent an event over
+    ``RILL_UPSTREAM_MAX_EVENT_BYTES``."""
+
+    code = "upstream_malformed"
+    message = ("The model provider sent a malformed reply mid-answer; the answer is "
+               "incomplete.")
+
+
+class UpstreamUnsupported(UpstreamError):
+    """The provider answered in a form Rill does not relay (tool calls)."""
+
+    code = "upstream_unsupported"
+    message = ("The model provider answered with tool calls, which Rill does not relay; "
+               "the answer is incomplete.")
+
+
 class UpstreamStalled(UpstreamError):
     code = "upstream_stalled"
     message = "The model provider stopped sending; the answer is incomplete."

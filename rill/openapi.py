@@ -23,7 +23,8 @@ ERROR_CODES: dict[int, list[str]] = {
     503: ["unavailable", "hub_unavailable"],
     504: ["upstream_timeout"],
 }
-STREAM_ERROR_CODES = ["upstream_error", "upstream_cut", "upstream_stalled", "timeout",
+STREAM_ERROR_CODES = ["upstream_error", "upstream_cut", "upstream_stalled",
+                      "upstream_malformed", "upstream_unsupported", "timeout",
                       "producer_lost", "shutdown", "hub_unavailable", "events_expired",
                       "internal"]
 

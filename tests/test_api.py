@@ -239,19 +239,21 @@ def test_draining_refuses_new_streams_and_readyz_says_so(app, client, fake_upstr
 
 def test_openapi_document_lists_every_operation_and_error_code(client) -> None:
     from rill import errors
-    from rill.openapi import ERROR_CODES
+    from rill.openapi import ERROR_CODES, STREAM_ERROR_CODES
 
     document = client.get("/api/openapi.json").json
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {"/api/chat", "/api/chat/{stream_id}/events",
                                       "/api/chat/{stream_id}/cancel"}
     declared = {code for codes in ERROR_CODES.values() for code in codes}
+    mid_stream = (errors.UpstreamCut, errors.UpstreamStalled, errors.UpstreamMalformed,
+                  errors.UpstreamUnsupported, errors.ProducerLost, errors.Shutdown,
+                  errors.StreamTimeout)
     raised = {cls.code for cls in vars(errors).values()
               if isinstance(cls, type) and issubclass(cls, errors.RillError)
-              and cls.status != 500 and cls not in (errors.UpstreamCut, errors.UpstreamStalled,
-                                                    errors.ProducerLost, errors.Shutdown,
-                                                    errors.StreamTimeout, errors.InvalidRequest)}
+              and cls.status != 500 and cls not in (*mid_stream, errors.InvalidRequest)}
     assert raised <= declared
+    assert {cls.code for cls in mid_stream} <= set(STREAM_ERROR_CODES)
 
 
 def test_metrics_are_for_loopback_or_the_token_holder_only(app, client, fake_upstream) -> None:

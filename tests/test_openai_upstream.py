@@ -15,7 +15,7 @@ import pytest
 from rill import errors
 from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
-from rill.upstreams.openai_compat import OpenAIUpstream
+from rill.upstreams.openai_compat import ChunkParser, OpenAIUpstream
 
 CASSETTES = Path(__file__).parent / "cassettes"
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hi"}], model="m", max_tokens=9)
@@ -168,11 +168,79 @@ def test_sdk_retries_before_the_first_byte_when_allowed(monkeypatch) -> None:
     assert len(calls) == 2
 
 
-def test_malformed_event_is_skipped_and_the_answer_goes_on() -> None:
+def test_a_malformed_event_ends_the_stream_after_the_events_before_it() -> None:
     body = (b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
-            b"data: {not json\n\n"
-            b"data: [1, 2]\n\n"
+            b'data: {"choices":[{"index":0,"delta":{"cont\n\n'
             b'data: {"choices":[{"index":0,"delta":{"content":"b"}}]}\n\n'
             b"data: [DONE]\n\n")
-    events = run(upstream(lambda _: sse(body)))
+    stream = upstream(lambda _: sse(body)).open(REQUEST)
+    events = []
+    with pytest.raises(errors.UpstreamMalformed) as info:
+        events.extend(stream)
+    assert events == [("delta", {"content": "a"})]
+    assert (info.value.code, info.value.status) == ("upstream_malformed", 502)
+
+
+A = b'{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}'
+B = b'{"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":null}]}'
+
+
+@pytest.mark.parametrize("bad", [
+    b'{"choices":[{"index":0,"delta":{"content":"c"}',  # cut in half
+    b"{not json", b"[1, 2]", b'"text"', b"null",
+    b'{"choices":{"index":0,"delta":{"content":"c"}}}', b'{"choices":0}', b'{"choices":"c"}',
+    b'{"choices":["c"]}', b'{"choices":[{"delta":{}},3]}',
+    b'{"choices":[{"delta":["c"]}]}', b'{"choices":[{"delta":"c"}]}',
+    b'{"choices":[{"delta":{"content":5}}]}', b'{"choices":[{"delta":{"content":{"t":1}}}]}',
+    b'{"choices":[{"delta":{},"finish_reason":1}]}',
+    b'{"choices":[{"delta":{},"finish_reason":["stop"]}]}',
+])
+def test_a_malformed_chunk_ends_the_parse_keeping_the_events_before_it(bad: bytes) -> None:
+    parser = ChunkParser()
+    assert parser.parse([A, bad, B, b"[DONE]"]) == [("delta", {"content": "a"})]
+    assert parser.error is not None and parser.error.code == "upstream_malformed"
+    assert not parser.done
+
+
+@pytest.mark.parametrize("odd", [
+    b'{"choices":[],"prompt_filter_results":[{"prompt_index":0}]}',  # Azure's first chunk
+    b"{}", b'{"choices":null}', b'{"choices":[],"usage":null}',
+    b'{"choices":[{"index":0,"finish_reason":null,"content_filter_results":{}}]}',  # Azure
+    b'{"choices":[{"index":0,"delta":null}]}',
+    b'{"choices":[{"index":0,"delta":{"content":null}}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"","tool_calls":[]}}]}',
+    b'{"choices":[{"index":0,"delta":{}}],"timings":{"predicted_n":3},"system_fingerprint":"b"}',
+    b'{"choices":[{"index":0,"delta":{"reasoning":{"effort":"low"},"content":null}}]}',
+    b'{"choices":[],"usage":"many"}',
+])
+def test_shapes_providers_send_are_tolerated(odd: bytes) -> None:
+    parser = ChunkParser()
+    events = parser.parse([A, odd, B, b"[DONE]"])
     assert [e[1].get("content") for e in events] == ["a", "b", None]
+    assert parser.error is None and parser.done
+
+
+def test_usage_keeps_only_non_negative_integer_counts() -> None:
+    usage = (b'{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":-5,'
+             b'"total_tokens":1.5}}')
+    parser = ChunkParser()
+    done = parser.parse([A, usage, b"[DONE]"])[-1]
+    assert done == ("done", {"finish_reason": None, "usage": {
+        "prompt_tokens": 5, "completion_tokens": None, "total_tokens": None}})
+    odd = b'{"choices":[],"usage":{"prompt_tokens":true,"completion_tokens":"3"}}'
+    assert ChunkParser().parse([odd, b"[DONE]"])[-1][1]["usage"] == dict.fromkeys(
+        ("prompt_tokens", "completion_tokens", "total_tokens"))
+
+
+@pytest.mark.parametrize("call", [
+    b'{"choices":[{"index":0,"delta":{"content":"b","tool_calls":[{"index":0,"id":"call_1",'
+    b'"type":"function","function":{"name":"f","arguments":""}}]}}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"b","function_call":{"name":"f"}}}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"tool_calls"}]}',
+])
+def test_tool_calls_end_the_parse_as_unsupported_after_the_text_before(call: bytes) -> None:
+    parser = ChunkParser()
+    assert parser.parse([A, call, B, b"[DONE]"]) == [("delta", {"content": "a"}),
+                                                     ("delta", {"content": "b"})]
+    assert parser.error is not None and parser.error.code == "upstream_unsupported"
+    assert "tool call" in parser.error.message

@@ -28,11 +28,12 @@ from .. import errors, tasks
 from ..chat_request import ChatRequest
 from ..sse import DataDecoder
 from . import DRAIN_SECONDS, Event
+from .chunks import ChunkParser
 from .transport import BODY_EXTENSION, Body, UpstreamTransport
 
 log = logging.getLogger(__name__)
 
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+__all__ = ["ChunkParser", "OpenAIStream", "OpenAIUpstream"]
 
 
 class OpenAIUpstream:
@@ -176,6 +177,8 @@ class OpenAIStream:
             events += self._parse(None)
         if parser.error:
             events.append(("error", parser.error.to_dict()))
+            # A stream that broke the format is not read on for the connection's reuse.
+            self._broken = isinstance(parser.error, errors.UpstreamMalformed)
         self._ended = parser.done or parser.error is not None
         return events
 
@@ -244,61 +247,3 @@ class OpenAIStream:
         """Close the response (its connection goes back to the pool if it was read to the
         end); safe to call again."""
         self._response.close()
-
-
-class ChunkParser:
-    """Turns ``chat.completion.chunk`` JSON into Rill events; ``done`` at ``[DONE]``.
-
-    Handles the shapes providers send: usage-only chunks with empty ``choices``, Azure's
-    content-filter chunks (no ``choices``, or a choice with no ``delta``), null or empty
-    content, reasoning in ``delta.reasoning_content`` (DeepSeek, llama.cpp) or
-    ``delta.reasoning`` (vLLM, OpenRouter), extra keys such as llama.cpp's ``timings``.
-    A malformed event is logged and skipped.
-    """
-
-    __slots__ = ("done", "error", "finish_reason", "usage")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.error: errors.UpstreamError | None = None
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-
-    def parse(self, data: list[bytes]) -> list[Event]:
-        """Return the events of these SSE ``data`` values, up to ``done`` (which sets
-        ``done``) or an ``{"error": ...}`` event (which sets ``error``)."""
-        events: list[Event] = []
-        for raw in data:
-            if raw == b"[DONE]":
-                events.append(("done", {"finish_reason": self.finish_reason,
-                                        "usage": self.usage}))
-                self.done = True
-                break
-            try:
-                chunk = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                log.warning("skipped a malformed upstream event (%d bytes)", len(raw))
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if chunk.get("error"):
-                log.warning("upstream sent an error event mid-stream")
-                self.error = errors.UpstreamError(
-                    "The model provider reported an error mid-answer; the answer is "
-                    "incomplete.")
-                break
-            choices = chunk.get("choices")
-            if choices and isinstance(choices[0], dict):
-                choice = choices[0]
-                delta = choice.get("delta")
-                if isinstance(delta, dict):
-                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                    if reasoning and isinstance(reasoning, str):
-                        events.append(("reasoning", {"content": reasoning}))
-                    content = delta.get("content")
-                    if content and isinstance(content, str):
-                        events.append(("delta", {"content": content}))
-                self.finish_reason = choice.get("finish_reason") or self.finish_reason
-            if isinstance(chunk.get("usage"), dict):
-                self.usage = {key: chunk["usage"].get(key) for key in USAGE_KEYS}
-        return events

@@ -182,7 +182,7 @@ REASONING = "".join(f"think{i} " for i in range(5))
         ("finish_abort", expected_text(8), "", ("done", "abort")),
         ("finish_null", expected_text(8), "", ("done", None)),
         ("error_in_stream", expected_text(2), "", ("error", "upstream_error")),
-        ("malformed", expected_text(8), "", ("done", "stop")),
+        ("malformed", expected_text(2), "", ("error", "upstream_malformed")),
         ("no_done", expected_text(8), "", ("error", "upstream_cut")),
         ("big_event", "x" * BIG_EVENT_BYTES + expected_text(8), "", ("done", "stop")),
         ("multiline", expected_text(8), "", ("done", "stop")),
