@@ -15,6 +15,7 @@ Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -163,16 +164,30 @@ class Generation:
         return max(min(deadlines) - now, 0.0)
 
     def close(self) -> None:
-        """Count the ended generation in the metrics, log its summary line (no prompt) and
-        run ``on_finish``; once."""
+        """Leave ``rill_active_streams``, count the ended generation in the metrics, log
+        its summary line (no prompt) and run ``on_finish`` (which releases its slot); once.
+
+        ``on_finish`` runs whatever the metrics or the log raise; what they raise is logged
+        (if the log can) and not raised.
+        """
         if self._closed:
             return
         self._closed = True
+        try:
+            if self._active:
+                self._active = False
+                metrics.ACTIVE.dec()
+            self._account()
+        except Exception:
+            with contextlib.suppress(Exception):
+                log.exception("stream %s: counting its end failed", self.stream_id[:6])
+        finally:
+            self._on_finish()
+
+    def _account(self) -> None:
         duration = time.monotonic() - self._started
         ttft = (None if self._first_token_at is None
                 else self._first_token_at - self._started)
-        if self._active:
-            metrics.ACTIVE.dec()
         metrics.STREAMS.labels(self._outcome).inc()
         metrics.TOKENS.inc(self._tokens)
         metrics.DURATION.observe(duration)
@@ -185,7 +200,6 @@ class Generation:
             "outcome": self._outcome, "model": self._start_event.get("model"),
             "tokens": self._tokens, "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
             "duration_ms": round(duration * 1000, 1)})
-        self._on_finish()
 
     def _append(self, events: list[Event]) -> None:
         if self.finished:
@@ -199,8 +213,9 @@ class Generation:
             self.finished = True  # first: whatever the hub does, nothing follows a terminal
             self._outcome = metrics.outcome(last[1], last[2])
             usage = last[2].get("usage") if last[1] == "done" else None
-            if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-                self._tokens = usage["completion_tokens"]
+            claimed = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            if type(claimed) is int and claimed >= 0:  # else the deltas counted stand
+                self._tokens = claimed
         self.hub.append(self.stream_id, records)
         if self._first_token_at is None and any(r[1] in ("delta", "reasoning")
                                                 for r in records):
