@@ -31,6 +31,13 @@ def _user_limits(raw: str) -> dict[str, dict[str, Any]]:
     return value
 
 
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a whole number above 0")
+    return value
+
+
 def _str_list(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
@@ -57,6 +64,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_UPSTREAM_MAX_RETRIES", 2, int,
             "Retries the OpenAI SDK makes before the first byte (connection errors, 408, "
             "409, 429, 5xx), with its exponential backoff and Retry-After."),
+    Setting("RILL_UPSTREAM_MAX_EVENT_BYTES", 1_048_576, _positive_int,
+            "Longest line or event an upstream stream may send, in bytes; a longer one ends "
+            "the stream with `upstream_malformed` (the text before it is kept)."),
     Setting("RILL_DEMO_TTFT_MS", 400, int, "Demo upstream: time to first token, in ms."),
     Setting("RILL_DEMO_TOKENS_PER_SECOND", 40.0, float,
             "Demo upstream: tokens per second after the first."),

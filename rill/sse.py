@@ -22,6 +22,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FIELD_UNSAFE = re.compile(r"[\r\n\x00]")
 
 HEARTBEAT = b": ping\n\n"
+# The default limit of an upstream's line or event (RILL_UPSTREAM_MAX_EVENT_BYTES).
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 def encode_event(
@@ -62,14 +64,17 @@ def encode_comment(text: str = "") -> bytes:
     return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode("utf-8") + b"\n"
 
 
-def iter_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def iter_data(chunks: Iterable[bytes], max_bytes: int = MAX_EVENT_BYTES) -> Iterator[bytes]:
     """Yield the ``data`` of each event in an SSE byte stream, as read from an upstream.
 
-    See :class:`DataDecoder`, which this drives over ``chunks`` to their end.
+    See :class:`DataDecoder`, which this drives over ``chunks`` to their end. Raises
+    ``ValueError`` for a line or event over ``max_bytes``, after the events before it.
     """
-    decoder = DataDecoder()
+    decoder = DataDecoder(max_bytes)
     for chunk in chunks:
         yield from decoder.feed(chunk)
+        if decoder.overflow:
+            raise ValueError(f"an SSE line or event over {max_bytes} bytes")
     yield from decoder.end()
 
 
@@ -80,41 +85,79 @@ class DataDecoder:
     with ``\\n``; comments and other fields (``event``, ``id``, ``retry``) are skipped.
     Unlike a browser, :meth:`end` still yields an event left open when the stream ends: an
     upstream that omits the last blank line should not lose its last chunk.
+
+    A line, or an event's data, longer than ``max_bytes`` sets ``overflow``: the events
+    before it are returned, and from then on nothing is kept and nothing more returned.
+    An open line's pieces are kept in a list and joined once, when its end comes (linear
+    time, however many reads a long line takes).
     """
 
-    __slots__ = ("_data", "_pending")
+    __slots__ = ("_data", "_data_bytes", "_line", "_line_bytes", "max_bytes", "overflow")
 
-    def __init__(self) -> None:
-        self._pending = b""
-        self._data: list[bytes] = []
+    def __init__(self, max_bytes: int = MAX_EVENT_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.overflow = False
+        self._line: list[bytes] = []  # the pieces of a line not ended yet
+        self._line_bytes = 0
+        self._data: list[bytes] = []  # the data lines of the open event
+        self._data_bytes = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Take the next bytes, split anywhere; return the events they complete."""
-        pending = self._pending + chunk if self._pending else chunk
+        if self.overflow:
+            return []
+        if self._line:
+            if b"\n" not in chunk and b"\r" not in chunk:
+                self._line.append(chunk)
+                self._line_bytes += len(chunk)
+                if self._line_bytes > self.max_bytes:
+                    self._overflow()
+                return []
+            self._line.append(chunk)
+            pending = b"".join(self._line)
+        else:
+            pending = chunk
         if b"\r" in pending:
             # Keep a trailing \r: the \n of a \r\n pair may come in the next chunk.
             held = pending.endswith(b"\r")
             pending = pending[:-1] if held else pending
             pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             pending += b"\r" if held else b""
-        *lines, self._pending = pending.split(b"\n")
+        *lines, rest = pending.split(b"\n")
+        if rest:
+            self._line, self._line_bytes = [rest], len(rest)
+        elif self._line:
+            self._line, self._line_bytes = [], 0
         events: list[bytes] = []
-        data = self._data
+        data, size = self._data, self._data_bytes
         for line in lines:
             if not line:
                 if data:
+                    if size > self.max_bytes:
+                        break
                     events.append(b"\n".join(data))
                     data = self._data = []
+                    size = 0
             elif line.startswith(b"data:"):
                 value = line[5:]
-                data.append(value[1:] if value.startswith(b" ") else value)
+                value = value[1:] if value.startswith(b" ") else value
+                data.append(value)
+                size += len(value)
+        self._data, self._data_bytes = data, size
+        if size > self.max_bytes or self._line_bytes > self.max_bytes:
+            self._overflow()
         return events
 
     def end(self) -> list[bytes]:
         """The stream ended: return the event left open, if any."""
-        pending, self._pending = self._pending.rstrip(b"\r"), b""
-        if pending.startswith(b"data:"):
+        pending = b"".join(self._line).rstrip(b"\r")
+        self._line, self._line_bytes = [], 0
+        if pending.startswith(b"data:") and not self.overflow:
             value = pending[5:]
             self._data.append(value[1:] if value.startswith(b" ") else value)
-        data, self._data = self._data, []
-        return [b"\n".join(data)] if data else []
+        data, self._data, self._data_bytes = self._data, [], 0
+        return [b"\n".join(data)] if data and not self.overflow else []
+
+    def _overflow(self) -> None:
+        self.overflow = True
+        self._line, self._line_bytes, self._data, self._data_bytes = [], 0, [], 0

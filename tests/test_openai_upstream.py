@@ -244,3 +244,16 @@ def test_tool_calls_end_the_parse_as_unsupported_after_the_text_before(call: byt
                                                      ("delta", {"content": "b"})]
     assert parser.error is not None and parser.error.code == "upstream_unsupported"
     assert "tool call" in parser.error.message
+
+
+def test_an_event_over_the_limit_ends_the_stream_as_malformed_after_the_text_before() -> None:
+    def body() -> Iterator[bytes]:
+        yield b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: {"choices":'
+        yield from [b"x" * 100] * 20  # never ended
+        raise AssertionError("read past the limit")
+
+    stream = upstream(lambda _: sse(body()), RILL_UPSTREAM_MAX_EVENT_BYTES=1000).open(REQUEST)
+    events = []
+    with pytest.raises(errors.UpstreamMalformed):
+        events.extend(stream)
+    assert events == [("delta", {"content": "a"})]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from rill.sse import HEARTBEAT, encode_comment, encode_event, encode_json_event, iter_data
+from rill.sse import (
+    HEARTBEAT,
+    DataDecoder,
+    encode_comment,
+    encode_event,
+    encode_json_event,
+    iter_data,
+)
 
 
 @pytest.mark.parametrize(
@@ -85,8 +92,44 @@ def test_encode_comment_is_byte_exact(text: str, expected: bytes) -> None:
         ([b"data: a\n\ndata: [DONE]"], [b"a", b"[DONE]"]),
         ([b"data: a\n\ndata: [DONE]\r"], [b"a", b"[DONE]"]),
         ([b"data: a"], [b"a"]),
+        ([b"data: a", b"b", b"c\r", b"\n", b"\n"], [b"abc"]),
+        ([b"data: a", b"b\r", b"data: c\r\r"], [b"ab\nc"]),
+        ([b"data: a", b"b"], [b"ab"]),
         ([], []),
     ],
 )
 def test_iter_data_parses_upstream_streams(chunks: list[bytes], expected: list[bytes]) -> None:
     assert list(iter_data(chunks)) == expected
+
+
+STREAM = b'data: {"a":1}\r\n\r\n: ping\n\ndata: x\ndata: y\n\ndata: [DONE]\n\n'
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
+def test_any_split_gives_the_same_events(size: int) -> None:
+    pieces = [STREAM[i:i + size] for i in range(0, len(STREAM), size)]
+    assert list(iter_data(pieces)) == [b'{"a":1}', b"x\ny", b"[DONE]"]
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"data: ok\n\ndata: ", *[b"x" * 100] * 11],  # one line, never ended
+    [b"data: ok\n\ndata: " + b"x" * 1100 + b"\n\n"],  # one line, whole in a read
+    [b"data: ok\n\n", *[b"data: " + b"x" * 99 + b"\n"] * 11],  # an event of many lines
+    [b"data: ok\n\n: " + b"c" * 1100],  # a comment line
+])
+def test_a_line_or_event_over_the_limit_overflows_after_the_events_before(
+        pieces: list[bytes]) -> None:
+    decoder = DataDecoder(max_bytes=1000)
+    events = [event for piece in pieces for event in decoder.feed(piece)]
+    assert events == [b"ok"] and decoder.overflow
+    assert decoder.feed(b"\n\ndata: more\n\n") == [] and decoder.end() == []
+    assert (decoder._line, decoder._data) == ([], [])  # nothing held after the overflow
+    with pytest.raises(ValueError, match="over 1000 bytes"):
+        list(iter_data(pieces, max_bytes=1000))
+
+
+def test_an_event_at_the_limit_passes_in_any_number_of_reads() -> None:
+    line = b"data: " + b"x" * 1000 + b"\n\n"
+    decoder = DataDecoder(max_bytes=1000)
+    events = [event for i in range(0, len(line), 10) for event in decoder.feed(line[i:i + 10])]
+    assert events == [b"x" * 1000] and not decoder.overflow

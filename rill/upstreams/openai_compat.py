@@ -26,7 +26,7 @@ from openai._constants import RAW_RESPONSE_HEADER
 
 from .. import errors, tasks
 from ..chat_request import ChatRequest
-from ..sse import DataDecoder
+from ..sse import MAX_EVENT_BYTES, DataDecoder
 from . import DRAIN_SECONDS, Event
 from .chunks import ChunkParser
 from .transport import BODY_EXTENSION, Body, UpstreamTransport
@@ -57,6 +57,7 @@ class OpenAIUpstream:
                                                      body_timeout=not tasks.cooperative()),
             verify=verify,
         )
+        self.max_event_bytes = config["RILL_UPSTREAM_MAX_EVENT_BYTES"]
         self.client = openai.OpenAI(
             # A local server (vLLM, Ollama, llama.cpp) needs no key, but the SDK wants one.
             api_key=os.environ.get("OPENAI_API_KEY") or "unused",
@@ -77,7 +78,7 @@ class OpenAIUpstream:
         if request.temperature is not None:
             body["temperature"] = request.temperature
         response = _send(self.client, orjson.dumps(body))
-        return OpenAIStream(response, request.model)
+        return OpenAIStream(response, request.model, self.max_event_bytes)
 
 
 def _send(client: openai.OpenAI, body: bytes) -> httpx2.Response:
@@ -129,13 +130,16 @@ def _retry_after(headers: httpx2.Headers) -> int | None:
 class OpenAIStream:
     """One streaming response, read as Rill events (see :mod:`rill.upstreams`)."""
 
-    def __init__(self, response: httpx2.Response, model: str) -> None:
+    def __init__(self, response: httpx2.Response, model: str,
+                 max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        """``max_event_bytes``: the longest line or event the body may hold
+        (``RILL_UPSTREAM_MAX_EVENT_BYTES``); a longer one ends it as malformed."""
         self.model = model
         self._response = response
         self._body: Body | None = response.extensions.get(BODY_EXTENSION)
         if response.headers.get("content-encoding", "identity") != "identity":
             self._body = None  # httpx2 decodes it: only iteration gives the text
-        self._decoder, self._parser = DataDecoder(), ChunkParser()
+        self._decoder, self._parser = DataDecoder(max_event_bytes), ChunkParser()
         self._ended = False  # done or an error was returned: later reads only drain
         self._broken = False  # the body failed (a reset, or closed before its end)
 
@@ -219,11 +223,14 @@ class OpenAIStream:
 
     def _parse(self, chunk: bytes | None) -> list[Event]:
         """The events of the next body bytes, or of the body's end (``None``), where a body
-        that ended before ``[DONE]`` sets the parser's ``error`` to ``UpstreamCut``."""
-        parser = self._parser
-        data = self._decoder.end() if chunk is None else self._decoder.feed(chunk)
+        that ended before ``[DONE]`` sets the parser's ``error`` to ``UpstreamCut``, and a
+        line or event over the limit to ``UpstreamMalformed``."""
+        parser, decoder = self._parser, self._decoder
+        data = decoder.end() if chunk is None else decoder.feed(chunk)
         events = parser.parse(data)
-        if chunk is None and not parser.done and not parser.error:
+        if decoder.overflow and not parser.done and not parser.error:
+            parser.refuse(f"a line or event over {decoder.max_bytes} bytes")
+        elif chunk is None and not parser.done and not parser.error:
             parser.error = errors.UpstreamCut("The model provider's stream ended before it "
                                               "was complete; the answer is incomplete.")
         return events
