@@ -14,7 +14,7 @@ import pytest
 
 from rill import errors
 from rill.chat_request import ChatRequest
-from rill.config import DEFAULTS
+from rill.config import DEFAULTS, ConfigError
 from rill.upstreams.openai_compat import ChunkParser, OpenAIUpstream
 
 CASSETTES = Path(__file__).parent / "cassettes"
@@ -257,3 +257,36 @@ def test_an_event_over_the_limit_ends_the_stream_as_malformed_after_the_text_bef
     with pytest.raises(errors.UpstreamMalformed):
         events.extend(stream)
     assert events == [("delta", {"content": "a"})]
+
+
+def test_openai_variables_lose_surrounding_whitespace(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", " sk-SECRET\n")  # as `echo sk-SECRET > file` leaves it
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-1\r\n")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1\n")
+    seen = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return sse(cassette("openai.sse"))
+
+    run(upstream(handler))
+    assert seen[0].headers["authorization"] == "Bearer sk-SECRET"
+    assert seen[0].headers["openai-organization"] == "org-1"
+    assert str(seen[0].url) == "http://127.0.0.1:9/v1/chat/completions"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("OPENAI_API_KEY", "sk-SECRET\nX-Evil: 1"), ("OPENAI_API_KEY", "sk-SECRET\rX"),
+    ("OPENAI_API_KEY", "sk-\x7fSECRET"), ("OPENAI_API_KEY", "sk-SECRET\tX"),
+    ("OPENAI_API_KEY", "sk-SECRET\u00e9"), ("OPENAI_API_KEY", " \n"),
+    ("OPENAI_ORG_ID", "org-SECRET\nX: 1"), ("OPENAI_PROJECT_ID", "SECRET\r\nX: 1"),
+    ("OPENAI_BASE_URL", "http://SECRET/v1\r\nX: 1"),
+    ("OPENAI_CUSTOM_HEADERS", "X-A: 1\nX-B: SECRET\rX: 2"),
+])
+def test_an_unusable_openai_variable_stops_the_start_naming_it_not_showing_it(
+        monkeypatch, name, value) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        OpenAIUpstream({**DEFAULTS})
+    assert name in str(info.value)
+    assert "SECRET" not in str(info.value) and "X-Evil" not in str(info.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from openai._constants import RAW_RESPONSE_HEADER
 
 from .. import errors, tasks
 from ..chat_request import ChatRequest
+from ..config import ConfigError
 from ..sse import MAX_EVENT_BYTES, DataDecoder
 from . import DRAIN_SECONDS, Event
 from .chunks import ChunkParser
@@ -37,7 +39,11 @@ __all__ = ["ChunkParser", "OpenAIStream", "OpenAIUpstream"]
 
 
 class OpenAIUpstream:
-    """Chat completions from ``OPENAI_BASE_URL`` (default OpenAI's) with ``OPENAI_API_KEY``."""
+    """Chat completions from ``OPENAI_BASE_URL`` (default OpenAI's) with ``OPENAI_API_KEY``.
+
+    Raises :class:`~rill.config.ConfigError` for an unusable ``OPENAI_*`` variable (see
+    :func:`sdk_settings`).
+    """
 
     demo = False
 
@@ -58,9 +64,13 @@ class OpenAIUpstream:
             verify=verify,
         )
         self.max_event_bytes = config["RILL_UPSTREAM_MAX_EVENT_BYTES"]
+        settings = sdk_settings(os.environ)
         self.client = openai.OpenAI(
             # A local server (vLLM, Ollama, llama.cpp) needs no key, but the SDK wants one.
-            api_key=os.environ.get("OPENAI_API_KEY") or "unused",
+            api_key=settings.get("api_key") or "unused",
+            organization=settings.get("organization"),
+            project=settings.get("project"),
+            base_url=settings.get("base_url"),  # None: the SDK's default
             max_retries=config["RILL_UPSTREAM_MAX_RETRIES"],
             http_client=http_client,
         )
@@ -79,6 +89,45 @@ class OpenAIUpstream:
             body["temperature"] = request.temperature
         response = _send(self.client, orjson.dumps(body))
         return OpenAIStream(response, request.model, self.max_event_bytes)
+
+
+# The environment variables the SDK turns into the request line or header values (with
+# OPENAI_CUSTOM_HEADERS, checked apart).
+SDK_VARIABLES = {"OPENAI_API_KEY": "api_key", "OPENAI_ORG_ID": "organization",
+                 "OPENAI_PROJECT_ID": "project", "OPENAI_BASE_URL": "base_url"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def sdk_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The SDK's settings from ``SDK_VARIABLES`` that are set (by argument name), stripped
+    of surrounding whitespace (a key file written by ``echo`` ends in a newline).
+
+    Raises :class:`~rill.config.ConfigError` naming the variable, never showing its value,
+    for one that is only whitespace, or that still holds a control character (CR or LF
+    would end the header line and start another, RFC 9110 section 5.5) or, in a header
+    value, anything but ASCII.
+    """
+    settings = {}
+    for name, argument in SDK_VARIABLES.items():
+        if not (raw := environ.get(name)):
+            continue
+        value = raw.strip()
+        if not value:
+            raise ConfigError(f"{name} is set but blank; unset it or give it a value.")
+        _check(name, value, ascii_only=argument != "base_url")
+        settings[argument] = value
+    # The SDK reads this one itself: `Name: value` lines, each name and value stripped.
+    for line in environ.get("OPENAI_CUSTOM_HEADERS", "").split("\n"):
+        for part in line.partition(":")[::2]:
+            _check("OPENAI_CUSTOM_HEADERS", part.strip(), ascii_only=True)
+    return settings
+
+
+def _check(name: str, value: str, ascii_only: bool) -> None:
+    if _CONTROL.search(value) or (ascii_only and not value.isascii()):
+        raise ConfigError(f"{name} holds a line break, another control character or a "
+                          "non-ASCII character (its value is not shown); set it again as "
+                          "one line.")
 
 
 def _send(client: openai.OpenAI, body: bytes) -> httpx2.Response:
