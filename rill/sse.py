@@ -92,7 +92,8 @@ class DataDecoder:
     time, however many reads a long line takes).
     """
 
-    __slots__ = ("_data", "_data_bytes", "_line", "_line_bytes", "max_bytes", "overflow")
+    __slots__ = ("_counted", "_data", "_data_bytes", "_line", "_line_bytes", "max_bytes",
+                 "overflow")
 
     def __init__(self, max_bytes: int = MAX_EVENT_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -100,64 +101,85 @@ class DataDecoder:
         self._line: list[bytes] = []  # the pieces of a line not ended yet
         self._line_bytes = 0
         self._data: list[bytes] = []  # the data lines of the open event
-        self._data_bytes = 0
+        self._data_bytes = 0  # their size, as of the last read
+        self._counted = 0  # how many of them that size counts
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Take the next bytes, split anywhere; return the events they complete."""
-        if self.overflow:
-            return []
-        if self._line:
+        pieces = self._line
+        if pieces:  # a line left open by an earlier read, or the overflow's mark
+            if self.overflow:
+                return []
+            pieces.append(chunk)
             if b"\n" not in chunk and b"\r" not in chunk:
-                self._line.append(chunk)
                 self._line_bytes += len(chunk)
                 if self._line_bytes > self.max_bytes:
                     self._overflow()
                 return []
-            self._line.append(chunk)
-            pending = b"".join(self._line)
+            pending = b"".join(pieces)
         else:
             pending = chunk
         if b"\r" in pending:
             # Keep a trailing \r: the \n of a \r\n pair may come in the next chunk.
-            held = pending.endswith(b"\r")
-            pending = pending[:-1] if held else pending
+            cr_held = pending.endswith(b"\r")
+            pending = pending[:-1] if cr_held else pending
             pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            pending += b"\r" if held else b""
+            pending += b"\r" if cr_held else b""
         *lines, rest = pending.split(b"\n")
         if rest:
-            self._line, self._line_bytes = [rest], len(rest)
-        elif self._line:
-            self._line, self._line_bytes = [], 0
+            self._line = [rest]
+            self._line_bytes = len(rest)
+        elif pieces:
+            self._line = []
         events: list[bytes] = []
-        data, size = self._data, self._data_bytes
+        held_data = data = self._data
         for line in lines:
             if not line:
                 if data:
-                    if size > self.max_bytes:
-                        break
                     events.append(b"\n".join(data))
-                    data = self._data = []
-                    size = 0
+                    data = []
             elif line.startswith(b"data:"):
                 value = line[5:]
-                value = value[1:] if value.startswith(b" ") else value
-                data.append(value)
-                size += len(value)
-        self._data, self._data_bytes = data, size
-        if size > self.max_bytes or self._line_bytes > self.max_bytes:
+                data.append(value[1:] if value.startswith(b" ") else value)
+        self._data = data
+        # Sizes are checked per read, not per line: no event this read completes or leaves
+        # open is longer than this read and the data held before it together.
+        held = held_before = self._data_bytes
+        if data or held:
+            if data is not held_data:
+                held = self._counted = 0
+            held = self._data_bytes = held + sum(map(len, data[self._counted:]))
+            self._counted = len(data)
+        if len(pending) + held_before > self.max_bytes:
+            return self._check(events, held)
+        return events
+
+    def _check(self, events: list[bytes], held: int) -> list[bytes]:
+        """Of ``events``, those before the first over the limit; the overflow if one is,
+        or if the held line or event is."""
+        limit = self.max_bytes
+        for i, event in enumerate(events):
+            if len(event) > limit:
+                self._overflow()
+                return events[:i]
+        if held > limit or self._line_bytes > limit:
             self._overflow()
         return events
 
     def end(self) -> list[bytes]:
         """The stream ended: return the event left open, if any."""
+        if self.overflow:
+            return []
         pending = b"".join(self._line).rstrip(b"\r")
         self._line, self._line_bytes = [], 0
-        if pending.startswith(b"data:") and not self.overflow:
+        if pending.startswith(b"data:"):
             value = pending[5:]
             self._data.append(value[1:] if value.startswith(b" ") else value)
-        data, self._data, self._data_bytes = self._data, [], 0
-        return [b"\n".join(data)] if data and not self.overflow else []
+        data, self._data, self._data_bytes, self._counted = self._data, [], 0, 0
+        return [b"\n".join(data)] if data else []
 
     def _overflow(self) -> None:
+        """Drop what is held; the mark in ``_line`` sends every later read to the check."""
         self.overflow = True
-        self._line, self._line_bytes, self._data, self._data_bytes = [], 0, [], 0
+        self._line, self._line_bytes, self._data, self._data_bytes = [b""], 0, [], 0
+        self._counted = 0

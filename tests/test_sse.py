@@ -116,6 +116,7 @@ def test_any_split_gives_the_same_events(size: int) -> None:
     [b"data: ok\n\ndata: " + b"x" * 1100 + b"\n\n"],  # one line, whole in a read
     [b"data: ok\n\n", *[b"data: " + b"x" * 99 + b"\n"] * 11],  # an event of many lines
     [b"data: ok\n\n: " + b"c" * 1100],  # a comment line
+    [b"data: ok\n\ndata: " + b"x" * 900 + b"\n", b"data: " + b"y" * 200 + b"\n\n"],
 ])
 def test_a_line_or_event_over_the_limit_overflows_after_the_events_before(
         pieces: list[bytes]) -> None:
@@ -123,7 +124,7 @@ def test_a_line_or_event_over_the_limit_overflows_after_the_events_before(
     events = [event for piece in pieces for event in decoder.feed(piece)]
     assert events == [b"ok"] and decoder.overflow
     assert decoder.feed(b"\n\ndata: more\n\n") == [] and decoder.end() == []
-    assert (decoder._line, decoder._data) == ([], [])  # nothing held after the overflow
+    assert (b"".join(decoder._line), decoder._data) == (b"", [])  # nothing held after it
     with pytest.raises(ValueError, match="over 1000 bytes"):
         list(iter_data(pieces, max_bytes=1000))
 
