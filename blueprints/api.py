@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import secrets
 import time
 
@@ -16,11 +17,13 @@ from rill import chat_request, metrics, relay, request_ids, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, stream_cap
+from rill.openapi import LAST_EVENT_ID
 from rill.openapi import document as openapi_document
 from rill.security import check_csrf_token, refuse_cross_site
 
 bp = Blueprint("rill_api", __name__)
 
+LAST_EVENT_ID_FORM = re.compile(LAST_EVENT_ID.removeprefix("^").removesuffix("$"), re.ASCII)
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
@@ -63,11 +66,10 @@ def chat() -> Response:
 def events(stream_id: str) -> Response:
     """Replay a stream after ``Last-Event-ID`` (or ``?last_event_id``), then follow it live."""
     raw = request.headers.get("Last-Event-ID", request.args.get("last_event_id", "-1"))
-    try:
-        after = int(raw)
-    except ValueError:
-        raise InvalidRequest("Last-Event-ID must be a whole number.",
-                             code="invalid_last_event_id", param="Last-Event-ID") from None
+    if not LAST_EVENT_ID_FORM.fullmatch(raw):
+        raise InvalidRequest("Last-Event-ID must be a whole number of at most 18 digits.",
+                             code="invalid_last_event_id", param="Last-Event-ID")
+    after = int(raw)
     state().check_owner(stream_id, current_user())  # 404 before the stream starts
     metrics.RESUMES.inc()
     return _subscription(stream_id, after=max(after, -1))

@@ -78,7 +78,7 @@ def _messages(value: Any, config: Mapping[str, Any]) -> list[dict[str, str]]:
             raise _bad("messages", f"`{where}` must be an object with `role` and `content`.",
                        where)
         role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a dict is unhashable
             raise _bad("messages", f"`{where}.role` must be one of: system, user, assistant.",
                        f"{where}.role")
         if not isinstance(content, str):
@@ -110,6 +110,8 @@ def _model(value: Any, config: Mapping[str, Any]) -> str:
 def _max_tokens(value: Any, most: int) -> int | None:
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's integer: 5.0 is one (as the OpenAPI document says)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise _bad("max_tokens", f"`max_tokens` must be a whole number from 1 to {most}.")
     return value

@@ -1,7 +1,9 @@
-"""The OpenAPI 3.1 document of Rill's API, built from the live settings.
+"""The OpenAPI 3.2 document of Rill's API, built from the live settings.
 
-Served at ``GET /api/openapi.json``. The SSE body of a stream is described in prose and as
-a schema per event (``x-sse-events``), since OpenAPI has no type for an event stream.
+Served at ``GET /api/openapi.json``. A stream's body is ``text/event-stream`` described, as
+OpenAPI 3.2 does, by an ``itemSchema`` for one event (WHATWG HTML, server-sent events: the
+``event``, ``data`` and ``id`` fields), whose ``data`` is JSON (``contentMediaType``) with a
+``contentSchema`` per event type.
 """
 
 from __future__ import annotations
@@ -28,6 +30,39 @@ STREAM_ERROR_CODES = ["upstream_error", "upstream_cut", "upstream_stalled",
                       "producer_lost", "shutdown", "hub_unavailable", "events_expired",
                       "internal"]
 
+LAST_EVENT_ID = "^-?[0-9]{1,18}$"  # below 2**63, so every hub takes it
+_TEXT = {"type": "object", "additionalProperties": False, "required": ["content"],
+         "properties": {"content": {"type": "string", "minLength": 1}}}
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
+EVENT_DATA: dict[str, dict[str, Any]] = {  # the JSON ``data`` of each event type
+    "start": {"type": "object", "additionalProperties": False,
+              "required": ["stream_id", "model"],
+              "properties": {"stream_id": {"type": "string"}, "model": {"type": "string"}}},
+    "delta": _TEXT,
+    "reasoning": _TEXT,
+    "done": {"type": "object", "additionalProperties": False,
+             "required": ["finish_reason", "usage"], "properties": {
+                 "finish_reason": {"type": ["string", "null"]},
+                 "usage": {"oneOf": [{"type": "null"}, {
+                     "type": "object", "additionalProperties": False,
+                     "properties": {key: _COUNT for key in (
+                         "prompt_tokens", "completion_tokens", "total_tokens")}}]}}},
+    "error": {"type": "object", "additionalProperties": False,
+              "required": ["code", "message"], "properties": {
+                  "code": {"enum": STREAM_ERROR_CODES}, "message": {"type": "string"},
+                  "retry_after": {"type": "integer", "minimum": 1}}},
+}
+
+
+def _event(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"const": kind},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": data},
+        # Every event has an id but an error from the relay itself (the hub failed), whose
+        # absence keeps Last-Event-ID at the last real event.
+        "id": {"type": "string", "pattern": "^(0|[1-9][0-9]*)$"}}}
+
 
 def _error(status: int, codes: list[str]) -> dict[str, Any]:
     return {"description": f"Error: {', '.join(codes)}", "content": {"application/json": {
@@ -35,14 +70,17 @@ def _error(status: int, codes: list[str]) -> dict[str, Any]:
 
 
 def _stream_response() -> dict[str, Any]:
-    return {"description": "Server-Sent Events (WHATWG HTML, server-sent events): `start`, "
-                           "then `delta`/`reasoning`, then `done` or `error`; ids from 0; "
-                           "`: ping` comments in silences.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    return {"description": "Server-Sent Events: `start`, then `delta`/`reasoning`, then "
+                           "`done` or `error`; ids from 0; `: ping` comments in silences.",
+            "content": {"text/event-stream": {
+                "itemSchema": {"$ref": "#/components/schemas/StreamEvent"}}}}
 
 
 def document(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the OpenAPI document for the current limits (``RILL_MAX_*``)."""
+    """Return the OpenAPI document for the current limits (``RILL_MAX_*``) and models."""
+    allowed = [m for m in config["RILL_MODELS"] if m != "*"]
+    model = ({"enum": allowed} if allowed and "*" not in config["RILL_MODELS"]
+             else {"type": "string", "minLength": 1, "maxLength": 256})
     message = {"type": "object", "additionalProperties": True,
                "required": ["role", "content"], "properties": {
                    "role": {"enum": ["system", "user", "assistant"]},
@@ -52,7 +90,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                "properties": {
                    "messages": {"type": "array", "items": message, "minItems": 1,
                                 "maxItems": config["RILL_MAX_MESSAGES"]},
-                   "model": {"type": "string", "minLength": 1, "maxLength": 256},
+                   "model": model,
                    "max_tokens": {"type": "integer", "minimum": 1,
                                   "maximum": config["RILL_MAX_TOKENS"]},
                    "temperature": {"type": "number", "minimum": 0, "maximum": 2}}}
@@ -60,7 +98,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
     stream_id = {"name": "stream_id", "in": "path", "required": True,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 64}}
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",
         "info": {"title": "Rill", "version": "1",
                  "description": "Stream LLM chat completions over Server-Sent Events."},
         "paths": {
@@ -71,27 +109,29 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                 "responses": {"200": _stream_response(), **failures}}},
             "/api/chat/{stream_id}/events": {"get": {
                 "operationId": "streamEvents", "summary": "Replay and follow a stream",
-                "parameters": [stream_id, {
-                    "name": "Last-Event-ID", "in": "header", "required": False,
-                    "schema": {"type": "string", "maxLength": 32}}],
+                "parameters": [stream_id, *({
+                    "name": name, "in": where, "required": False,
+                    "description": "Replay after this event id (-1 or none: from the "
+                                   "start); the header wins over the query.",
+                    "schema": {"type": "string", "pattern": LAST_EVENT_ID}}
+                    for name, where in (("Last-Event-ID", "header"),
+                                        ("last_event_id", "query")))],
                 "responses": {"200": _stream_response(), **failures}}},
             "/api/chat/{stream_id}/cancel": {"post": {
                 "operationId": "cancelStream", "summary": "Cancel a stream's generation",
                 "parameters": [stream_id],
                 "responses": {"202": {"description": "Cancelling", "content": {
-                    "application/json": {"schema": {"type": "object"}}}}, **failures}}},
+                    "application/json": {"schema": {
+                        "type": "object", "additionalProperties": False,
+                        "required": ["stream_id", "status"], "properties": {
+                            "stream_id": {"type": "string"},
+                            "status": {"const": "cancelling"}}}}}}, **failures}}},
         },
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"], "properties": {
                     "code": {"type": "string"}, "message": {"type": "string"},
                     "param": {"type": "string"}, "retry_after": {"type": "integer"}}}}},
+            "StreamEvent": {"oneOf": [_event(kind, data) for kind, data in EVENT_DATA.items()]},
         }},
-        "x-sse-events": {
-            "start": {"stream_id": "string", "model": "string"},
-            "delta": {"content": "string"},
-            "reasoning": {"content": "string"},
-            "done": {"finish_reason": "string | null", "usage": "object | null"},
-            "error": {"code": STREAM_ERROR_CODES, "message": "string"},
-        },
     }

@@ -242,7 +242,7 @@ def test_openapi_document_lists_every_operation_and_error_code(client) -> None:
     from rill.openapi import ERROR_CODES, STREAM_ERROR_CODES
 
     document = client.get("/api/openapi.json").json
-    assert document["openapi"].startswith("3.1")
+    assert document["openapi"].startswith("3.2")
     assert set(document["paths"]) == {"/api/chat", "/api/chat/{stream_id}/events",
                                       "/api/chat/{stream_id}/cancel"}
     declared = {code for codes in ERROR_CODES.values() for code in codes}

@@ -40,6 +40,8 @@ LONG = "x" * (DEFAULTS["RILL_MAX_MESSAGE_CHARS"] + 1)
         ({"messages": ["hi"]}, "invalid_messages", "messages[0]"),
         ({"messages": [USER, {"role": "tool", "content": "x"}]}, "invalid_messages",
          "messages[1].role"),
+        ({"messages": [{"role": {"a": 1}, "content": "x"}]}, "invalid_messages",
+         "messages[0].role"),  # unhashable: was a TypeError, so a 500
         ({"messages": [{"role": "user"}]}, "invalid_messages", "messages[0].content"),
         ({"messages": [{"role": "user", "content": ["x"]}]}, "invalid_messages",
          "messages[0].content"),
