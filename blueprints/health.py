@@ -36,7 +36,16 @@ def prometheus_metrics() -> Response:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             abort(404)  # no oracle: it is simply not here for others
-    elif not ipaddress.ip_address(request.remote_addr or "0.0.0.0").is_loopback:
+    elif not _loopback(request.remote_addr):
         abort(404)
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+def _loopback(address: str | None) -> bool:
+    """Whether ``address`` is a loopback IP; garbage (a forwarded ``X-Forwarded-For`` with
+    ``RILL_PROXY_HOPS`` > 0, a Unix socket) is not."""
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False

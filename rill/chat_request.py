@@ -19,6 +19,7 @@ from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 ROLES = frozenset({"system", "user", "assistant"})
 KNOWN_FIELDS = frozenset({"messages", "model", "max_tokens", "temperature"})
+MAX_EVENT_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,21 @@ def _temperature(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
         raise _bad("temperature", "`temperature` must be a number from 0 to 2.")
     return float(value)
+
+
+def last_event_id(raw: str | None) -> int:
+    """The event id a resume starts after: ``raw`` (a ``Last-Event-ID``, WHATWG HTML
+    "server-sent events") as ASCII digits, 0 to 2**63 - 1 (what both hubs can number:
+    Redis stream ids are 64-bit); absent or empty is -1 (from the start).
+
+    Raises :class:`InvalidRequest` ``invalid_last_event_id`` (400) for anything else.
+    """
+    if not raw:
+        return -1
+    if len(raw) > 19 or not raw.isascii() or not raw.isdigit() or int(raw) > MAX_EVENT_ID:
+        raise InvalidRequest(f"Last-Event-ID must be a whole number from 0 to {MAX_EVENT_ID}.",
+                             code="invalid_last_event_id", param="Last-Event-ID")
+    return int(raw)
 
 
 def _bad(field_name: str, message: str, param: str | None = None) -> InvalidRequest:

@@ -1,0 +1,113 @@
+"""Issue 14, hostile and broken inputs on a real gunicorn gevent worker: errors that were
+500s or lied, Redis outages, secrets in logs, the orphan grace, and the cost defaults."""
+
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.integration.conftest import ask, relay_env, run_rill, sim_model
+from tests.sse_client import events_only, parse
+
+pytestmark = pytest.mark.integration
+
+
+def raw_request(url: str, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` as is to the server at ``url``; return what it answers until it closes
+    (or ``timeout``)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.endswith(b"}\n"):
+                break
+    return answer
+
+
+def error_of(response: requests.Response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
+
+# Item 11: inputs that were answered 500 (or an `internal` stream error).
+
+
+def test_es256_token_against_an_rs256_key_is_a_401(simulator) -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    token = jwt.encode({"sub": "mallory", "exp": int(time.time()) + 600},
+                       ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+    env = relay_env(simulator, RILL_AUTH="jwt", RILL_JWT_PUBLIC_KEY=pem.decode())
+    with run_rill(env, "abuse-es256") as server:
+        response = requests.post(f"{server.url}/api/chat", json=ask("sim"), timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"})
+        assert error_of(response) == (401, "unauthorized")
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+        assert "Traceback" not in server.log()
+
+
+def test_malformed_chunked_body_is_a_400(simulator) -> None:
+    with run_rill(relay_env(simulator), "abuse-chunked") as server:
+        host = urlsplit(server.url).netloc
+        answer = raw_request(server.url, (
+            f"POST /api/chat HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\nZZZ\r\n{}\r\n0\r\n\r\n").encode())
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b'"code":"invalid_body"' in answer
+        assert "Traceback" not in server.log()
+
+
+def test_garbage_forwarded_for_on_metrics_is_a_404(simulator) -> None:
+    with run_rill(relay_env(simulator, RILL_PROXY_HOPS="1"), "abuse-xff") as server:
+        response = requests.get(f"{server.url}/metrics", timeout=10,
+                                headers={"X-Forwarded-For": "garbage"})
+        assert response.status_code == 404
+        forwarded = requests.get(f"{server.url}/metrics", timeout=10,
+                                 headers={"X-Forwarded-For": "127.0.0.1"})
+        assert forwarded.status_code == 200
+        assert "Traceback" not in server.log()
+
+
+def test_out_of_range_last_event_id_on_the_redis_hub_is_a_400(simulator, redis_server) -> None:
+    env = relay_env(simulator, RILL_REDIS_URL=redis_server.url,
+                    RILL_ORPHAN_GRACE_SECONDS="30")
+    with run_rill(env, "abuse-last-id") as server:
+        model, _ = sim_model(tokens=3)
+        with server.chat(ask(model)) as response:
+            events = events_only(parse(response.iter_content(chunk_size=None)))
+        stream_id = events[0].json["stream_id"]
+        url = f"{server.url}/api/chat/{stream_id}/events"
+        for value in (str(2**64), str(2**63), "-2", "+1", "1_0", "\u0661"):
+            response = requests.get(url, headers={"Last-Event-ID": value.encode()},
+                                    timeout=10)
+            assert error_of(response) == (400, "invalid_last_event_id"), value
+        largest = requests.get(url, headers={"Last-Event-ID": str(2**63 - 1)}, timeout=10)
+        assert largest.status_code == 200 and "internal" not in largest.text
+        replay = events_only(parse([requests.get(url, headers={"Last-Event-ID": "1"},
+                                                 timeout=10).content]))
+        assert [e.id for e in replay] == [str(i) for i in range(2, len(events))]
+
+
+def test_method_not_allowed_under_the_api_keeps_allow(simulator) -> None:
+    with run_rill(relay_env(simulator), "abuse-405") as server:
+        response = requests.get(f"{server.url}/api/chat", timeout=10)
+        assert error_of(response) == (405, "method_not_allowed")
+        assert "POST" in response.headers["Allow"]
+        cancel = requests.get(f"{server.url}/api/chat/{'x' * 22}/cancel", timeout=10)
+        assert cancel.status_code == 405 and "POST" in cancel.headers["Allow"]
