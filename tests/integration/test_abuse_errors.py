@@ -111,3 +111,36 @@ def test_method_not_allowed_under_the_api_keeps_allow(simulator) -> None:
         assert "POST" in response.headers["Allow"]
         cancel = requests.get(f"{server.url}/api/chat/{'x' * 22}/cancel", timeout=10)
         assert cancel.status_code == 405 and "POST" in cancel.headers["Allow"]
+
+
+# Item 17: forwarded headers and subjects that were believed.
+
+
+def test_without_proxy_hops_gunicorn_ignores_forwarded_proto_from_loopback(simulator) -> None:
+    with run_rill(relay_env(simulator), "abuse-proto") as server:
+        response = requests.get(f"{server.url}/", timeout=10, allow_redirects=False,
+                                headers={"Host": "rill.example", "X-Forwarded-Proto": "https"})
+        assert response.status_code == 308, "a plain-HTTP request is not https by a header"
+        assert response.headers["Location"].startswith("https://rill.example/")
+        assert "Strict-Transport-Security" not in response.headers
+    with run_rill(relay_env(simulator, RILL_PROXY_HOPS="1"), "abuse-proto-hop") as server:
+        response = requests.get(f"{server.url}/", timeout=10, allow_redirects=False,
+                                headers={"Host": "rill.example", "X-Forwarded-Proto": "https"})
+        assert response.status_code == 200, "behind one trusted proxy, it is"
+
+
+def test_jwt_without_a_usable_subject_is_a_401(simulator) -> None:
+    secret = "abuse-jwt-secret-0123456789abcdef"
+    env = relay_env(simulator, RILL_AUTH="jwt", RILL_JWT_SECRET=secret)
+    with run_rill(env, "abuse-sub") as server:
+        for subject in ("", "  ", 5, None):
+            claims = {"exp": int(time.time()) + 600, "sub": subject}
+            token = jwt.encode({k: v for k, v in claims.items() if v is not None}, secret)
+            model, _ = sim_model(tokens=3)
+            response = requests.post(f"{server.url}/api/chat", json=ask(model), timeout=10,
+                                     headers={"Authorization": f"Bearer {token}"})
+            assert error_of(response) == (401, "unauthorized"), subject
+        token = jwt.encode({"exp": int(time.time()) + 600, "sub": "alice"}, secret)
+        with server.chat(ask(sim_model(tokens=3)[0]),
+                         headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status_code == 200
