@@ -95,22 +95,31 @@ def _messages(value: Any, config: Mapping[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
+def allowed_models(config: Mapping[str, Any]) -> list[str]:
+    """The models a request may name: ``RILL_MODELS``, else ``RILL_MODEL`` alone (the
+    operator's key pays for whatever is forwarded); a ``*`` in it allows any model."""
+    return list(config["RILL_MODELS"]) or [str(config["RILL_MODEL"])]
+
+
 def _model(value: Any, config: Mapping[str, Any]) -> str:
-    allowed: list[str] = config["RILL_MODELS"]
+    allowed = allowed_models(config)
+    any_model = "*" in allowed
     if value is None:
         default = str(config["RILL_MODEL"])
-        return allowed[0] if allowed and default not in allowed else default
+        named = [m for m in allowed if m != "*"]
+        return default if any_model or default in allowed or not named else named[0]
     if not isinstance(value, str) or not 0 < len(value) <= 256:
         raise _bad("model", "`model` must be a non-empty string of at most 256 characters.")
-    if allowed and value not in allowed:
+    if not any_model and value not in allowed:
         raise _bad("model", f"Model {value[:64]!r} is not offered here; choose one of: "
                    f"{', '.join(allowed)}.")
     return value
 
 
-def _max_tokens(value: Any, most: int) -> int | None:
+def _max_tokens(value: Any, most: int) -> int:
+    """The client's ``max_tokens``, else ``most``: always sent, so it caps every answer."""
     if value is None:
-        return None
+        return most
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise _bad("max_tokens", f"`max_tokens` must be a whole number from 1 to {most}.")
     return value

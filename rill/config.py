@@ -50,7 +50,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_MODEL", "gpt-4o-mini", str,
             "Model used when a request names none (the demo always answers as `rill-demo`)."),
     Setting("RILL_MODELS", [], _str_list,
-            "Comma-separated allow-list of models a request may name; empty allows any."),
+            "Comma-separated allow-list of models a request may name; empty: only "
+            "RILL_MODEL; `*` allows any model (on your API key)."),
     Setting("RILL_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0, float,
             "Time to connect to the upstream (and, for the response headers, "
             "RILL_STALL_TIMEOUT_SECONDS); past it the request fails with 504."),
@@ -111,7 +112,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_MAX_MESSAGES", 256, int, "Most messages in one request."),
     Setting("RILL_MAX_MESSAGE_CHARS", 100_000, int, "Most characters in one message."),
     Setting("RILL_MAX_TOTAL_CHARS", 400_000, int, "Most characters in all messages together."),
-    Setting("RILL_MAX_TOKENS", 32_768, int, "Largest `max_tokens` a request may ask for."),
+    Setting("RILL_MAX_TOKENS", 4096, int,
+            "Largest `max_tokens` a request may ask for, and the `max_tokens` sent upstream "
+            "when it names none (keep it within what your model can produce)."),
     Setting("RILL_RATE_LIMIT", "20/minute;300/hour", str,
             "flask-limiter rate limit on POST /api/chat, per client."),
     Setting("RILL_RATELIMIT_ENABLED", True, _bool, "`false` turns rate limiting off."),

@@ -25,7 +25,8 @@ def stream(client, body=USER) -> list[Event | str]:
     return list(parse(response.response))
 
 
-def test_stream_sends_start_deltas_and_done_byte_exact(client, fake_upstream) -> None:
+def test_stream_sends_start_deltas_and_done_byte_exact(app, client, fake_upstream) -> None:
+    app.config["RILL_MODELS"] = ["m1"]
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     fake_upstream.enqueue([("delta", {"content": "Hel"}), 0.01, ("delta", {"content": "lo\n"}),
                            ("done", {"finish_reason": "stop", "usage": usage})])

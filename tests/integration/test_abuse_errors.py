@@ -144,3 +144,21 @@ def test_jwt_without_a_usable_subject_is_a_401(simulator) -> None:
         with server.chat(ask(sim_model(tokens=3)[0]),
                          headers={"Authorization": f"Bearer {token}"}) as response:
             assert response.status_code == 200
+
+
+# Item 16: cost defaults.
+
+
+def test_max_tokens_and_the_model_default_to_the_operators_settings(simulator) -> None:
+    model, tag = sim_model(tokens=20)
+    env = relay_env(simulator, RILL_MODEL=model, RILL_MODELS="", RILL_MAX_TOKENS="7")
+    with run_rill(env, "abuse-defaults") as server:
+        body = {"messages": [{"role": "user", "content": "Hi"}]}
+        with server.chat(body) as response:
+            events = events_only(parse(response.iter_content(chunk_size=None)))
+        assert events[-1].json["finish_reason"] == "length"
+        assert simulator.find(tag)["body"]["max_tokens"] == 7, "the cap is sent upstream"
+        other, other_tag = sim_model(tokens=3)
+        refused = server.chat({**body, "model": other})
+        assert error_of(refused) == (400, "invalid_model"), "only RILL_MODEL is offered"
+        assert simulator.find(other_tag) is None
