@@ -162,3 +162,39 @@ def test_max_tokens_and_the_model_default_to_the_operators_settings(simulator) -
         refused = server.chat({**body, "model": other})
         assert error_of(refused) == (400, "invalid_model"), "only RILL_MODEL is offered"
         assert simulator.find(other_tag) is None
+
+
+# Item 14: the orphan grace counts from the last leave.
+
+
+def test_orphan_grace_counts_from_the_last_leave_after_a_resume(simulator) -> None:
+    grace = 4.0
+    env = relay_env(simulator, RILL_ORPHAN_GRACE_SECONDS=str(grace))
+    with run_rill(env, "abuse-orphan") as server:
+        model, tag = sim_model(tokens=2000, itl_ms=20)
+        first = take(server.chat(ask(model)), 2)  # the first leave
+        time.sleep(1.0)
+        stream_id = first[0].json["stream_id"]
+        response = requests.get(f"{server.url}/api/chat/{stream_id}/events", stream=True,
+                                headers={"Last-Event-ID": first[-1].id}, timeout=30)
+        take(response, 60)  # resumed for over a second, then the second leave
+        left = time.monotonic()
+        record = simulator.wait_for(tag, lambda r: r["outcome"] == "client_closed",
+                                    timeout=grace + 5)
+        waited = time.monotonic() - left
+    assert record["tokens_sent"] < 2000
+    assert grace - 0.5 < waited < grace + 3, f"cancelled {waited:.1f} s after the last leave"
+
+
+def take(response: requests.Response, deltas: int) -> list:
+    """Read events until ``deltas`` deltas (or the end), then drop the connection."""
+    seen = []
+    with response:
+        assert response.status_code == 200, response.text
+        for item in parse(response.iter_content(chunk_size=None)):
+            if not isinstance(item, str):
+                seen.append(item)
+                if sum(e.event == "delta" for e in seen) >= deltas or \
+                        item.event in ("done", "error"):
+                    break
+    return seen
