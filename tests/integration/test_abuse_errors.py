@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from urllib.parse import urlsplit
@@ -198,3 +199,58 @@ def take(response: requests.Response, deltas: int) -> list:
                         item.event in ("done", "error"):
                     break
     return seen
+
+
+# Item 13: secrets in tracebacks and extra fields.
+
+
+def test_no_secret_in_a_traceback_an_extra_field_or_an_upstream_error(simulator) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from tests.integration.conftest import API_KEY
+
+    class EchoingUpstream(BaseHTTPRequestHandler):
+        """Refuses every request with 401, echoing its credentials as some servers do."""
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"error": {
+                "message": f"Incorrect API key: {self.headers['Authorization']}",
+                "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    jwt_secret = "jwt-secret-not-shaped-like-one-4711"
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, "k" * 32)
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoingUpstream)
+    Thread(target=upstream.serve_forever, daemon=True).start()
+    env = relay_env(simulator, OPENAI_BASE_URL=f"http://127.0.0.1:{upstream.server_port}/v1",
+                    RILL_JWT_SECRET=jwt_secret, LEAKY_TOKEN=token)
+    try:
+        with run_rill(env, "abuse-leaks", target="tests.integration.leaky_app:app") as server:
+            refused = server.chat(ask("sim"))
+            assert error_of(refused) == (502, "upstream_auth")
+            assert requests.get(f"{server.url}/_test/raise", timeout=10).status_code == 500
+            assert requests.get(f"{server.url}/_test/log", timeout=10).status_code == 200
+            time.sleep(0.3)
+            log = server.log()
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert any("Incorrect API key: Bearer [redacted]" in line["message"] for line in lines)
+    [traceback] = [line for line in lines if "Exception on /_test/raise" in line["message"]]
+    assert "RuntimeError: refused [redacted]" in traceback["exc_info"]
+    [extras] = [line for line in lines if line["message"] == "a record with extras"]
+    assert extras["headers"] == {"authorization": "Bearer [redacted]"}
+    assert extras["keys"] == ["[redacted]", {"deep": "[redacted]"}]
+    assert any("ValueError: bad key [redacted]" in line.get("exc_info", "") for line in lines)
+    for secret in (API_KEY, jwt_secret, token):
+        assert secret not in log, "a secret reached the log"
