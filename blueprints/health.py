@@ -20,12 +20,17 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Report whether this worker takes new streams (503 when draining or at its cap)."""
+    """Report whether this worker takes new streams: 503 when draining, at its cap, or when
+    the hub's Redis does not answer (``hub``: ``ok`` or ``unavailable``; checked at most
+    once a second, within ``RILL_REDIS_TIMEOUT_SECONDS``)."""
     rill = state()
     caps = rill.caps
     full = bool(caps.per_worker) and caps.total >= caps.per_worker
-    status = "draining" if rill.draining else "full" if full else "ready"
-    return jsonify(status=status, streams=caps.total), 200 if status == "ready" else 503
+    hub = rill.hub.reachable()
+    status = ("draining" if rill.draining else "full" if full
+              else "ready" if hub else "hub_unavailable")
+    return (jsonify(status=status, streams=caps.total, hub="ok" if hub else "unavailable"),
+            200 if status == "ready" else 503)
 
 
 @bp.get("/metrics")

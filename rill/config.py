@@ -72,6 +72,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Redis for the stream hub, rate limits and stream caps (`redis://host:6379/0`, "
             "or `redis+cluster://host:port[,host:port…]` for a Redis Cluster); empty keeps "
             "streams in this worker's memory."),
+    Setting("RILL_REDIS_TIMEOUT_SECONDS", 2.0, float,
+            "Longest wait for Redis to connect or answer (every client Rill makes; the "
+            "pub/sub listener waits for messages without one); past it: 503 or `error` "
+            "`hub_unavailable`."),
     Setting("RILL_ORPHAN_GRACE_SECONDS", 30.0, float,
             "How long a generation runs on after its last subscriber leaves, so a reconnect "
             "can resume it; then the upstream is cancelled. 0 cancels at once."),

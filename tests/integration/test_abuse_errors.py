@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 from urllib.parse import urlsplit
@@ -254,3 +256,82 @@ def test_no_secret_in_a_traceback_an_extra_field_or_an_upstream_error(simulator)
     assert any("ValueError: bad key [redacted]" in line.get("exc_info", "") for line in lines)
     for secret in (API_KEY, jwt_secret, token):
         assert secret not in log, "a secret reached the log"
+
+
+# Item 12: Redis outages are quick to report, visible to probes, and counted as such.
+
+
+def test_hung_redis_gives_quick_503s_an_unready_probe_and_hub_outcomes(simulator) -> None:
+    from tests.conftest import RedisServer
+
+    redis = RedisServer()
+    env = relay_env(simulator, RILL_REDIS_URL=redis.url, RILL_MAX_STREAMS_PER_CLIENT="4",
+                    RILL_RATELIMIT_ENABLED="true", RILL_RATE_LIMIT="1000/minute")
+    try:
+        with run_rill(env, "abuse-outage") as server:
+            ready = requests.get(f"{server.url}/readyz", timeout=10)
+            assert (ready.status_code, ready.json()["hub"]) == (200, "ok")
+            model, _ = sim_model(tokens=2000, itl_ms=20)
+            response = server.chat(ask(model))
+            items = parse(response.iter_content(chunk_size=None))
+            next(i for i in items if not isinstance(i, str) and i.event == "delta")
+            redis.process.send_signal(signal.SIGSTOP)  # hung: connects, never answers
+            stopped = time.monotonic()
+            cut = events_only(items)
+            response.close()
+            assert cut[-1].json["code"] == "hub_unavailable" and cut[-1].id is None
+            assert time.monotonic() - stopped < 6, "the cut stream is told within seconds"
+
+            started = time.monotonic()
+            refused = server.chat(ask(sim_model(tokens=3)[0]))
+            assert error_of(refused) == (503, "hub_unavailable")
+            assert time.monotonic() - started < 7, "a POST is refused within seconds"
+            started = time.monotonic()
+            probe = requests.get(f"{server.url}/readyz", timeout=10)
+            assert (probe.status_code, probe.json()["hub"]) == (503, "unavailable")
+            assert time.monotonic() - started < 4
+
+            redis.process.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 10
+            while requests.get(f"{server.url}/readyz", timeout=10).status_code != 200:
+                assert time.monotonic() < deadline, "ready again once Redis is back"
+                time.sleep(0.2)
+            time.sleep(0.5)
+            text = requests.get(f"{server.url}/metrics", timeout=10).text
+            assert sample(text, 'rill_streams_total{outcome="hub_unavailable"}') >= 1
+            assert sample(text, 'rill_streams_total{outcome="internal"}') == 0
+    finally:
+        redis.process.send_signal(signal.SIGCONT)
+        redis.stop()
+
+
+def test_producer_lost_counts_once_per_stream(simulator, redis_server) -> None:
+    env = relay_env(simulator, RILL_REDIS_URL=redis_server.url,
+                    RILL_PRODUCER_LEASE_SECONDS="2", RILL_ORPHAN_GRACE_SECONDS="30")
+    with run_rill(env, "abuse-lost-a") as a, run_rill(env, "abuse-lost-b") as b:
+        model, _ = sim_model(tokens=2000, itl_ms=20)
+        stream_id = take(a.chat(ask(model)), 2)[0].json["stream_id"]
+        followers = [requests.get(f"{b.url}/api/chat/{stream_id}/events", stream=True,
+                                  timeout=30) for _ in range(3)]
+        streams = [parse(f.iter_content(chunk_size=None)) for f in followers]
+        for items in streams:
+            next(i for i in items if not isinstance(i, str) and i.event == "delta")
+        with open(f"/proc/{a.process.pid}/task/{a.process.pid}/children") as children:
+            workers = [int(pid) for pid in children.read().split()]
+        for pid in [*workers, a.process.pid]:
+            os.kill(pid, signal.SIGKILL)
+        ends = [events_only(items)[-1] for items in streams]
+        for follower in followers:
+            follower.close()
+        assert {e.json["code"] for e in ends} == {"producer_lost"}
+        assert len({e.id for e in ends}) == 1, "one producer_lost, the same for all"
+        time.sleep(0.3)
+        text = requests.get(f"{b.url}/metrics", timeout=10).text
+    assert sample(text, 'rill_streams_total{outcome="producer_lost"}') == 1
+
+
+def sample(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
