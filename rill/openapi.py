@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 ERROR_CODES: dict[int, list[str]] = {
-    400: ["invalid_json", "unknown_field", "invalid_messages", "invalid_model",
-          "invalid_max_tokens", "invalid_temperature", "invalid_last_event_id"],
+    400: ["invalid_json", "invalid_body", "unknown_field", "invalid_messages",
+          "invalid_model", "invalid_max_tokens", "invalid_temperature",
+          "invalid_last_event_id"],
     401: ["unauthorized"],
     403: ["insufficient_scope", "cross_site_request", "csrf_failed"],
     404: ["stream_not_found", "not_found"],
@@ -72,7 +73,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                 "operationId": "streamEvents", "summary": "Replay and follow a stream",
                 "parameters": [stream_id, {
                     "name": "Last-Event-ID", "in": "header", "required": False,
-                    "schema": {"type": "string", "maxLength": 32}}],
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}],
                 "responses": {"200": _stream_response(), **failures}}},
             "/api/chat/{stream_id}/cancel": {"post": {
                 "operationId": "cancelStream", "summary": "Cancel a stream's generation",

@@ -182,7 +182,7 @@ def test_streams_over_the_worker_cap_are_a_503_and_readyz_says_full(app, fake_up
     assert client.get("/readyz").status_code == 503
     held.close()
     settle()
-    assert client.get("/readyz").json == {"status": "ready", "streams": 0}
+    assert client.get("/readyz").json == {"status": "ready", "streams": 0, "hub": "ok"}
 
 
 def test_failed_upstream_open_releases_the_stream_slot(app, client, fake_upstream) -> None:
