@@ -133,7 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Concurrent streams per worker; 0 means unlimited (503 `unavailable`)."),
     Setting("RILL_PROXY_HOPS", 0, int,
             "Trusted reverse proxies in front of Rill; X-Forwarded-For/-Proto/-Host are "
-            "honoured (through werkzeug's ProxyFix) only when > 0."),
+            "honoured (through werkzeug's ProxyFix) only when > 0; gunicorn's own "
+            "`FORWARDED_ALLOW_IPS` follows it (empty at 0)."),
     Setting("RILL_FORCE_HTTPS", None, _bool,
             "Redirect plain-HTTP requests to https, except to loopback hosts "
             "(127.0.0.1, localhost, ::1) and the health checks. Unset: on for Rill's own app, "
