@@ -262,9 +262,15 @@ def test_no_secret_in_a_traceback_an_extra_field_or_an_upstream_error(simulator)
 
 
 def test_hung_redis_gives_quick_503s_an_unready_probe_and_hub_outcomes(simulator) -> None:
+    """A Redis Cluster that hangs takes longer: a call waits for its node, then for each
+    startup node as redis-py reloads the slots ((1 + nodes) x RILL_REDIS_TIMEOUT_SECONDS)."""
     from tests.conftest import RedisServer
 
     redis = RedisServer()
+
+    def hang(sig: int) -> None:  # SIGSTOP: connects, never answers; SIGCONT: back
+        redis.process.send_signal(sig)
+
     env = relay_env(simulator, RILL_REDIS_URL=redis.url, RILL_MAX_STREAMS_PER_CLIENT="4",
                     RILL_RATELIMIT_ENABLED="true", RILL_RATE_LIMIT="1000/minute")
     try:
@@ -275,7 +281,7 @@ def test_hung_redis_gives_quick_503s_an_unready_probe_and_hub_outcomes(simulator
             response = server.chat(ask(model))
             items = parse(response.iter_content(chunk_size=None))
             next(i for i in items if not isinstance(i, str) and i.event == "delta")
-            redis.process.send_signal(signal.SIGSTOP)  # hung: connects, never answers
+            hang(signal.SIGSTOP)
             stopped = time.monotonic()
             cut = events_only(items)
             response.close()
@@ -291,7 +297,7 @@ def test_hung_redis_gives_quick_503s_an_unready_probe_and_hub_outcomes(simulator
             assert (probe.status_code, probe.json()["hub"]) == (503, "unavailable")
             assert time.monotonic() - started < 4
 
-            redis.process.send_signal(signal.SIGCONT)
+            hang(signal.SIGCONT)
             deadline = time.monotonic() + 10
             while requests.get(f"{server.url}/readyz", timeout=10).status_code != 200:
                 assert time.monotonic() < deadline, "ready again once Redis is back"
@@ -301,7 +307,7 @@ def test_hung_redis_gives_quick_503s_an_unready_probe_and_hub_outcomes(simulator
             assert sample(text, 'rill_streams_total{outcome="hub_unavailable"}') >= 1
             assert sample(text, 'rill_streams_total{outcome="internal"}') == 0
     finally:
-        redis.process.send_signal(signal.SIGCONT)
+        hang(signal.SIGCONT)
         redis.stop()
 
 
