@@ -78,7 +78,7 @@ def start_rill(name: str, redis_url: str, simulator: SimulatorProcess) -> Instan
            "RILL_RATELIMIT_ENABLED": "false", "RILL_MAX_STREAMS_PER_CLIENT": "0",
            "RILL_PRODUCER_LEASE_SECONDS": "2", "RILL_HEARTBEAT_SECONDS": "5",
            "WEB_CONCURRENCY": "1", "OPENAI_BASE_URL": simulator.base_url,
-           "OPENAI_API_KEY": "sk-bench", "RILL_MODEL": "sim"}
+           "OPENAI_API_KEY": "sk-bench", "RILL_MODEL": "sim", "RILL_MODELS": "*"}
     OUT.mkdir(parents=True, exist_ok=True)
     log_path = OUT / f"soak-{name}.log"
     with open(log_path, "wb") as log:

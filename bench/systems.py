@@ -98,7 +98,7 @@ class System:
         own = {k: v.format(**values) for k, v in self.env.items()}
         base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
         env = {**base, "OPENAI_BASE_URL": simulator.base_url, "OPENAI_API_KEY": "sk-bench",
-               "RILL_MODEL": "sim", **own}
+               "RILL_MODEL": "sim", "RILL_MODELS": "*", **own}
         log_path = OUT / f"{self.name}-{scenario.name}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import secrets
+import sys
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
@@ -17,13 +17,11 @@ from rill import chat_request, metrics, relay, request_ids, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, stream_cap
-from rill.openapi import LAST_EVENT_ID
 from rill.openapi import document as openapi_document
 from rill.security import check_csrf_token, refuse_cross_site
 
 bp = Blueprint("rill_api", __name__)
 
-LAST_EVENT_ID_FORM = re.compile(LAST_EVENT_ID.removeprefix("^").removesuffix("$"), re.ASCII)
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
@@ -65,14 +63,11 @@ def chat() -> Response:
 @bp.get("/chat/<stream_id>/events")
 def events(stream_id: str) -> Response:
     """Replay a stream after ``Last-Event-ID`` (or ``?last_event_id``), then follow it live."""
-    raw = request.headers.get("Last-Event-ID", request.args.get("last_event_id", "-1"))
-    if not LAST_EVENT_ID_FORM.fullmatch(raw):
-        raise InvalidRequest("Last-Event-ID must be a whole number of at most 18 digits.",
-                             code="invalid_last_event_id", param="Last-Event-ID")
-    after = int(raw)
+    after = chat_request.last_event_id(
+        request.headers.get("Last-Event-ID", request.args.get("last_event_id")))
     state().check_owner(stream_id, current_user())  # 404 before the stream starts
     metrics.RESUMES.inc()
-    return _subscription(stream_id, after=max(after, -1))
+    return _subscription(stream_id, after=after)
 
 
 @bp.get("/openapi.json")
@@ -156,8 +151,19 @@ def http_error(error: HTTPException) -> tuple[Response, int]:
 
 @bp.errorhandler(Exception)
 def internal_error(error: Exception) -> tuple[Response, int]:
+    if _malformed_body(error):
+        return error_response(InvalidRequest(
+            "The request body is not valid HTTP/1.1 (chunked encoding).", code="invalid_body"))
     current_app.logger.exception("unhandled error in the API", exc_info=error)
     return error_response(RillError())
+
+
+def _malformed_body(error: Exception) -> bool:
+    """Whether ``error`` is gunicorn's parser failing on the request body as the view read
+    it (a bad chunk size, a missing terminator, a body cut short): the client's fault."""
+    http_errors = sys.modules.get("gunicorn.http.errors")  # loaded if gunicorn parsed it
+    return http_errors is not None and isinstance(
+        error, http_errors.ParseException | http_errors.NoMoreData)
 
 
 @bp.errorhandler(RateLimitExceeded)
@@ -171,10 +177,15 @@ def rate_limited(error: RateLimitExceeded) -> tuple[Response, int]:
 
 
 def json_http_error(error: HTTPException) -> tuple[Response, int]:
-    """Render a werkzeug HTTP error (404, 405, ...) as Rill's JSON error."""
+    """Render a werkzeug HTTP error (404, 405, ...) as Rill's JSON error, with its headers
+    (a 405's ``Allow``, RFC 9110 section 15.5.6)."""
     code = (error.name or "error").lower().replace(" ", "_")
     status = error.code or 500
-    return error_response(RillError(error.description, code=code), status)
+    response, status = error_response(RillError(error.description, code=code), status)
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, status
 
 
 def error_response(error: RillError, status: int | None = None) -> tuple[Response, int]:

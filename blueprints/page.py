@@ -38,7 +38,7 @@ def index() -> str | Response | tuple[str, int]:
             return "Sign in to use the chat.", 401
     config = current_app.config
     demo = rill.upstream.demo
-    models = [] if demo else config["RILL_MODELS"]
+    models = [] if demo else [m for m in config["RILL_MODELS"] if m != "*"]
     default = DEMO_MODEL if demo else config["RILL_MODEL"]
     return render_template(
         "rill/chat.html",

@@ -4,8 +4,9 @@
 - ``jwt``: ``Authorization: Bearer <JWT>`` verified with PyJWT (RFC 7519) against
   ``RILL_JWT_SECRET`` (HS256), a PEM ``RILL_JWT_PUBLIC_KEY`` (RS256/ES256) or a JWKS at
   ``RILL_JWT_JWKS_URL`` (cached; an unknown ``kid`` refetches it). ``exp`` is required,
-  ``iss``/``aud`` checked when configured, ``sub`` is the user id; ``RILL_JWT_SCOPE`` must be
-  among the space-separated ``scope`` claim. Failures follow RFC 6750 section 3: 401 with
+  ``iss``/``aud`` checked when configured, ``sub`` is the user id (a non-empty string, else
+  401); ``RILL_JWT_SCOPE`` must be among the space-separated ``scope`` claim. Failures
+  follow RFC 6750 section 3: 401 with
   ``WWW-Authenticate: Bearer realm="rill"[, error="invalid_token", …]``; a missing scope is
   403 ``insufficient_scope``.
 - ``header``: a reverse proxy's header (``RILL_AUTH_HEADER``, e.g. oauth2-proxy's
@@ -140,12 +141,17 @@ class _JWTVerifier:
                 options={"require": ["exp", "sub"], "verify_aud": self.audience is not None})
         except jwt.ExpiredSignatureError:
             raise AuthError("The token has expired.", error="invalid_token") from None
-        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+        except jwt.PyJWTError as exc:  # InvalidKeyError too: an ES256 header on an RSA key
             raise AuthError(f"The token is not valid: {_reason(exc)}.",
                             error="invalid_token") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip():
+            # An empty subject would make an ownerless stream, readable by its id alone.
+            raise AuthError("The token is not valid: `sub` must be a non-empty string.",
+                            error="invalid_token")
         if self.scope and self.scope not in str(claims.get("scope", "")).split():
             raise Forbidden(error="insufficient_scope", scope=self.scope)
-        return str(claims["sub"])
+        return subject
 
     def _key(self, token: str) -> Any:
         if self.jwks is not None:
@@ -162,6 +168,7 @@ def _reason(exc: Exception) -> str:
         jwt.InvalidIssuerError: "wrong issuer",
         jwt.InvalidSignatureError: "bad signature",
         jwt.InvalidAlgorithmError: "algorithm not allowed",
+        jwt.InvalidKeyError: "algorithm does not fit the key",
         jwt.MissingRequiredClaimError: "a required claim is missing",
         jwt.ImmatureSignatureError: "not valid yet",
         jwt.DecodeError: "malformed",

@@ -9,6 +9,7 @@ Each failure raises :class:`~rill.errors.InvalidRequest` whose ``code`` names th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 ROLES = frozenset({"system", "user", "assistant"})
 KNOWN_FIELDS = frozenset({"messages", "model", "max_tokens", "temperature"})
+LAST_EVENT_ID = re.compile(r"[0-9]{0,18}", re.ASCII)  # as the OpenAPI document's pattern
 
 
 @dataclass(frozen=True)
@@ -94,22 +96,31 @@ def _messages(value: Any, config: Mapping[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
+def allowed_models(config: Mapping[str, Any]) -> list[str]:
+    """The models a request may name: ``RILL_MODELS``, else ``RILL_MODEL`` alone (the
+    operator's key pays for whatever is forwarded); a ``*`` in it allows any model."""
+    return list(config["RILL_MODELS"]) or [str(config["RILL_MODEL"])]
+
+
 def _model(value: Any, config: Mapping[str, Any]) -> str:
-    allowed: list[str] = config["RILL_MODELS"]
+    allowed = allowed_models(config)
+    any_model = "*" in allowed
     if value is None:
         default = str(config["RILL_MODEL"])
-        return allowed[0] if allowed and default not in allowed else default
+        named = [m for m in allowed if m != "*"]
+        return default if any_model or default in allowed or not named else named[0]
     if not isinstance(value, str) or not 0 < len(value) <= 256:
         raise _bad("model", "`model` must be a non-empty string of at most 256 characters.")
-    if allowed and value not in allowed:
+    if not any_model and value not in allowed:
         raise _bad("model", f"Model {value[:64]!r} is not offered here; choose one of: "
                    f"{', '.join(allowed)}.")
     return value
 
 
-def _max_tokens(value: Any, most: int) -> int | None:
+def _max_tokens(value: Any, most: int) -> int:
+    """The client's ``max_tokens``, else ``most``: always sent, so it caps every answer."""
     if value is None:
-        return None
+        return most
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON Schema's integer: 5.0 is one (as the OpenAPI document says)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
@@ -123,6 +134,21 @@ def _temperature(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
         raise _bad("temperature", "`temperature` must be a number from 0 to 2.")
     return float(value)
+
+
+def last_event_id(raw: str | None) -> int:
+    """The event id a resume starts after: ``raw`` (a ``Last-Event-ID``, WHATWG HTML
+    "server-sent events") as 1 to 18 ASCII digits (below 2**63, what both hubs can number:
+    Redis stream ids are 64-bit); absent or empty is -1 (from the start).
+
+    Raises :class:`InvalidRequest` ``invalid_last_event_id`` (400) for anything else.
+    """
+    if not raw:
+        return -1
+    if not LAST_EVENT_ID.fullmatch(raw):
+        raise InvalidRequest("Last-Event-ID must be a whole number of at most 18 digits.",
+                             code="invalid_last_event_id", param="Last-Event-ID")
+    return int(raw)
 
 
 def _bad(field_name: str, message: str, param: str | None = None) -> InvalidRequest:

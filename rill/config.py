@@ -57,7 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_MODEL", "gpt-4o-mini", str,
             "Model used when a request names none (the demo always answers as `rill-demo`)."),
     Setting("RILL_MODELS", [], _str_list,
-            "Comma-separated allow-list of models a request may name; empty allows any."),
+            "Comma-separated allow-list of models a request may name; empty: only "
+            "RILL_MODEL; `*` allows any model (on your API key)."),
     Setting("RILL_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0, float,
             "Time to connect to the upstream (and, for the response headers, "
             "RILL_STALL_TIMEOUT_SECONDS); past it the request fails with 504."),
@@ -81,6 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Redis for the stream hub, rate limits and stream caps (`redis://host:6379/0`, "
             "or `redis+cluster://host:port[,host:port…]` for a Redis Cluster); empty keeps "
             "streams in this worker's memory."),
+    Setting("RILL_REDIS_TIMEOUT_SECONDS", 2.0, float,
+            "Longest wait for Redis to connect or answer (every client Rill makes; the "
+            "pub/sub listener waits for messages without one); past it: 503 or `error` "
+            "`hub_unavailable`."),
     Setting("RILL_ORPHAN_GRACE_SECONDS", 30.0, float,
             "How long a generation runs on after its last subscriber leaves, so a reconnect "
             "can resume it; then the upstream is cancelled. 0 cancels at once."),
@@ -121,7 +126,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_MAX_MESSAGES", 256, int, "Most messages in one request."),
     Setting("RILL_MAX_MESSAGE_CHARS", 100_000, int, "Most characters in one message."),
     Setting("RILL_MAX_TOTAL_CHARS", 400_000, int, "Most characters in all messages together."),
-    Setting("RILL_MAX_TOKENS", 32_768, int, "Largest `max_tokens` a request may ask for."),
+    Setting("RILL_MAX_TOKENS", 4096, int,
+            "Largest `max_tokens` a request may ask for, and the `max_tokens` sent upstream "
+            "when it names none (keep it within what your model can produce)."),
     Setting("RILL_RATE_LIMIT", "20/minute;300/hour", str,
             "flask-limiter rate limit on POST /api/chat, per client."),
     Setting("RILL_RATELIMIT_ENABLED", True, _bool, "`false` turns rate limiting off."),
@@ -136,7 +143,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Concurrent streams per worker; 0 means unlimited (503 `unavailable`)."),
     Setting("RILL_PROXY_HOPS", 0, int,
             "Trusted reverse proxies in front of Rill; X-Forwarded-For/-Proto/-Host are "
-            "honoured (through werkzeug's ProxyFix) only when > 0."),
+            "honoured (through werkzeug's ProxyFix) only when > 0; gunicorn's own "
+            "`FORWARDED_ALLOW_IPS` follows it (empty at 0)."),
     Setting("RILL_FORCE_HTTPS", None, _bool,
             "Redirect plain-HTTP requests to https, except to loopback hosts "
             "(127.0.0.1, localhost, ::1) and the health checks. Unset: on for Rill's own app, "

@@ -94,7 +94,8 @@ def _login_view(app: Flask) -> str:
 def _caps(config: Any) -> StreamCaps:
     per_client, per_worker = config["RILL_MAX_STREAMS_PER_CLIENT"], config["RILL_MAX_STREAMS"]
     if config["RILL_REDIS_URL"]:
-        return RedisStreamCaps(per_client, per_worker, config["RILL_REDIS_URL"])
+        return RedisStreamCaps(per_client, per_worker, config["RILL_REDIS_URL"],
+                               config["RILL_REDIS_TIMEOUT_SECONDS"])
     return StreamCaps(per_client, per_worker)
 
 

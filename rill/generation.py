@@ -124,7 +124,9 @@ class Generation:
 
         The hub is asked (it answers from this worker's memory) only on a signal, once at
         ``STARTUP_SECONDS`` if nobody joined, and when an orphan's grace is up. A stream is
-        orphaned once it had a subscriber (a leave signal proves one) and has none.
+        orphaned once it had a subscriber (a leave signal proves one) and has none; the grace
+        counts from the last signal that found none (the last leave), since a resume that
+        joined in between (a join sends no signal) and left again is a new orphan.
         """
         limits = self.limits
         if self._stop_request is not None:
@@ -145,7 +147,8 @@ class Generation:
             self._had_subscriber, self._orphaned_at = True, None
             return None
         self._had_subscriber = True
-        self._orphaned_at = orphaned_at = orphaned_at or now
+        if signalled or orphaned_at is None:
+            self._orphaned_at = orphaned_at = now
         if now - orphaned_at >= limits.orphan_grace:
             log.info("stream %s: no subscriber for %.0f s; cancelling", self.stream_id[:6],
                      limits.orphan_grace)

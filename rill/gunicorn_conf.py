@@ -47,9 +47,15 @@ graceful_timeout = int(_env("RILL_GRACEFUL_TIMEOUT", "30"))
 # for this long is starved or hung and gets restarted.
 timeout = int(_env("RILL_WORKER_TIMEOUT", "30"))
 keepalive = int(_env("RILL_KEEPALIVE", "5"))
-# Which peers may set X-Forwarded-* for gunicorn itself (wsgi.url_scheme); the app trusts
-# forwarded headers only through RILL_PROXY_HOPS.
-forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# Which peers may set X-Forwarded-Proto (wsgi.url_scheme) and gunicorn's other forwarded
+# headers (SCRIPT_NAME, PATH_INFO) for gunicorn itself. Like the app's ProxyFix, it follows
+# RILL_PROXY_HOPS: with no trusted proxy, nobody (not even a loopback peer); with one,
+# loopback; FORWARDED_ALLOW_IPS, set, decides.
+try:
+    _proxy_hops = int(os.environ.get("RILL_PROXY_HOPS") or "0")
+except ValueError:
+    raise SystemExit("rill: RILL_PROXY_HOPS must be a whole number") from None
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1" if _proxy_hops > 0 else "")
 
 # Logs go to stdout, where container runtimes and systemd collect them ("-" is stderr for
 # gunicorn's error log). By default every line is a JSON object (rill.logs, which imports

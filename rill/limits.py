@@ -72,7 +72,11 @@ def init_limiter(app: Flask, view: str) -> Limiter:
         storage = config["RILL_RATELIMIT_STORAGE_URI"]
         if config["RILL_REDIS_URL"] and storage == "memory://":
             storage = config["RILL_REDIS_URL"]
+        timeout = config["RILL_REDIS_TIMEOUT_SECONDS"]  # a Redis storage's, as Rill's own
         limiter = Limiter(key_func=client_key, storage_uri=storage,
+                          storage_options={"socket_timeout": timeout,
+                                           "socket_connect_timeout": timeout}
+                          if storage.startswith("redis") else {},
                           enabled=config["RILL_RATELIMIT_ENABLED"], strategy="fixed-window",
                           # A store that is down should not turn requests into 500s; the hub
                           # answers 503 hub_unavailable on its own when it is the same Redis.
@@ -145,17 +149,18 @@ class RedisStreamCaps(StreamCaps):
 
     GRACE = 60.0  # seconds a slot counts before its stream's lease exists
 
-    def __init__(self, per_client: int, per_worker: int, redis_url: str) -> None:
+    def __init__(self, per_client: int, per_worker: int, redis_url: str,
+                 timeout: float = 2.0) -> None:
         from .hub import redis_io
 
         super().__init__(per_client, per_worker)
-        self._io, self._url = redis_io, redis_url
+        self._io, self._url, self._timeout = redis_io, redis_url, timeout
         self._released: list[tuple[str, str]] = []
 
     @functools.cached_property
     def redis(self) -> Any:
         """Made on first use (a cluster's client connects when it is made)."""
-        return self._io.connect(self._url, pool_size=16, socket_timeout=5.0)
+        return self._io.connect(self._url, self._timeout, pool_size=16)
 
     @functools.cached_property
     def _acquire(self) -> Any:

@@ -7,7 +7,10 @@ fields too (``method``, ``path``, ``status``, ``duration_ms``, …).
 
 :class:`RedactingFilter` sits on every handler (a filter on a logger would miss records from
 its children), including gunicorn's error and access logs, so a secret in a message, an
-exception or a request line is masked wherever it comes from.
+exception or a request line is masked wherever it comes from; :class:`JsonFormatter` masks
+every field it writes again (python-json-logger formats tracebacks itself, after the
+filters, and copies ``extra`` fields as given). The secrets to mask (the API key, the JWT
+and CSRF secrets: :func:`learn`) are the process's, known to both.
 
 This module imports no network library and not Flask: ``gunicorn.conf.py`` uses it in the
 arbiter, before the gevent worker patches ``socket`` and ``ssl``.
@@ -37,25 +40,55 @@ ACCESS_FIELDS = {"h": "remote_addr", "m": "method", "U": "path", "q": "query",
                  "H": "protocol", "s": "status", "B": "bytes", "a": "user_agent"}
 
 
+# Cheap first look: a string with none of these and no known secret needs no regex pass.
+_HINT = re.compile(r"(?i)bearer|eyJ|[srp]k-")
+_KNOWN: list[str] = []  # this process's secrets (:func:`learn`), masked wherever they appear
+
+
+def learn(secrets: Iterable[str]) -> None:
+    """Mask ``secrets`` in every log line of this process (values shorter than 6
+    characters are not masked)."""
+    _KNOWN.extend(s for s in secrets if s and len(s) >= 6 and s not in _KNOWN)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Return ``text`` with every known secret and secret-shaped string masked."""
-    for secret in secrets:
-        if secret:
+    """Return ``text`` with ``secrets``, every learned secret and secret-shaped strings
+    (Bearer tokens, JWTs, OpenAI-style keys) masked."""
+    for secret in (*secrets, *_KNOWN):
+        if secret and secret in text:
             text = text.replace(secret, REDACTED)
-    for pattern in PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+    if _HINT.search(text):
+        for pattern in PATTERNS:
+            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
     return text
 
 
+def redact_value(value: Any) -> Any:
+    """``value`` (a log field) with every string in it redacted, through dicts, lists and
+    tuples; other objects become their redacted ``str`` (numbers, bools and None stay)."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(item) for item in value]
+    return redact(str(value))
+
+
 class RedactingFilter(logging.Filter):
+    """Masks secrets in a record's message, access atoms, exception and stack text before
+    any formatter sees them (gunicorn's text formatter too); :class:`JsonFormatter` masks
+    every field again as it writes it, ``extra`` fields and tracebacks included."""
+
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets: list[str] = []
         self.learn(secrets)
 
     def learn(self, secrets: Iterable[str]) -> None:
-        """Mask ``secrets`` too (values shorter than 6 characters are not masked)."""
-        self.secrets += [s for s in secrets if s and len(s) >= 6 and s not in self.secrets]
+        """Mask ``secrets`` too (:func:`learn`: for the whole process)."""
+        learn(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, Mapping):  # gunicorn's access atoms: keep them fields
@@ -65,16 +98,18 @@ class RedactingFilter(logging.Filter):
             for key in _atoms_shown(str(record.msg)):
                 value = args.get(key)
                 if isinstance(value, str):
-                    dict.__setitem__(args, key, redact(value, self.secrets))
+                    dict.__setitem__(args, key, redact(value))
         else:
             message = record.getMessage()
-            cleaned = redact(message, self.secrets)
+            cleaned = redact(message)
             if cleaned != message:
                 record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -100,6 +135,16 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+_OWN_FIELDS = frozenset({"time", "level", "logger", "pid"})
+
+
+class TextFormatter(logging.Formatter):
+    """``logging.Formatter`` whose whole line (traceback included) is redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 class JsonFormatter(OrjsonFormatter):
     """One JSON object per record: time, level, logger, pid, message, then the extras."""
 
@@ -110,10 +155,16 @@ class JsonFormatter(OrjsonFormatter):
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
                    message_dict: dict[str, Any]) -> None:
+        """Every field but our own (time, level, logger, pid) passes :func:`redact_value`:
+        python-json-logger formats ``exc_info`` and ``stack_info`` itself (after the
+        filters ran) and copies ``extra`` fields as they are."""
         log_data["time"] = _rfc3339(record.created)
         super().add_fields(log_data, record, message_dict)
+        for key, value in log_data.items():
+            if key not in _OWN_FIELDS:
+                log_data[key] = redact_value(value)
         if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
-            log_data.update(_access_fields(record.args))
+            log_data.update(_access_fields(record.args))  # atoms the filter redacted
 
 
 def _rfc3339(created: float) -> str:
@@ -176,7 +227,7 @@ def basic_config(level: int = logging.INFO) -> None:
         return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         if os.environ.get("RILL_LOG_FORMAT") == "text" else JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)

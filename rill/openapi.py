@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .chat_request import LAST_EVENT_ID, allowed_models
+
 ERROR_CODES: dict[int, list[str]] = {
-    400: ["invalid_json", "unknown_field", "invalid_messages", "invalid_model",
-          "invalid_max_tokens", "invalid_temperature", "invalid_last_event_id"],
+    400: ["invalid_json", "invalid_body", "unknown_field", "invalid_messages",
+          "invalid_model", "invalid_max_tokens", "invalid_temperature",
+          "invalid_last_event_id"],
     401: ["unauthorized"],
     403: ["insufficient_scope", "cross_site_request", "csrf_failed"],
     404: ["stream_not_found", "not_found"],
@@ -30,7 +33,6 @@ STREAM_ERROR_CODES = ["upstream_error", "upstream_cut", "upstream_stalled",
                       "producer_lost", "shutdown", "hub_unavailable", "events_expired",
                       "internal"]
 
-LAST_EVENT_ID = "^-?[0-9]{1,18}$"  # below 2**63, so every hub takes it
 _TEXT = {"type": "object", "additionalProperties": False, "required": ["content"],
          "properties": {"content": {"type": "string", "minLength": 1}}}
 _COUNT = {"type": ["integer", "null"], "minimum": 0}
@@ -78,9 +80,9 @@ def _stream_response() -> dict[str, Any]:
 
 def document(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return the OpenAPI document for the current limits (``RILL_MAX_*``) and models."""
-    allowed = [m for m in config["RILL_MODELS"] if m != "*"]
-    model = ({"enum": allowed} if allowed and "*" not in config["RILL_MODELS"]
-             else {"type": "string", "minLength": 1, "maxLength": 256})
+    allowed = allowed_models(config)
+    model = ({"type": "string", "minLength": 1, "maxLength": 256} if "*" in allowed
+             else {"enum": allowed})
     message = {"type": "object", "additionalProperties": True,
                "required": ["role", "content"], "properties": {
                    "role": {"enum": ["system", "user", "assistant"]},
@@ -111,9 +113,9 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                 "operationId": "streamEvents", "summary": "Replay and follow a stream",
                 "parameters": [stream_id, *({
                     "name": name, "in": where, "required": False,
-                    "description": "Replay after this event id (-1 or none: from the "
+                    "description": "Replay after this event id (none or empty: from the "
                                    "start); the header wins over the query.",
-                    "schema": {"type": "string", "pattern": LAST_EVENT_ID}}
+                    "schema": {"type": "string", "pattern": f"^{LAST_EVENT_ID.pattern}$"}}
                     for name, where in (("Last-Event-ID", "header"),
                                         ("last_event_id", "query")))],
                 "responses": {"200": _stream_response(), **failures}}},

@@ -200,7 +200,7 @@ def _shared_secret(app: Flask) -> str:
     from .hub.redis_io import ERRORS, connect, disconnect
 
     try:
-        client = connect(url, pool_size=1, socket_timeout=2.0)
+        client = connect(url, app.config["RILL_REDIS_TIMEOUT_SECONDS"], pool_size=1)
         client.set("rill:secret_key", key, nx=True)
         shared = str(client.get("rill:secret_key").decode())
         disconnect(client)

@@ -25,7 +25,8 @@ def stream(client, body=USER) -> list[Event | str]:
     return list(parse(response.response))
 
 
-def test_stream_sends_start_deltas_and_done_byte_exact(client, fake_upstream) -> None:
+def test_stream_sends_start_deltas_and_done_byte_exact(app, client, fake_upstream) -> None:
+    app.config["RILL_MODELS"] = ["m1"]
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     fake_upstream.enqueue([("delta", {"content": "Hel"}), 0.01, ("delta", {"content": "lo\n"}),
                            ("done", {"finish_reason": "stop", "usage": usage})])
@@ -181,7 +182,7 @@ def test_streams_over_the_worker_cap_are_a_503_and_readyz_says_full(app, fake_up
     assert client.get("/readyz").status_code == 503
     held.close()
     settle()
-    assert client.get("/readyz").json == {"status": "ready", "streams": 0}
+    assert client.get("/readyz").json == {"status": "ready", "streams": 0, "hub": "ok"}
 
 
 def test_failed_upstream_open_releases_the_stream_slot(app, client, fake_upstream) -> None:

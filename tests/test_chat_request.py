@@ -8,6 +8,7 @@ import pytest
 
 from rill.chat_request import ChatRequest, validate
 from rill.config import DEFAULTS
+from rill.errors import InvalidRequest
 
 USER = {"role": "user", "content": "Hi"}
 
@@ -15,8 +16,23 @@ USER = {"role": "user", "content": "Hi"}
 def test_valid_body_becomes_a_chat_request() -> None:
     body = {"messages": [{"role": "system", "content": "Be brief."}, USER],
             "model": "m", "max_tokens": 5, "temperature": 0}
-    assert validate(body, DEFAULTS) == ChatRequest(
+    assert validate(body, {**DEFAULTS, "RILL_MODELS": ["m"]}) == ChatRequest(
         messages=body["messages"], model="m", max_tokens=5, temperature=0.0)
+
+
+def test_max_tokens_defaults_to_the_cap() -> None:
+    config = {**DEFAULTS, "RILL_MAX_TOKENS": 123}
+    assert validate({"messages": [USER]}, config).max_tokens == 123
+
+
+def test_only_the_default_model_unless_listed_and_a_star_allows_any() -> None:
+    with pytest.raises(InvalidRequest, match="not offered here"):
+        validate({"messages": [USER], "model": "other"}, DEFAULTS)
+    config = {**DEFAULTS, "RILL_MODELS": ["*"]}
+    assert validate({"messages": [USER], "model": "other"}, config).model == "other"
+    assert validate({"messages": [USER]}, config).model == DEFAULTS["RILL_MODEL"]
+    config = {**DEFAULTS, "RILL_MODELS": ["a", "*"]}
+    assert validate({"messages": [USER]}, config).model == DEFAULTS["RILL_MODEL"]
 
 
 def test_missing_model_uses_the_default_or_the_first_allowed() -> None:
@@ -106,3 +122,14 @@ def test_chunked_body_over_the_limit_is_a_413(client) -> None:
     response = client.post("/api/chat", input_stream=body, content_type="application/json",
                            environ_overrides={"wsgi.input_terminated": True})
     assert response.status_code == 413
+
+
+def test_last_event_id_is_ascii_digits_below_two_to_the_63() -> None:
+    from rill.chat_request import last_event_id
+
+    assert last_event_id(None) == last_event_id("") == -1
+    assert last_event_id("0") == 0 and last_event_id(str(2**63 - 1)) == 2**63 - 1
+    for raw in (str(2**63), str(2**64), "-1", "+1", "1_0", " 1", "1e3", "\u0661", "x"):
+        with pytest.raises(InvalidRequest) as info:
+            last_event_id(raw)
+        assert info.value.code == "invalid_last_event_id", raw

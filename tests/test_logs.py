@@ -186,3 +186,20 @@ def test_gunicorn_logging_skips_thread_names(monkeypatch) -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     assert (record.threadName, record.processName) == (None, None)
     assert record.process == os.getpid()
+
+
+def test_the_json_formatter_redacts_tracebacks_and_every_extra_field() -> None:
+    logs.learn(["learned-secret-0042"])
+    try:
+        raise RuntimeError("key sk-abcdefghijkl and learned-secret-0042")
+    except RuntimeError:
+        rec = record(headers={"authorization": "Bearer abc.def"}, items=("learned-secret-0042",
+                     3, None), obj=ValueError("learned-secret-0042"))
+        rec.exc_info = sys.exc_info()
+    line = logs.JsonFormatter().format(rec)  # no filter ran: the formatter alone
+    assert "abc.def" not in line and "learned-secret-0042" not in line
+    assert "sk-abcdefghijkl" not in line
+    data = json.loads(line)
+    assert data["headers"] == {"authorization": "Bearer [redacted]"}
+    assert data["items"] == ["[redacted]", 3, None] and data["obj"] == "[redacted]"
+    assert "RuntimeError: key [redacted] and [redacted]" in data["exc_info"]

@@ -62,6 +62,9 @@ class Hub(Protocol):
     def append_if_next(self, stream_id: str, record: Record) -> None:
         """Append ``record`` only if its id is the next one (no-op if someone did first)."""
 
+    def reachable(self) -> bool:
+        """Whether the hub's store answers (readiness; cached, never waits long)."""
+
 
 def create(config: Mapping[str, Any]) -> Hub:
     """Build the hub the config asks for: Redis when ``RILL_REDIS_URL`` is set, else memory.

@@ -44,8 +44,7 @@ class Heartbeat:
                 started = time.monotonic()
                 try:
                     if client is None:  # a cluster's client connects when it is made
-                        client = connect(self.url, pool_size=2,
-                                         socket_timeout=max(self.every, 0.5))
+                        client = connect(self.url, max(self.every, 0.5), pool_size=2)
                     client.set(self.key, 1, px=self.ttl_ms)
                     self.beats += 1
                 except ERRORS:

@@ -179,6 +179,9 @@ class MemoryHub:
     def on_signal(self, callback: Callable[[str], None]) -> None:
         self._callbacks.append(callback)
 
+    def reachable(self) -> bool:
+        return True  # this worker's memory
+
     def signal(self, stream_id: str) -> None:
         for callback in self._callbacks:
             callback(stream_id)

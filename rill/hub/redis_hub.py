@@ -41,8 +41,8 @@ from typing import Any
 import orjson
 import redis
 
-from .. import tasks
-from ..errors import EventsExpired, StreamNotFound
+from .. import metrics, tasks
+from ..errors import EventsExpired, HubUnavailable, StreamNotFound
 from . import Record, State
 from .heartbeat import Heartbeat
 from .memory import MemoryHub
@@ -61,6 +61,7 @@ from .redis_io import (
 from .redis_listener import Listener
 
 LINGER_SECONDS = 10.0  # a finished stream stays in the producing worker's memory this long
+READY_CACHE_SECONDS = 1.0  # /readyz pings Redis at most this often per worker
 
 # Append ``record`` (ARGV[2]) as entry ARGV[1] only if the last entry is the one before it
 # (ARGV[3]) and the stream is not finished: producer_lost, written once by any subscriber.
@@ -82,6 +83,7 @@ class RedisHub:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.url = config["RILL_REDIS_URL"]
+        self.timeout = config["RILL_REDIS_TIMEOUT_SECONDS"]
         heartbeat = config["RILL_HEARTBEAT_SECONDS"]
         self.max_events = config["RILL_STREAM_MAX_EVENTS"]
         self.ttl = int(config["RILL_STREAM_TTL_SECONDS"])
@@ -94,6 +96,7 @@ class RedisHub:
         self.local.on_append = self.flusher.mark
         self.listener = Listener(self, self.local)
         self.healthy = False  # the last round trip worked; until one has, open() asks
+        self._reachable, self._pinged_at = False, -READY_CACHE_SECONDS
         self._pid = 0
         self.worker = ""
         self._heartbeat: Heartbeat | None = None
@@ -103,12 +106,13 @@ class RedisHub:
 
     @functools.cached_property
     def redis(self) -> Any:
-        return connect(self.url)
+        return connect(self.url, self.timeout)
 
     @functools.cached_property
     def signals(self) -> Any:
         """The listener's: it waits for messages indefinitely, so no read timeout."""
-        return connect(self.url, pool_size=2, socket_timeout=None, socket_keepalive=True)
+        return connect(self.url, self.timeout, pool_size=2, socket_timeout=None,
+                       socket_keepalive=True)
 
     @functools.cached_property
     def _append_if_next(self) -> Any:
@@ -158,6 +162,22 @@ class RedisHub:
         for client in ("redis", "signals"):
             if client in self.__dict__:
                 disconnect(self.__dict__[client])
+
+    def reachable(self) -> bool:
+        """Whether Redis answered a ``PING`` (within ``RILL_REDIS_TIMEOUT_SECONDS``) at most
+        ``READY_CACHE_SECONDS`` ago: one ping at a time, so a storm of readiness probes
+        costs Redis one a second; probes during a ping get the last answer."""
+        now = time.monotonic()
+        if now - self._pinged_at >= READY_CACHE_SECONDS:
+            self._pinged_at = now
+            try:
+                with guard():
+                    self.redis.ping()
+                self._reachable = True
+            except HubUnavailable:
+                self._reachable = self.healthy = False  # open() asks Redis again
+            self._pinged_at = time.monotonic()
+        return self._reachable
 
     @property
     def idle(self) -> bool:
@@ -255,5 +275,7 @@ class RedisHub:
         id_ = record[0]
         keys = [events_key(stream_id), meta_key(stream_id), subs_key(stream_id)]
         with guard(), contextlib.suppress(redis.ResponseError):
-            self._append_if_next(keys=keys, args=[f"0-{id_ + 1}", orjson.dumps([record]),
-                                                  f"0-{id_}", self.ttl])
+            if self._append_if_next(keys=keys, args=[f"0-{id_ + 1}", orjson.dumps([record]),
+                                                     f"0-{id_}", self.ttl]):
+                # Its producer is gone and cannot count it; whoever wrote it, once.
+                metrics.STREAMS.labels(record[2].get("code", "internal")).inc()

@@ -45,12 +45,16 @@ def guard() -> Iterator[None]:
         raise HubUnavailable() from exc
 
 
-def connect(url: str, *, pool_size: int = POOL_SIZE, socket_timeout: float | None = 10.0,
-            **options: Any) -> Any:
+def connect(url: str, timeout: float, *, pool_size: int = POOL_SIZE, **options: Any) -> Any:
     """A client for ``url``: ``redis://`` / ``rediss://`` / ``unix://`` for one Redis, or
     ``redis+cluster://host:port[,host:port…]`` (``rediss+cluster://`` with TLS) for a
-    Redis Cluster, the scheme ``limits`` (flask-limiter's storage) uses for one too."""
-    options = {"socket_connect_timeout": 2.0, "socket_timeout": socket_timeout, **options}
+    Redis Cluster, the scheme ``limits`` (flask-limiter's storage) uses for one too.
+
+    ``timeout`` (seconds, ``RILL_REDIS_TIMEOUT_SECONDS``) bounds connecting, each reply
+    (``socket_timeout``, which ``options`` may override: None for a pub/sub connection)
+    and the wait for a free connection of the pool; past it, redis-py raises an error
+    in :data:`ERRORS`."""
+    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout, **options}
     scheme = urlsplit(url).scheme
     if scheme.endswith("+cluster"):
         parts = urlsplit(url)
@@ -64,7 +68,7 @@ def connect(url: str, *, pool_size: int = POOL_SIZE, socket_timeout: float | Non
             password=password or None, max_connections=pool_size,
             connection_pool_class=redis.BlockingConnectionPool, **options)
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size,
-                                                 timeout=5.0, **options)
+                                                 timeout=timeout, **options)
     return redis.Redis(connection_pool=pool)
 
 

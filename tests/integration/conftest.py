@@ -126,6 +126,7 @@ def relay_env(simulator: SimulatorProcess, **overrides: str) -> dict[str, str]:
         "OPENAI_BASE_URL": simulator.base_url,
         "OPENAI_API_KEY": API_KEY,
         "RILL_MODEL": "sim",
+        "RILL_MODELS": "*",  # each request names its simulator scenario
         "RILL_UPSTREAM_MAX_RETRIES": "0",
         "RILL_STALL_TIMEOUT_SECONDS": "2",
         "RILL_HEARTBEAT_SECONDS": "1",

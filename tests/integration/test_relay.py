@@ -88,7 +88,7 @@ def test_refused_upstream_is_a_502() -> None:
     from tests.integration.conftest import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    env = {"OPENAI_BASE_URL": dead, "RILL_UPSTREAM_MAX_RETRIES": "0"}
+    env = {"OPENAI_BASE_URL": dead, "RILL_UPSTREAM_MAX_RETRIES": "0", "RILL_MODELS": "*"}
     with run_rill(env, "refused") as server, server.chat(ask("any")) as response:
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "upstream_unavailable"
