@@ -68,9 +68,12 @@ def events(stream_id: str) -> Response:
     except ValueError:
         raise InvalidRequest("Last-Event-ID must be a whole number.",
                              code="invalid_last_event_id", param="Last-Event-ID") from None
-    state().check_owner(stream_id, current_user())  # 404 before the stream starts
+    rill, after = state(), max(after, -1)
+    rill.check_owner(stream_id, current_user())  # 404 before the stream starts
+    if relay.nothing_follows(rill.hub, stream_id, after):
+        return Response(status=204)  # an EventSource stops reconnecting
     metrics.RESUMES.inc()
-    return _subscription(stream_id, after=max(after, -1))
+    return _subscription(stream_id, after=after)
 
 
 @bp.get("/openapi.json")

@@ -102,6 +102,14 @@ def subscribe(
             hub.leave(stream_id, subscriber)
 
 
+def nothing_follows(hub: Hub, stream_id: str, after: int) -> bool:
+    """True when no event can follow id ``after``: the stream is finished and ``after`` is at
+    or past its terminal event. Such a resume is answered 204, which stops an
+    ``EventSource`` from reconnecting (WHATWG HTML, "Server-sent events": a 204 fails the
+    connection for good). Raises the hub's errors (``StreamNotFound``, ``HubUnavailable``)."""
+    return hub.state(stream_id) == "finished" and not hub.read(stream_id, after, 0, 1)
+
+
 def _error_without_id(error: errors.RillError) -> bytes:
     return encode_event(orjson.dumps(error.to_dict()).decode(), event="error")
 
