@@ -59,7 +59,7 @@ def chat() -> Response:
     return _subscription(stream_id, after=-1)
 
 
-@bp.get("/chat/<stream_id>/events")
+@bp.get("/chat/<stream_id>/events")  # rate-limited by RILL_EVENTS_RATE_LIMIT
 def events(stream_id: str) -> Response:
     """Replay a stream after ``Last-Event-ID`` (or ``?last_event_id``), then follow it live."""
     raw = request.headers.get("Last-Event-ID", request.args.get("last_event_id", "-1"))
@@ -72,8 +72,16 @@ def events(stream_id: str) -> Response:
     rill.check_owner(stream_id, current_user())  # 404 before the stream starts
     if relay.nothing_follows(rill.hub, stream_id, after):
         return Response(status=204)  # an EventSource stops reconnecting
+    subscriber = secrets.token_hex(8)
+    slot = rill.subscriber_caps.acquire(client_key(), f"{stream_id} {subscriber}")
+    try:
+        response = _subscription(stream_id, after=after, subscriber=subscriber)
+    except BaseException:
+        slot.release()
+        raise
+    response.call_on_close(slot.release)
     metrics.RESUMES.inc()
-    return _subscription(stream_id, after=after)
+    return response
 
 
 @bp.get("/openapi.json")
@@ -91,10 +99,10 @@ def cancel(stream_id: str) -> tuple[Response, int]:
     return jsonify(stream_id=stream_id, status="cancelling"), 202
 
 
-def _subscription(stream_id: str, after: int) -> Response:
+def _subscription(stream_id: str, after: int, subscriber: str = "") -> Response:
     """Stream ``stream_id`` to this client; leave the stream when the client does."""
     config, hub = current_app.config, state().hub
-    subscriber = secrets.token_hex(8)
+    subscriber = subscriber or secrets.token_hex(8)
     gone = False
 
     def on_disconnect() -> None:
@@ -143,7 +151,7 @@ def authenticate() -> None:
 @bp.errorhandler(RillError)
 def rill_error(error: RillError) -> tuple[Response, int]:
     response, status = error_response(error)
-    if error.code == "too_many_streams":
+    if error.code in ("too_many_streams", "too_many_subscribers"):
         metrics.RATE_LIMITED.inc()
     if isinstance(error, AuthError):
         response.headers["WWW-Authenticate"] = error.challenge

@@ -76,6 +76,12 @@ class TooManyStreams(RillError):
     message = "Too many answers are streaming at once. Wait for one to finish and try again."
 
 
+class TooManySubscribers(RillError):
+    status = 429
+    code = "too_many_subscribers"
+    message = "Too many streams are followed at once. Close one and try again."
+
+
 class RateLimited(RillError):
     status = 429
     code = "rate_limited"

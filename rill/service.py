@@ -18,10 +18,13 @@ class RillState:
     """Kept in ``app.extensions["rill"]``. ``producers`` are the generations this worker runs."""
 
     def __init__(self, config: Mapping[str, Any], upstream: Upstream, hub: Hub,
-                 caps: StreamCaps, auth: Authenticator, login_url: str = "") -> None:
+                 caps: StreamCaps, auth: Authenticator, login_url: str = "",
+                 subscriber_caps: StreamCaps | None = None) -> None:
         self.upstream, self.hub, self.caps, self.auth = upstream, hub, caps, auth
+        # GET …/events subscriptions per client (the POST's own response counts in ``caps``)
+        self.subscriber_caps = subscriber_caps or StreamCaps(0, 0)
         self.login_url = login_url  # a URL or an endpoint name; empty: none
-        self.limiter: Any = None  # the flask-limiter Limiter that limits POST /api/chat
+        self.limiter: Any = None  # the flask-limiter Limiter on POST /api/chat and …/events
         self.producers: dict[str, Producer] = {}
         self.draining = False
         self.limits = Limits(

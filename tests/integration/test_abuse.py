@@ -8,8 +8,11 @@ never reads, a slow request body, a client that leaves while the upstream is bei
 
 from __future__ import annotations
 
-import requests
+import contextlib
+import time
+
 import pytest
+import requests
 
 from tests.integration.conftest import ask, relay_env, run_rill, sim_model
 from tests.sse_client import events_only, parse
@@ -33,3 +36,59 @@ def test_events_on_a_finished_stream_at_its_end_answer_204(simulator) -> None:
         replay = requests.get(url, headers={"Last-Event-ID": str(int(last) - 1)}, timeout=10)
         assert replay.status_code == 200
         assert [e.event for e in events_only(parse([replay.content]))] == ["done"]
+
+
+def _follow(url: str) -> requests.Response:
+    """Open a subscription and read up to its first event, then hold it (its reader too: a
+    reader left to the garbage collector would close the connection)."""
+    response = requests.get(url, stream=True, timeout=10)
+    if response.status_code == 200:
+        response.events = parse(response.iter_content(chunk_size=None))  # type: ignore[attr-defined]
+        next(e for e in response.events if not isinstance(e, str))  # type: ignore[attr-defined]
+    return response
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_subscribers_per_client_are_capped_and_events_rate_limited(simulator, backend,
+                                                                   request) -> None:
+    """One client opened 400 subscribers to its own stream and filled the worker: GET /events
+    had no cap per client and no rate limit. With Redis the cap is shared by instances."""
+    env = relay_env(simulator, RILL_MAX_SUBSCRIBERS_PER_CLIENT="3",
+                    RILL_ORPHAN_GRACE_SECONDS="30")
+    if backend == "redis":
+        env["RILL_REDIS_URL"] = request.getfixturevalue("redis_server").url
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(run_rill(env, f"abuse-subs-{backend}-a"))
+        b = stack.enter_context(run_rill(env, f"abuse-subs-{backend}-b")) if "RILL_REDIS_URL" \
+            in env else a  # the memory hub: one worker holds the stream
+        model, _ = sim_model(tokens=10_000, itl_ms=20)
+        post = a.chat(ask(model))
+        stream_id = next(e for e in parse(post.iter_content(chunk_size=None))
+                         if not isinstance(e, str)).json["stream_id"]
+        path = f"/api/chat/{stream_id}/events"
+        held = [_follow(f"{server.url}{path}") for server in (a, b, a)]
+        assert [r.status_code for r in held] == [200, 200, 200]
+        with requests.get(f"{b.url}{path}", stream=True, timeout=10) as refused:
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "too_many_subscribers"
+            assert refused.headers["Retry-After"] == "5"
+        held.pop().close()  # a closed tab frees its place
+        deadline = time.monotonic() + 5
+        while (again := _follow(f"{a.url}{path}")).status_code == 429:
+            again.close()
+            assert time.monotonic() < deadline, "a closed subscriber kept its place"
+            time.sleep(0.1)
+        held.append(again)
+        for response in [*held, post]:
+            response.close()
+        requests.post(f"{a.url}/api/chat/{stream_id}/cancel", timeout=5)
+
+
+def test_events_are_rate_limited_per_client(simulator) -> None:
+    env = relay_env(simulator, RILL_RATELIMIT_ENABLED="true", RILL_EVENTS_RATE_LIMIT="3/minute")
+    with run_rill(env, "abuse-events-rate") as server:
+        with server.chat(ask(sim_model(tokens=2)[0])) as response:
+            events = events_only(parse(response.iter_content(chunk_size=None)))
+        url = f"{server.url}/api/chat/{events[0].json['stream_id']}/events"
+        statuses = [requests.get(url, timeout=10).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
