@@ -118,6 +118,7 @@ def _subscription(stream_id: str, after: int, subscriber: str = "") -> Response:
         watcher = relay.watch_disconnect(sock, on_disconnect)
 
     def close() -> None:
+        metrics.SSE_CONNECTIONS.dec()
         if watcher is not None:
             # Dead before gunicorn reads the next request from this socket: two greenlets
             # may not wait on one socket.
@@ -130,8 +131,12 @@ def _subscription(stream_id: str, after: int, subscriber: str = "") -> Response:
         batch=config["RILL_REPLAY_BATCH"],
         client_gone=lambda: gone,
     )
+    if sock is not None and watcher is not None:  # gevent: disconnect one that takes nothing
+        body = relay.send_deadline(body, sock, config["RILL_SEND_TIMEOUT_SECONDS"],
+                                   metrics.SEND_TIMEOUTS.inc)
     response = Response(stream_with_context(body), mimetype="text/event-stream",
                         headers=SSE_HEADERS)
+    metrics.SSE_CONNECTIONS.inc()
     response.call_on_close(close)
     return response
 

@@ -5,7 +5,8 @@ then follows it live until ``done`` or ``error``. It renews its presence (so the
 someone is listening) at least every lease; in silences it sends heartbeats and checks the
 producer's lease, and if that ran out it writes ``error`` ``producer_lost`` into the stream
 for every subscriber.
-:func:`watch_disconnect` notices a client leaving while nothing is written.
+:func:`watch_disconnect` notices a client leaving while nothing is written;
+:func:`send_deadline` disconnects a client that takes nothing while something is.
 
 Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta`` and
 ``reasoning`` ``{"content"}``; then ``done`` ``{"finish_reason", "usage"}`` or ``error``
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -122,6 +124,44 @@ def watch_disconnect(sock: socket.socket, on_disconnect: Callable[[], None]) -> 
     (a pipelined request) is not a disconnect, and ends the watch.
     """
     return Watch(sock, on_disconnect)
+
+
+def send_deadline(chunks: Iterator[bytes], sock: socket.socket, seconds: float,
+                  on_timeout: Callable[[], None]) -> Iterator[bytes]:
+    """Yield ``chunks``; if writing one to ``sock`` takes longer than ``seconds``, reset the
+    connection and call ``on_timeout`` (gevent sockets only).
+
+    gunicorn writes each chunk a response yields with ``sendall``, which waits as long as the
+    client keeps its receive window shut: a client that never reads held a greenlet and
+    megabytes of socket buffer for good. A libev timer is armed as a chunk is handed over and
+    stopped when gunicorn asks for the next one. If it fires, the socket gets ``SO_LINGER``
+    0 and is shut down: the blocked ``sendall`` fails at once (EPIPE, which gunicorn logs at
+    debug level), the response is closed as after any leave, and gunicorn's close resets
+    the connection and drops the unsent bytes.
+    """
+    timer: Any = gevent.get_hub().loop.timer(seconds)
+
+    def expired() -> None:  # in the event loop: nothing here may block
+        # Through a duplicate: gevent's own shutdown() would fail the waiting sendall with
+        # EBADF ("closed in another greenlet"), which gunicorn logs as an error.
+        with contextlib.suppress(OSError), socket.fromfd(sock.fileno(), sock.family,
+                                                         sock.type) as dup:
+            dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            dup.shutdown(socket.SHUT_RDWR)
+        on_timeout()
+
+    try:
+        for chunk in chunks:
+            timer.start(expired)
+            try:
+                yield chunk
+            finally:
+                timer.stop()
+    finally:
+        timer.close()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 class Watch:

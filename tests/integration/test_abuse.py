@@ -9,6 +9,9 @@ never reads, a slow request body, a client that leaves while the upstream is bei
 from __future__ import annotations
 
 import contextlib
+import json
+import select
+import socket
 import time
 
 import pytest
@@ -92,3 +95,56 @@ def test_events_are_rate_limited_per_client(simulator) -> None:
         url = f"{server.url}/api/chat/{events[0].json['stream_id']}/events"
         statuses = [requests.get(url, timeout=10).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
+
+
+def _metric(server, name: str) -> float:
+    text = requests.get(f"{server.url}/metrics", timeout=5).text
+    values = [float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith(f"{name} ") or line.startswith(f"{name}{{")]
+    return sum(values)
+
+
+def _raw_post(url: str, body: dict, rcvbuf: int | None = None) -> socket.socket:
+    """Send ``POST /api/chat`` on a raw socket (``rcvbuf``: a tiny receive buffer)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((host, int(port)))
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(data), data))
+    return sock
+
+
+def _reset_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the peer closes or resets ``sock`` within ``seconds``, reading nothing."""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _, flags in poller.poll(100):
+            if flags & (select.POLLHUP | select.POLLERR | select.POLLRDHUP):
+                return True
+    return False
+
+
+def test_a_client_that_never_reads_is_disconnected_after_the_send_timeout(simulator) -> None:
+    """A client that never read kept its greenlet in sendall for 420 s and more after the
+    generation ended (2.8 MB in its Send-Q), and no metric showed it."""
+    env = relay_env(simulator, RILL_SEND_TIMEOUT_SECONDS="2")
+    with run_rill(env, "abuse-never-reads") as server:
+        model, tag = sim_model(tokens=3_000_000)
+        sock = _raw_post(server.url, ask(model), rcvbuf=4096)
+        try:
+            simulator.wait_for(tag, lambda r: r["tokens_sent"] > 0, timeout=10)
+            open_meanwhile = _metric(server, "rill_sse_connections")
+            assert _reset_within(sock, 2 + 8), "the client was never disconnected"
+        finally:
+            sock.close()
+        assert open_meanwhile == 1
+        assert _metric(server, "rill_send_timeouts_total") == 1
+        assert _metric(server, "rill_sse_connections") == 0
+        record = simulator.wait_for(tag, lambda r: r["outcome"] != "running", timeout=10)
+        assert record["outcome"] == "client_closed"  # orphaned, grace 0: upstream closed
+        assert record["tokens_sent"] < 3_000_000
