@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from rill import chat_request, metrics, relay, request_ids, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
-from rill.limits import client_key, stream_cap
+from rill.limits import client_key, read_body, stream_cap
 from rill.openapi import document as openapi_document
 from rill.security import check_csrf_token, refuse_cross_site
 
@@ -31,7 +31,8 @@ def chat() -> Response:
     most = config["RILL_MAX_BODY_BYTES"]
     if (request.content_length or 0) > most:
         raise PayloadTooLarge(f"The request body is larger than {most} bytes.")
-    body = chat_request.parse_body(request.stream.read(most + 1), request.content_type, most)
+    raw = read_body(request.stream, most, config["RILL_BODY_TIMEOUT_SECONDS"])
+    body = chat_request.parse_body(raw, request.content_type, most)
     params = chat_request.validate(body, config)
     rill = state()
     rill.refuse_when_draining()

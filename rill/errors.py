@@ -52,6 +52,12 @@ class InvalidRequest(RillError):
     message = "The request is not valid."
 
 
+class RequestTimeout(RillError):
+    status = 408
+    code = "request_timeout"
+    message = "The request body did not arrive in time."
+
+
 class PayloadTooLarge(RillError):
     status = 413
     code = "body_too_large"

@@ -17,13 +17,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
+import gevent
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 
 from . import tasks
-from .errors import RillError, TooManyStreams, TooManySubscribers, Unavailable
+from .errors import RequestTimeout, RillError, TooManyStreams, TooManySubscribers, Unavailable
 
 
 def client_key() -> str:
@@ -62,6 +63,22 @@ def stream_cap() -> int | None:
 def events_rate_limit() -> str:
     """The rate limit on GET …/events: ``RILL_EVENTS_RATE_LIMIT``."""
     return str(current_app.config["RILL_EVENTS_RATE_LIMIT"])
+
+
+def read_body(stream: IO[bytes], most: int, seconds: float) -> bytes:
+    """Read up to ``most`` + 1 bytes of the request body, all within ``seconds``.
+
+    A body that trickles in (a byte every few seconds) otherwise holds a greenlet for as long
+    as the client likes. Raises :class:`~rill.errors.RequestTimeout` (408) when the deadline
+    passes: it is raised inside gunicorn's body reader, which then marks the body failed, so
+    gunicorn closes the connection after the 408 instead of reading the rest. Under gevent
+    only; elsewhere (a thread cannot be interrupted) the read is not timed.
+    """
+    if not tasks.cooperative():
+        return stream.read(most + 1)
+    with gevent.Timeout(seconds, RequestTimeout(
+            f"The request body did not arrive within {seconds:g} s.")):
+        return stream.read(most + 1)
 
 
 def init_limiter(app: Flask, limits: Mapping[str, Callable[[], str]]) -> Limiter:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import select
 import socket
+import threading
 import time
 
 import pytest
@@ -148,3 +149,52 @@ def test_a_client_that_never_reads_is_disconnected_after_the_send_timeout(simula
         record = simulator.wait_for(tag, lambda r: r["outcome"] != "running", timeout=10)
         assert record["outcome"] == "client_closed"  # orphaned, grace 0: upstream closed
         assert record["tokens_sent"] < 3_000_000
+
+
+def _read_all(sock: socket.socket, seconds: float) -> bytes:
+    """What the peer sends until it closes (or ``seconds`` pass)."""
+    sock.settimeout(seconds)
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_slow_request_bodies_get_408_and_free_the_worker(simulator) -> None:
+    """300 bodies sent a byte every 13 s filled a 300-connection worker for over 65 s and
+    /healthz timed out: the body was read with no time limit."""
+    env = relay_env(simulator, RILL_BODY_TIMEOUT_SECONDS="1", RILL_WORKER_CONNECTIONS="50")
+    with run_rill(env, "abuse-slow-body") as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        slow = []
+        for _ in range(50):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+            slow.append(sock)
+        stop = threading.Event()
+
+        def trickle() -> None:  # a byte now and then: a per-read timeout never fires
+            while not stop.wait(0.3):
+                for sock in slow:
+                    with contextlib.suppress(OSError):
+                        sock.send(b" ")
+
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        try:
+            started = time.monotonic()
+            assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+            answers = [_read_all(sock, 10) for sock in slow]
+            waited = time.monotonic() - started
+        finally:
+            stop.set()
+            trickler.join()
+            for sock in slow:
+                sock.close()
+        for answer in answers:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert json.loads(body)["error"]["code"] == "request_timeout"
+        assert waited < 1 + 8, "the connections were not closed soon after the deadline"
