@@ -40,7 +40,12 @@ def chat() -> Response:
     stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
     slot = rill.caps.acquire(client_key(), stream_id, cap=stream_cap())
     try:
-        upstream = rill.upstream.open(params)
+        upstream = rill.open_upstream(lambda: rill.upstream.open(params),
+                                      request.environ.get("gunicorn.socket"))
+    except relay.ClientLeft:  # nobody to answer; 499 as nginx logs it
+        slot.release()
+        metrics.DISCONNECTS.inc()
+        return Response(status=499)
     except RillError as error:
         slot.release()
         if error.code.startswith("upstream_"):

@@ -55,8 +55,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Time to connect to the upstream (and, for the response headers, "
             "RILL_STALL_TIMEOUT_SECONDS); past it the request fails with 504."),
     Setting("RILL_UPSTREAM_MAX_RETRIES", 2, int,
-            "Retries the OpenAI SDK makes before the first byte (connection errors, 408, "
-            "409, 429, 5xx), with its exponential backoff and Retry-After."),
+            "Retries before the first byte, by the OpenAI SDK's rules (connection errors, "
+            "408, 409, 429, 5xx) and backoff, or after the upstream's Retry-After; waits "
+            "bounded by RILL_UPSTREAM_RETRY_WAIT_SECONDS."),
     Setting("RILL_UPSTREAM_RETRY_WAIT_SECONDS", 10.0, float,
             "Most time, in all, spent waiting between retries before the first byte; a "
             "retry whose wait (the upstream's Retry-After, or the backoff) does not fit is "

@@ -34,9 +34,11 @@ def begin_drain(app: Flask, graceful_timeout: float) -> tasks.Task | None:
 
 
 def _drain(state: RillState, deadline: float) -> None:
-    while state.producers and time.monotonic() < deadline:
+    # A POST still waiting for its upstream's status line may yet start a generation.
+    while (state.producers or state.opening) and time.monotonic() < deadline:
         tasks.sleep(0.1)
-    if state.producers:
-        log.warning("draining: ending %d generations with a shutdown error",
-                    len(state.producers))
+    if state.producers or state.opening:
+        log.warning("draining: ending %d generations with a shutdown error, and %d requests "
+                    "still opening their upstream with 503", len(state.producers),
+                    len(state.opening))
         state.shut_down()

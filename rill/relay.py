@@ -6,7 +6,8 @@ someone is listening) at least every lease; in silences it sends heartbeats and 
 producer's lease, and if that ran out it writes ``error`` ``producer_lost`` into the stream
 for every subscriber.
 :func:`watch_disconnect` notices a client leaving while nothing is written;
-:func:`send_deadline` disconnects a client that takes nothing while something is.
+:func:`send_deadline` disconnects a client that takes nothing while something is;
+:class:`Errand` gives up work done for a client (opening the upstream) when it leaves.
 
 Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta`` and
 ``reasoning`` ``{"content"}``; then ``done`` ``{"finish_reason", "usage"}`` or ``error``
@@ -16,12 +17,13 @@ Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import gevent
 import orjson
@@ -33,6 +35,7 @@ from .hub import TERMINAL, Hub
 from .sse import HEARTBEAT, encode_event
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def subscribe(
@@ -162,6 +165,64 @@ def send_deadline(chunks: Iterator[bytes], sock: socket.socket, seconds: float,
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+
+
+class ClientLeft(Exception):
+    """The client closed its connection while Rill worked on its behalf."""
+
+
+class Errand(Generic[T]):
+    """``work`` run for a client in a greenlet of its own, given up when the client leaves.
+
+    The greenlet is killed with :class:`ClientLeft` as soon as the client closes ``sock``
+    (noticed by :func:`watch_disconnect`), or with any error :meth:`stop` is given: a wait
+    on the network (the upstream's status line, a retry's sleep) ends at once, and what the
+    work held is released as the exception unwinds it. The work sees the caller's context
+    variables (Flask's request context: its log lines keep the request id). Without gevent,
+    or without a socket, ``work`` runs in the caller and cannot be stopped.
+    """
+
+    def __init__(self, work: Callable[[], T], sock: socket.socket | None) -> None:
+        self._work = work
+        self._runner: Greenlet | None = None
+        self._watch: Watch | None = None
+        if sock is not None and tasks.cooperative():
+            self._runner = gevent.spawn(contextvars.copy_context().run, self._run)
+            self._watch = Watch(sock, lambda: self.stop(ClientLeft()))
+
+    def _run(self) -> tuple[bool, Any]:
+        # The outcome is returned, not raised: gevent prints a traceback for every greenlet
+        # that dies of an exception.
+        try:
+            return True, self._work()
+        except BaseException as exc:  # handed to result(), which raises it
+            return False, exc
+
+    def result(self) -> T:
+        """Wait for the work; return its result or raise its exception (or the stop's)."""
+        if self._runner is None:
+            return self._work()
+        try:
+            done, outcome = self._runner.get()
+        finally:
+            if self._watch is not None:
+                self._watch.kill()
+            self.stop(ClientLeft())  # if this greenlet was killed while waiting
+            self._runner = None
+        if done:
+            return outcome  # type: ignore[no-any-return]
+        try:
+            raise outcome
+        finally:
+            # No cycle from the exception's traceback back to it: its frames (the work's,
+            # holding the upstream connection) are freed, and the connection closed, as soon
+            # as the caller is done with it, not at the next cyclic garbage collection.
+            del outcome, self
+
+    def stop(self, error: BaseException) -> None:
+        """Raise ``error`` in the work, unless it is done; safe to call again."""
+        if self._runner is not None and not self._runner.ready():
+            self._runner.kill(error, block=False)
 
 
 class Watch:

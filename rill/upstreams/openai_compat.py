@@ -28,6 +28,7 @@ from .. import errors, tasks
 from ..chat_request import ChatRequest
 from ..sse import DataDecoder
 from . import DRAIN_SECONDS, Event
+from . import retries as retrying
 from .transport import BODY_EXTENSION, Body, UpstreamTransport
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,11 @@ class OpenAIUpstream:
         self.client = openai.OpenAI(
             # A local server (vLLM, Ollama, llama.cpp) needs no key, but the SDK wants one.
             api_key=os.environ.get("OPENAI_API_KEY") or "unused",
-            max_retries=config["RILL_UPSTREAM_MAX_RETRIES"],
+            max_retries=0,  # Rill retries, with a bound on the wait (rill.upstreams.retries)
             http_client=http_client,
         )
+        self.retries = config["RILL_UPSTREAM_MAX_RETRIES"]
+        self.retry_wait = config["RILL_UPSTREAM_RETRY_WAIT_SECONDS"]
 
     def open(self, request: ChatRequest) -> OpenAIStream:
         """Send the request and wait for the response status (not the first token).
@@ -75,12 +78,16 @@ class OpenAIUpstream:
             body["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        response = _send(self.client, orjson.dumps(body))
+        response = _send(self.client, orjson.dumps(body), self.retries, self.retry_wait)
         return OpenAIStream(response, request.model)
 
 
-def _send(client: openai.OpenAI, body: bytes) -> httpx2.Response:
+def _send(client: openai.OpenAI, body: bytes, retries: int = 0,
+          retry_wait: float = 0.0) -> httpx2.Response:
     """POST ``body`` (JSON) to ``/chat/completions``; return the response, body unread.
+
+    Retried up to ``retries`` times while the waits total at most ``retry_wait`` seconds
+    (:mod:`rill.upstreams.retries`).
 
     The SDK's generic ``post`` (its documented way to make custom requests) keeps its
     transport, headers, auth, retries and error mapping, and skips what
@@ -90,8 +97,10 @@ def _send(client: openai.OpenAI, body: bytes) -> httpx2.Response:
     ``with_streaming_response`` sets so that the body is left on the socket.
     """
     try:
-        return client.post("/chat/completions", cast_to=httpx2.Response, content=body,
-                           options={"headers": {RAW_RESPONSE_HEADER: "stream"}}, stream=True)
+        return retrying.call(lambda: client.post(
+            "/chat/completions", cast_to=httpx2.Response, content=body,
+            options={"headers": {RAW_RESPONSE_HEADER: "stream"}}, stream=True),
+            retries, retry_wait)
     except openai.APIStatusError as exc:
         raise _status_error(exc) from None
     except openai.APITimeoutError:

@@ -198,3 +198,38 @@ def test_slow_request_bodies_get_408_and_free_the_worker(simulator) -> None:
             assert head.startswith(b"HTTP/1.1 408"), answer[:200]
             assert json.loads(body)["error"]["code"] == "request_timeout"
         assert waited < 1 + 8, "the connections were not closed soon after the deadline"
+
+
+def test_a_long_upstream_retry_after_is_passed_on_not_waited_for(simulator) -> None:
+    """With the upstream's Retry-After at 59 s, the SDK waited 59 s between retries and the
+    client got no byte meanwhile."""
+    model, tag = sim_model(fault="status", status=429, retry_after=59, fail_first=2, tokens=3)
+    with run_rill(relay_env(simulator, RILL_UPSTREAM_MAX_RETRIES="2"), "abuse-retry-after") \
+            as server, server.chat(ask(model), timeout=10) as response:
+        assert response.status_code == 429
+        assert response.json()["error"]["code"] == "upstream_rate_limited"
+        assert response.headers["Retry-After"] == "59"
+    assert len(simulator.requests(tag)) == 1
+
+
+@pytest.mark.parametrize("scenario", ["retrying", "waiting_for_headers"])
+def test_a_client_that_leaves_while_the_upstream_is_opened_stops_it(simulator,
+                                                                     scenario) -> None:
+    """A client that left while Rill waited for the upstream went unnoticed: the SDK went on
+    retrying (twice more), or waited for the status line until the read timeout."""
+    if scenario == "retrying":
+        model, tag = sim_model(fault="status", status=503, retry_after=2, fail_first=5)
+    else:
+        model, tag = sim_model(fault="hang")
+    env = relay_env(simulator, RILL_UPSTREAM_MAX_RETRIES="2", RILL_STALL_TIMEOUT_SECONDS="30")
+    with run_rill(env, f"abuse-leave-{scenario}") as server:
+        sock = _raw_post(server.url, ask(model))
+        simulator.wait_for(tag, lambda r: True, timeout=10)
+        sock.close()
+        if scenario == "retrying":
+            time.sleep(2 * 2 + 1)  # past two retries' waits
+            assert len(simulator.requests(tag)) == 1, "retried for a client that left"
+        else:
+            record = simulator.wait_for(tag, lambda r: r["outcome"] != "running", timeout=3)
+            assert record["outcome"] == "client_closed"
+        assert "499" in server.log()
