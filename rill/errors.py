@@ -126,7 +126,9 @@ class ProducerLost(RillError):
 class Shutdown(RillError):
     status = 503
     code = "shutdown"
-    message = "This server is restarting; reconnect to resume the answer."
+    # The generation was stopped: nothing more will come, here or elsewhere (with Redis a
+    # resume elsewhere replays the answer so far, ending with this event).
+    message = "The server restarted; the answer is incomplete. Please send your message again."
 
 
 class UpstreamError(RillError):

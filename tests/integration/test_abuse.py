@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import select
+import signal
 import socket
 import threading
 import time
@@ -233,3 +234,39 @@ def test_a_client_that_leaves_while_the_upstream_is_opened_stops_it(simulator,
             record = simulator.wait_for(tag, lambda r: r["outcome"] != "running", timeout=3)
             assert record["outcome"] == "client_closed"
         assert "499" in server.log()
+
+
+def test_sigterm_answers_a_post_still_waiting_for_upstream_headers(simulator) -> None:
+    """A POST still waiting for the upstream's status line at SIGTERM got a TCP reset; and the
+    shutdown event promised a resume that could not happen, the generation being stopped."""
+    env = relay_env(simulator, RILL_GRACEFUL_TIMEOUT="3", RILL_STALL_TIMEOUT_SECONDS="30")
+    hanging, tag = sim_model(fault="hang")
+    with run_rill(env, "abuse-drain") as server:
+        streaming = server.chat(ask(sim_model(tokens=1000, itl_ms=50)[0]))  # outlasts 3 s
+        answers: list[requests.Response | requests.RequestException] = []
+
+        def post() -> None:
+            try:
+                answers.append(server.chat(ask(hanging)))
+            except requests.RequestException as exc:  # a reset, before the fix
+                answers.append(exc)
+
+        waiting = threading.Thread(target=post)
+        waiting.start()
+        simulator.wait_for(tag, lambda r: True, timeout=10)
+        server.process.send_signal(signal.SIGTERM)
+        waiting.join(timeout=20)
+        with streaming:
+            events = events_only(parse(streaming.iter_content(chunk_size=None)))
+        server.process.wait(timeout=15)
+    answer = answers[0]
+    assert isinstance(answer, requests.Response), f"the POST got no HTTP answer: {answer!r}"
+    with answer:
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "unavailable"
+        assert answer.headers["Retry-After"] == "1"
+    assert simulator.find(tag)["outcome"] == "client_closed"  # the upstream request closed
+    shutdown = events[-1]
+    assert (shutdown.event, shutdown.json["code"]) == ("error", "shutdown")
+    assert "resume" not in shutdown.json["message"]
+    assert "incomplete" in shutdown.json["message"]
