@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -128,10 +129,8 @@ def _status_error(exc: openai.APIStatusError) -> errors.UpstreamError:
 
 
 def _retry_after(headers: httpx2.Headers) -> int | None:
-    try:
-        return max(1, round(float(headers.get("retry-after", ""))))
-    except ValueError:
-        return None
+    seconds = retrying.retry_after(headers)
+    return None if seconds is None else max(1, math.ceil(seconds))
 
 
 class OpenAIStream:
