@@ -15,28 +15,44 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.integration.conftest import ask, relay_env, run_rill, sim_model
+from tests.integration.conftest import RillServer, ask, relay_env, run_rill, sim_model
 from tests.sse_client import events_only, parse
 
 pytestmark = pytest.mark.integration
 
 
-def test_events_on_a_finished_stream_at_its_end_answer_204(simulator) -> None:
+@contextlib.contextmanager
+def _pair(env: dict[str, str], name: str, backend: str,
+          request) -> Iterator[tuple[RillServer, RillServer]]:
+    """Two instances sharing a Redis; for the memory hub, one instance standing for both."""
+    with contextlib.ExitStack() as stack:
+        if backend == "memory":
+            a = stack.enter_context(run_rill(env, f"{name}-memory"))
+            yield a, a
+            return
+        env = {**env, "RILL_REDIS_URL": request.getfixturevalue("redis_server").url}
+        yield (stack.enter_context(run_rill(env, f"{name}-redis-a")),
+               stack.enter_context(run_rill(env, f"{name}-redis-b")))
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_events_on_a_finished_stream_at_its_end_answer_204(simulator, backend,
+                                                           request) -> None:
     """An EventSource that reconnected to a finished stream got 200 with an empty body, and
     so reconnected every 3 s forever; a 204 stops it (WHATWG HTML, server-sent events)."""
-    with run_rill(relay_env(simulator), "abuse-204") as server:
-        with server.chat(ask(sim_model(tokens=3)[0])) as response:
+    with _pair(relay_env(simulator), "abuse-204", backend, request) as (a, b):
+        with a.chat(ask(sim_model(tokens=3)[0])) as response:
             events = events_only(parse(response.iter_content(chunk_size=None)))
         assert events[-1].event == "done"
         stream_id, last = events[0].json["stream_id"], events[-1].id
-        url = f"{server.url}/api/chat/{stream_id}/events"
-        for after in (last, str(int(last) + 5)):
-            finished = requests.get(url, headers={"Last-Event-ID": after}, timeout=10)
-            assert (finished.status_code, finished.content) == (204, b"")
+        url = f"{b.url}/api/chat/{stream_id}/events"
+        finished = requests.get(url, headers={"Last-Event-ID": last}, timeout=10)
+        assert (finished.status_code, finished.content) == (204, b"")
         # Before the end there is still something to send.
         replay = requests.get(url, headers={"Last-Event-ID": str(int(last) - 1)}, timeout=10)
         assert replay.status_code == 200
@@ -60,12 +76,7 @@ def test_subscribers_per_client_are_capped_and_events_rate_limited(simulator, ba
     had no cap per client and no rate limit. With Redis the cap is shared by instances."""
     env = relay_env(simulator, RILL_MAX_SUBSCRIBERS_PER_CLIENT="3",
                     RILL_ORPHAN_GRACE_SECONDS="30")
-    if backend == "redis":
-        env["RILL_REDIS_URL"] = request.getfixturevalue("redis_server").url
-    with contextlib.ExitStack() as stack:
-        a = stack.enter_context(run_rill(env, f"abuse-subs-{backend}-a"))
-        b = stack.enter_context(run_rill(env, f"abuse-subs-{backend}-b")) if "RILL_REDIS_URL" \
-            in env else a  # the memory hub: one worker holds the stream
+    with _pair(env, "abuse-subs", backend, request) as (a, b):
         model, _ = sim_model(tokens=10_000, itl_ms=20)
         post = a.chat(ask(model))
         stream_id = next(e for e in parse(post.iter_content(chunk_size=None))
