@@ -171,6 +171,15 @@ class ClientLeft(Exception):
     """The client closed its connection while Rill worked on its behalf."""
 
 
+class _Stop(BaseException):
+    """Raised in an errand's greenlet to stop it with ``error``: a BaseException, so no
+    ``except Exception`` on the way (an SDK's retry loop) takes it for a network error."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+
 class Errand(Generic[T]):
     """``work`` run for a client in a greenlet of its own, given up when the client leaves.
 
@@ -212,6 +221,8 @@ class Errand(Generic[T]):
         if done:
             return outcome  # type: ignore[no-any-return]
         try:
+            if isinstance(outcome, _Stop):
+                raise outcome.error from None
             raise outcome
         finally:
             # No cycle from the exception's traceback back to it: its frames (the work's,
@@ -222,7 +233,7 @@ class Errand(Generic[T]):
     def stop(self, error: BaseException) -> None:
         """Raise ``error`` in the work, unless it is done; safe to call again."""
         if self._runner is not None and not self._runner.ready():
-            self._runner.kill(error, block=False)
+            self._runner.kill(_Stop(error), block=False)
 
 
 class Watch:

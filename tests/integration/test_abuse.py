@@ -237,6 +237,8 @@ def test_a_client_that_leaves_while_the_upstream_is_opened_stops_it(simulator,
         else:
             record = simulator.wait_for(tag, lambda r: r["outcome"] != "running", timeout=3)
             assert record["outcome"] == "client_closed"
+            time.sleep(1)  # past a retry's first backoff (0.5 s)
+            assert len(simulator.requests(tag)) == 1, "the leave was taken for a network error"
         assert "499" in server.log()
 
 
