@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from rill import chat_request, metrics, relay, request_ids, state
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
-from rill.limits import client_key, stream_cap
+from rill.limits import client_key, read_body, stream_cap
 from rill.openapi import document as openapi_document
 from rill.security import check_csrf_token, refuse_cross_site
 
@@ -32,7 +32,8 @@ def chat() -> Response:
     most = config["RILL_MAX_BODY_BYTES"]
     if (request.content_length or 0) > most:
         raise PayloadTooLarge(f"The request body is larger than {most} bytes.")
-    body = chat_request.parse_body(request.stream.read(most + 1), request.content_type, most)
+    raw = read_body(request.stream, most, config["RILL_BODY_TIMEOUT_SECONDS"])
+    body = chat_request.parse_body(raw, request.content_type, most)
     params = chat_request.validate(body, config)
     rill = state()
     rill.refuse_when_draining()
@@ -40,7 +41,12 @@ def chat() -> Response:
     stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
     slot = rill.caps.acquire(client_key(), stream_id, cap=stream_cap())
     try:
-        upstream = rill.upstream.open(params)
+        upstream = rill.open_upstream(lambda: rill.upstream.open(params),
+                                      request.environ.get("gunicorn.socket"))
+    except relay.ClientLeft:  # nobody to answer; 499 as nginx logs it
+        slot.release()
+        metrics.DISCONNECTS.inc()
+        return Response(status=499)
     except RillError as error:
         slot.release()
         if error.code.startswith("upstream_"):
@@ -60,14 +66,25 @@ def chat() -> Response:
     return _subscription(stream_id, after=-1)
 
 
-@bp.get("/chat/<stream_id>/events")
+@bp.get("/chat/<stream_id>/events")  # rate-limited by RILL_EVENTS_RATE_LIMIT
 def events(stream_id: str) -> Response:
     """Replay a stream after ``Last-Event-ID`` (or ``?last_event_id``), then follow it live."""
+    rill = state()
     after = chat_request.last_event_id(
         request.headers.get("Last-Event-ID", request.args.get("last_event_id")))
-    state().check_owner(stream_id, current_user())  # 404 before the stream starts
+    rill.check_owner(stream_id, current_user())  # 404 before the stream starts
+    if relay.nothing_follows(rill.hub, stream_id, after):
+        return Response(status=204)  # an EventSource stops reconnecting
+    subscriber = secrets.token_hex(8)
+    slot = rill.subscriber_caps.acquire(client_key(), f"{stream_id} {subscriber}")
+    try:
+        response = _subscription(stream_id, after=after, subscriber=subscriber)
+    except BaseException:
+        slot.release()
+        raise
+    response.call_on_close(slot.release)
     metrics.RESUMES.inc()
-    return _subscription(stream_id, after=after)
+    return response
 
 
 @bp.get("/openapi.json")
@@ -85,10 +102,10 @@ def cancel(stream_id: str) -> tuple[Response, int]:
     return jsonify(stream_id=stream_id, status="cancelling"), 202
 
 
-def _subscription(stream_id: str, after: int) -> Response:
+def _subscription(stream_id: str, after: int, subscriber: str = "") -> Response:
     """Stream ``stream_id`` to this client; leave the stream when the client does."""
     config, hub = current_app.config, state().hub
-    subscriber = secrets.token_hex(8)
+    subscriber = subscriber or secrets.token_hex(8)
     gone = False
 
     def on_disconnect() -> None:
@@ -104,6 +121,7 @@ def _subscription(stream_id: str, after: int) -> Response:
         watcher = relay.watch_disconnect(sock, on_disconnect)
 
     def close() -> None:
+        metrics.SSE_CONNECTIONS.dec()
         if watcher is not None:
             # Dead before gunicorn reads the next request from this socket: two greenlets
             # may not wait on one socket.
@@ -116,8 +134,12 @@ def _subscription(stream_id: str, after: int) -> Response:
         batch=config["RILL_REPLAY_BATCH"],
         client_gone=lambda: gone,
     )
+    if sock is not None and watcher is not None:  # gevent: disconnect one that takes nothing
+        body = relay.send_deadline(body, sock, config["RILL_SEND_TIMEOUT_SECONDS"],
+                                   metrics.SEND_TIMEOUTS.inc)
     response = Response(stream_with_context(body), mimetype="text/event-stream",
                         headers=SSE_HEADERS)
+    metrics.SSE_CONNECTIONS.inc()
     response.call_on_close(close)
     return response
 
@@ -137,7 +159,7 @@ def authenticate() -> None:
 @bp.errorhandler(RillError)
 def rill_error(error: RillError) -> tuple[Response, int]:
     response, status = error_response(error)
-    if error.code == "too_many_streams":
+    if error.code in ("too_many_streams", "too_many_subscribers"):
         metrics.RATE_LIMITED.inc()
     if isinstance(error, AuthError):
         response.headers["WWW-Authenticate"] = error.challenge

@@ -63,8 +63,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Time to connect to the upstream (and, for the response headers, "
             "RILL_STALL_TIMEOUT_SECONDS); past it the request fails with 504."),
     Setting("RILL_UPSTREAM_MAX_RETRIES", 2, int,
-            "Retries the OpenAI SDK makes before the first byte (connection errors, 408, "
-            "409, 429, 5xx), with its exponential backoff and Retry-After."),
+            "Retries before the first byte, by the OpenAI SDK's rules (connection errors, "
+            "408, 409, 429, 5xx) and backoff, or after the upstream's Retry-After; waits "
+            "bounded by RILL_UPSTREAM_RETRY_WAIT_SECONDS."),
+    Setting("RILL_UPSTREAM_RETRY_WAIT_SECONDS", 10.0, float,
+            "Most time, in all, spent waiting between retries before the first byte; a "
+            "retry whose wait (the upstream's Retry-After, or the backoff) does not fit is "
+            "not made, and the client gets the error with the upstream's Retry-After."),
     Setting("RILL_UPSTREAM_MAX_EVENT_BYTES", 1_048_576, _positive_int,
             "Longest line or event an upstream stream may send, in bytes; a longer one ends "
             "the stream with `upstream_malformed` (the text before it is kept)."),
@@ -123,6 +128,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_CORS_ORIGINS", [], _str_list,
             "Comma-separated origins whose pages may call the API (CORS); empty: none."),
     Setting("RILL_MAX_BODY_BYTES", 1_048_576, int, "Largest request body, in bytes (413)."),
+    Setting("RILL_BODY_TIMEOUT_SECONDS", 10.0, float,
+            "Time a request body has to arrive in full; past it, 408 `request_timeout` and "
+            "the connection is closed."),
+    Setting("RILL_SEND_TIMEOUT_SECONDS", 30.0, float,
+            "Time a stream's client may take nothing before it is disconnected (counted in "
+            "`rill_send_timeouts_total`); its generation then runs on for "
+            "RILL_ORPHAN_GRACE_SECONDS, as after any leave."),
     Setting("RILL_MAX_MESSAGES", 256, int, "Most messages in one request."),
     Setting("RILL_MAX_MESSAGE_CHARS", 100_000, int, "Most characters in one message."),
     Setting("RILL_MAX_TOTAL_CHARS", 400_000, int, "Most characters in all messages together."),
@@ -131,6 +143,9 @@ SETTINGS: tuple[Setting, ...] = (
             "when it names none (keep it within what your model can produce)."),
     Setting("RILL_RATE_LIMIT", "20/minute;300/hour", str,
             "flask-limiter rate limit on POST /api/chat, per client."),
+    Setting("RILL_EVENTS_RATE_LIMIT", "120/minute;2000/hour", str,
+            "flask-limiter rate limit on GET /api/chat/<id>/events, per client (room for "
+            "several tabs' EventSource reconnects)."),
     Setting("RILL_RATELIMIT_ENABLED", True, _bool, "`false` turns rate limiting off."),
     Setting("RILL_RATELIMIT_STORAGE_URI", "memory://", str,
             "flask-limiter storage; RILL_REDIS_URL when that is set and this is left as is."),
@@ -139,6 +154,9 @@ SETTINGS: tuple[Setting, ...] = (
             '"max_streams": 10}}` (user ids as RILL_AUTH gives them).'),
     Setting("RILL_MAX_STREAMS_PER_CLIENT", 4, int,
             "Concurrent streams per client; 0 means unlimited (429 `too_many_streams`)."),
+    Setting("RILL_MAX_SUBSCRIBERS_PER_CLIENT", 16, int,
+            "Concurrent GET /api/chat/<id>/events subscriptions per client (resumes, other "
+            "tabs); 0 means unlimited (429 `too_many_subscribers`)."),
     Setting("RILL_MAX_STREAMS", 5000, int,
             "Concurrent streams per worker; 0 means unlimited (503 `unavailable`)."),
     Setting("RILL_PROXY_HOPS", 0, int,

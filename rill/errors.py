@@ -52,6 +52,12 @@ class InvalidRequest(RillError):
     message = "The request is not valid."
 
 
+class RequestTimeout(RillError):
+    status = 408
+    code = "request_timeout"
+    message = "The request body did not arrive in time."
+
+
 class PayloadTooLarge(RillError):
     status = 413
     code = "body_too_large"
@@ -74,6 +80,12 @@ class TooManyStreams(RillError):
     status = 429
     code = "too_many_streams"
     message = "Too many answers are streaming at once. Wait for one to finish and try again."
+
+
+class TooManySubscribers(RillError):
+    status = 429
+    code = "too_many_subscribers"
+    message = "Too many streams are followed at once. Close one and try again."
 
 
 class RateLimited(RillError):
@@ -114,7 +126,9 @@ class ProducerLost(RillError):
 class Shutdown(RillError):
     status = 503
     code = "shutdown"
-    message = "This server is restarting; reconnect to resume the answer."
+    # The generation was stopped: nothing more will come, here or elsewhere (with Redis a
+    # resume elsewhere replays the answer so far, ending with this event).
+    message = "The server restarted; the answer is incomplete. Please send your message again."
 
 
 class UpstreamError(RillError):

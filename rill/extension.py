@@ -10,7 +10,16 @@ from werkzeug.exceptions import HTTPException
 from . import hub, logs, request_ids, security, upstreams, workers
 from .auth import Authenticator, UserLoader
 from .config import DEFAULTS, from_env
-from .limits import RedisStreamCaps, StreamCaps, init_limiter
+from .limits import (
+    STREAMS,
+    SUBSCRIBERS,
+    Counted,
+    RedisStreamCaps,
+    StreamCaps,
+    events_rate_limit,
+    init_limiter,
+    rate_limit,
+)
 from .service import RillState
 
 
@@ -55,7 +64,10 @@ class Rill:
             config,
             upstream=upstreams.create(config),
             hub=hub.create(config),
-            caps=_caps(config),
+            caps=_caps(config, STREAMS, config["RILL_MAX_STREAMS_PER_CLIENT"],
+                       config["RILL_MAX_STREAMS"]),
+            subscriber_caps=_caps(config, SUBSCRIBERS,
+                                  config["RILL_MAX_SUBSCRIBERS_PER_CLIENT"], 0),
             auth=Authenticator(config, self.user_loader),
             login_url=config["RILL_LOGIN_URL"] or _login_view(app),
         )
@@ -73,7 +85,8 @@ class Rill:
         app.register_blueprint(page.bp, url_prefix=self.url_prefix or None)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(health.bp, url_prefix=self.url_prefix or None)
-        app.extensions["rill"].limiter = init_limiter(app, f"{api.bp.name}.chat")
+        app.extensions["rill"].limiter = init_limiter(app, {
+            f"{api.bp.name}.chat": rate_limit, f"{api.bp.name}.events": events_rate_limit})
         api_prefix = f"{self.url_prefix}/api/"
         previous = app.error_handler_spec[None][None].get(HTTPException)
 
@@ -91,12 +104,11 @@ def _login_view(app: Flask) -> str:
     return str(getattr(manager, "login_view", None) or "")
 
 
-def _caps(config: Any) -> StreamCaps:
-    per_client, per_worker = config["RILL_MAX_STREAMS_PER_CLIENT"], config["RILL_MAX_STREAMS"]
+def _caps(config: Any, counted: Counted, per_client: int, per_worker: int) -> StreamCaps:
     if config["RILL_REDIS_URL"]:
-        return RedisStreamCaps(per_client, per_worker, config["RILL_REDIS_URL"],
-                               config["RILL_REDIS_TIMEOUT_SECONDS"])
-    return StreamCaps(per_client, per_worker)
+        return RedisStreamCaps(per_client, per_worker, config["RILL_REDIS_URL"], counted,
+                               timeout=config["RILL_REDIS_TIMEOUT_SECONDS"])
+    return StreamCaps(per_client, per_worker, counted)
 
 
 def state() -> RillState:

@@ -46,7 +46,13 @@ graceful_timeout = int(_env("RILL_GRACEFUL_TIMEOUT", "30"))
 # A gevent worker notifies the arbiter from its own greenlet; a worker that cannot do so
 # for this long is starved or hung and gets restarted.
 timeout = int(_env("RILL_WORKER_TIMEOUT", "30"))
+# The gevent worker reads each request's line and headers (and, on a kept-alive connection,
+# waits for the next request) under a keepalive-long timeout: the only bound on slow headers,
+# since nothing else times the read. 0 would turn keep-alive off and that bound with it.
 keepalive = int(_env("RILL_KEEPALIVE", "5"))
+if keepalive < 1:
+    raise SystemExit("rill: RILL_KEEPALIVE must be at least 1 (seconds): under gevent it also "
+                     "bounds how long a request's headers may take to arrive")
 # Which peers may set X-Forwarded-Proto (wsgi.url_scheme) and gunicorn's other forwarded
 # headers (SCRIPT_NAME, PATH_INFO) for gunicorn itself. Like the app's ProxyFix, it follows
 # RILL_PROXY_HOPS: with no trusted proxy, nobody (not even a loopback peer); with one,

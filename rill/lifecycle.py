@@ -3,8 +3,10 @@ rest with ``error`` ``shutdown`` before gunicorn's ``graceful_timeout`` runs out
 
 gunicorn kills the worker with SIGKILL when ``graceful_timeout`` ends, and then no
 generator's ``finally`` runs: so the ``shutdown`` events are written a margin before that
-deadline, while subscribers can still flush them. With the Redis hub, a client that resumes
-on another instance gets the events written so far and the ``shutdown`` error's retry hint.
+deadline, while subscribers can still flush them; a POST still waiting for its upstream's
+status line is answered 503 then. With the Redis hub, a client that resumes on another
+instance gets the events written so far and the ``shutdown`` error, nothing more: the
+generation is not continued anywhere.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ def begin_drain(app: Flask, graceful_timeout: float) -> tasks.Task | None:
 
 
 def _drain(state: RillState, deadline: float) -> None:
-    while state.producers and time.monotonic() < deadline:
+    # A POST still waiting for its upstream's status line may yet start a generation.
+    while (state.producers or state.opening) and time.monotonic() < deadline:
         tasks.sleep(0.1)
-    if state.producers:
-        log.warning("draining: ending %d generations with a shutdown error",
-                    len(state.producers))
+    if state.producers or state.opening:
+        log.warning("draining: ending %d generations with a shutdown error, and %d requests "
+                    "still opening their upstream with 503", len(state.producers),
+                    len(state.opening))
         state.shut_down()

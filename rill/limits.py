@@ -1,9 +1,11 @@
 """Limits on what one client, and one worker, may ask of Rill.
 
-Two kinds: request *rates* (flask-limiter, ``RILL_RATE_LIMIT``) and streams *in flight*
-(:class:`StreamCaps`, ``RILL_MAX_STREAMS_PER_CLIENT`` and ``RILL_MAX_STREAMS``), which a
-rate limiter cannot count; with Redis the per-client count is shared by every instance
-(:class:`RedisStreamCaps`). Both key a client by its address: ``request.remote_addr``, which
+Two kinds: request *rates* (flask-limiter, ``RILL_RATE_LIMIT`` on POST /api/chat,
+``RILL_EVENTS_RATE_LIMIT`` on GET …/events) and connections *in flight*, which a rate
+limiter cannot count (:class:`StreamCaps`): streams (``RILL_MAX_STREAMS_PER_CLIENT`` and
+``RILL_MAX_STREAMS``) and subscribers (``RILL_MAX_SUBSCRIBERS_PER_CLIENT``); with Redis the
+per-client counts are shared by every instance (:class:`RedisStreamCaps`). All key a
+client by its user id, else its address: ``request.remote_addr``, which
 is the real client only because ``ProxyFix`` rewrites it when ``RILL_PROXY_HOPS`` > 0.
 """
 
@@ -13,13 +15,16 @@ import contextlib
 import functools
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
 
+import gevent
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 
 from . import tasks
-from .errors import TooManyStreams, Unavailable
+from .errors import RequestTimeout, RillError, TooManyStreams, TooManySubscribers, Unavailable
 
 
 def client_key() -> str:
@@ -55,8 +60,30 @@ def stream_cap() -> int | None:
     return None if value is None else int(value)
 
 
-def init_limiter(app: Flask, view: str) -> Limiter:
-    """Put ``RILL_RATE_LIMIT`` (per :func:`client_key`) on the endpoint ``view``.
+def events_rate_limit() -> str:
+    """The rate limit on GET …/events: ``RILL_EVENTS_RATE_LIMIT``."""
+    return str(current_app.config["RILL_EVENTS_RATE_LIMIT"])
+
+
+def read_body(stream: IO[bytes], most: int, seconds: float) -> bytes:
+    """Read up to ``most`` + 1 bytes of the request body, all within ``seconds``.
+
+    A body that trickles in (a byte every few seconds) otherwise holds a greenlet for as long
+    as the client likes. Raises :class:`~rill.errors.RequestTimeout` (408) when the deadline
+    passes: it is raised inside gunicorn's body reader, which then marks the body failed, so
+    gunicorn closes the connection after the 408 instead of reading the rest. Under gevent
+    only; elsewhere (a thread cannot be interrupted) the read is not timed.
+    """
+    if not tasks.cooperative():
+        return stream.read(most + 1)
+    with gevent.Timeout(seconds, RequestTimeout(
+            f"The request body did not arrive within {seconds:g} s.")):
+        return stream.read(most + 1)
+
+
+def init_limiter(app: Flask, limits: Mapping[str, Callable[[], str]]) -> Limiter:
+    """Put each of ``limits`` (endpoint: a callable returning its limit, such as
+    :func:`rate_limit`; counted per :func:`client_key`) on its endpoint.
 
     The limit goes onto the app's own flask-limiter ``Limiter`` if it has one (its storage,
     its headers), else onto one of Rill's (``RILL_RATELIMIT_*``; Redis when
@@ -86,24 +113,47 @@ def init_limiter(app: Flask, view: str) -> Limiter:
         for key in set(config) - before:
             del config[key]  # flask-limiter records its defaults there
     # The limit runs in the wrapper that is the registered view.
-    limit = limiter.limit(rate_limit, key_func=client_key)
-    app.view_functions[view] = limit(app.view_functions[view])  # type: ignore[assignment]
+    for view, limit in limits.items():
+        limited = limiter.limit(limit, key_func=client_key)
+        app.view_functions[view] = limited(app.view_functions[view])  # type: ignore[assignment]
     return limiter
 
 
-class StreamCaps:
-    """Counts streams in flight per client and in this worker; 0 as a cap means unlimited."""
+@dataclass(frozen=True)
+class Counted:
+    """What a :class:`StreamCaps` counts: its refusal (``{cap}`` in the message), the prefix
+    of its per-client Redis key, and whether a slot always counts for ``GRACE`` seconds after
+    it was taken (a subscriber of a finished stream may still be replaying it)."""
 
-    def __init__(self, per_client: int, per_worker: int) -> None:
+    error: type[RillError]
+    refusal: str
+    prefix: str
+    young_count: bool
+
+
+STREAMS = Counted(TooManyStreams, "You already have {cap} answers streaming; wait for one "
+                  "to finish and try again.", "rill:caps:", young_count=False)
+SUBSCRIBERS = Counted(TooManySubscribers, "You already follow {cap} streams at once; close "
+                      "one and try again.", "rill:subscribers:", young_count=True)
+
+
+class StreamCaps:
+    """Counts streams (or, per ``counted``, subscribers) in flight per client and in this
+    worker; 0 as a cap means unlimited."""
+
+    def __init__(self, per_client: int, per_worker: int, counted: Counted = STREAMS) -> None:
         self.per_client = per_client
         self.per_worker = per_worker
+        self.counted = counted
         self.active: Counter[str] = Counter()
         self.total = 0
 
     def acquire(self, key: str, stream_id: str = "", cap: int | None = None) -> Slot:
         """Take a slot for ``key``; release it with :meth:`Slot.release` when the stream ends.
 
-        Raises :class:`~rill.errors.TooManyStreams` (429) over the per-client cap, and
+        ``stream_id`` names the slot (for a subscriber ``"<stream id> <subscriber>"``).
+        Raises the ``counted`` error (429 :class:`~rill.errors.TooManyStreams` or
+        :class:`~rill.errors.TooManySubscribers`) over the per-client cap, and
         :class:`~rill.errors.Unavailable` (503) over the worker's.
         """
         if self.per_worker and self.total >= self.per_worker:
@@ -111,9 +161,8 @@ class StreamCaps:
                               "Please try again shortly.", retry_after=5)
         per_client = self.per_client if cap is None else cap
         if per_client and not self._take_client_slot(key, stream_id, per_client):
-            raise TooManyStreams(
-                f"You already have {per_client} answers streaming; wait for one to "
-                "finish and try again.", retry_after=5)
+            raise self.counted.error(self.counted.refusal.format(cap=per_client),
+                                     retry_after=5)
         self.active[key] += 1
         self.total += 1
         return Slot(self, key, stream_id if per_client else "")
@@ -140,20 +189,21 @@ return 1
 class RedisStreamCaps(StreamCaps):
     """:class:`StreamCaps` whose per-client count lives in Redis, shared by all instances.
 
-    A stream counts while it is unfinished and its producing worker's lease lives (so a
-    killed worker's streams free themselves), or, before its first events reach Redis, for
-    ``GRACE`` seconds after its slot was taken. Keys as in :mod:`rill.hub.redis_hub`. Under
-    the cap a slot costs one round trip; at the cap the client's streams are checked first.
+    A slot counts while its stream is unfinished and its producing worker's lease lives (so a
+    killed worker's streams free themselves), or, before its first events reach Redis (for a
+    subscriber: always), for ``GRACE`` seconds after it was taken. Keys as in
+    :mod:`rill.hub.redis_hub`. Under the cap a slot costs one round trip; at the cap the
+    client's slots are checked first.
     Raises :class:`~rill.errors.HubUnavailable` when Redis cannot be reached.
     """
 
     GRACE = 60.0  # seconds a slot counts before its stream's lease exists
 
     def __init__(self, per_client: int, per_worker: int, redis_url: str,
-                 timeout: float = 2.0) -> None:
+                 counted: Counted = STREAMS, timeout: float = 2.0) -> None:
         from .hub import redis_io
 
-        super().__init__(per_client, per_worker)
+        super().__init__(per_client, per_worker, counted)
         self._io, self._url, self._timeout = redis_io, redis_url, timeout
         self._released: list[tuple[str, str]] = []
 
@@ -167,7 +217,7 @@ class RedisStreamCaps(StreamCaps):
         return self.redis.register_script(_ACQUIRE)
 
     def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
-        caps_key = f"rill:caps:{key}"
+        caps_key = f"{self.counted.prefix}{key}"
         with self._io.guard():
             if self._acquire(keys=[caps_key], args=[time.time(), cap, stream_id]):
                 return True
@@ -177,22 +227,22 @@ class RedisStreamCaps(StreamCaps):
                                                            *gone]))
 
     def _gone(self, caps_key: str) -> list[str]:
-        """The client's counted streams that are finished, or whose worker is gone."""
-        io, now = self._io, time.time()
+        """The client's slots whose stream is finished, or whose worker is gone."""
+        io, now, young_count = self._io, time.time(), self.counted.young_count
         members = [(m.decode(), taken) for m, taken in
                    self.redis.zrange(caps_key, 0, -1, withscores=True)]
         pipe = self.redis.pipeline(transaction=False)
-        for stream_id, _ in members:
-            pipe.hmget(io.meta_key(stream_id), "finished", "worker")
+        for member, _ in members:
+            pipe.hmget(io.meta_key(member.partition(" ")[0]), "finished", "worker")
         metas = pipe.execute()
         pipe = self.redis.pipeline(transaction=False)
         for _, worker in metas:
             pipe.exists(io.worker_key(worker.decode() if worker else "-"))
         alive = pipe.execute()
-        return [stream_id for (stream_id, taken), (finished, _), lives
+        return [member for (member, taken), (finished, _), lives
                 in zip(members, metas, alive, strict=True)
                 if not (finished == b"0" and lives)
-                and not (finished is None and now - taken < self.GRACE)]
+                and not ((finished is None or young_count) and now - taken < self.GRACE)]
 
     def _release_client_slot(self, key: str, stream_id: str) -> None:
         """Queue the release: a generation may end in an event-loop callback, which must
@@ -207,7 +257,7 @@ class RedisStreamCaps(StreamCaps):
             with contextlib.suppress(*self._io.ERRORS):  # else it lapses with its stream
                 pipe = self.redis.pipeline(transaction=False)
                 for key, stream_id in batch:
-                    pipe.zrem(f"rill:caps:{key}", stream_id)
+                    pipe.zrem(f"{self.counted.prefix}{key}", stream_id)
                 pipe.execute()
 
 

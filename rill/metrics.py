@@ -30,6 +30,11 @@ UPSTREAM_ERRORS = Counter("rill_upstream_errors", "Upstream failures, by code.",
 RATE_LIMITED = Counter("rill_rate_limited", "Requests refused by a rate limit or cap.")
 DISCONNECTS = Counter("rill_client_disconnects", "Clients that left mid-stream.")
 RESUMES = Counter("rill_resumes", "Subscriptions that resumed a stream.")
+SSE_CONNECTIONS = Gauge("rill_sse_connections", "Event-stream responses open now (POSTs and "
+                        "resumes; a generation may have several, or none).",
+                        multiprocess_mode="livesum")
+SEND_TIMEOUTS = Counter("rill_send_timeouts", "Clients disconnected for taking nothing for "
+                        "RILL_SEND_TIMEOUT_SECONDS.")
 
 
 def outcome(event: str, payload: dict[str, object]) -> str:

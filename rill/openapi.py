@@ -20,10 +20,12 @@ ERROR_CODES: dict[int, list[str]] = {
     401: ["unauthorized"],
     403: ["insufficient_scope", "cross_site_request", "csrf_failed"],
     404: ["stream_not_found", "not_found"],
+    408: ["request_timeout"],
     410: ["events_expired"],
     413: ["body_too_large"],
     415: ["unsupported_media_type"],
-    429: ["rate_limited", "too_many_streams", "upstream_rate_limited"],
+    429: ["rate_limited", "too_many_streams", "too_many_subscribers",
+          "upstream_rate_limited"],
     502: ["upstream_auth", "upstream_rejected", "upstream_error", "upstream_unavailable"],
     503: ["unavailable", "hub_unavailable"],
     504: ["upstream_timeout"],
@@ -118,7 +120,9 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                     "schema": {"type": "string", "pattern": f"^{LAST_EVENT_ID.pattern}$"}}
                     for name, where in (("Last-Event-ID", "header"),
                                         ("last_event_id", "query")))],
-                "responses": {"200": _stream_response(), **failures}}},
+                "responses": {"200": _stream_response(), "204": {
+                    "description": "The stream is finished and nothing follows that id "
+                                   "(an EventSource stops reconnecting)"}, **failures}}},
             "/api/chat/{stream_id}/cancel": {"post": {
                 "operationId": "cancelStream", "summary": "Cancel a stream's generation",
                 "parameters": [stream_id],

@@ -5,7 +5,9 @@ then follows it live until ``done`` or ``error``. It renews its presence (so the
 someone is listening) at least every lease; in silences it sends heartbeats and checks the
 producer's lease, and if that ran out it writes ``error`` ``producer_lost`` into the stream
 for every subscriber.
-:func:`watch_disconnect` notices a client leaving while nothing is written.
+:func:`watch_disconnect` notices a client leaving while nothing is written;
+:func:`send_deadline` disconnects a client that takes nothing while something is;
+:class:`Errand` gives up work done for a client (opening the upstream) when it leaves.
 
 Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta`` and
 ``reasoning`` ``{"content"}``; then ``done`` ``{"finish_reason", "usage"}`` or ``error``
@@ -15,11 +17,13 @@ Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import gevent
 import orjson
@@ -31,6 +35,7 @@ from .hub import TERMINAL, Hub
 from .sse import HEARTBEAT, encode_event
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def subscribe(
@@ -102,6 +107,14 @@ def subscribe(
             hub.leave(stream_id, subscriber)
 
 
+def nothing_follows(hub: Hub, stream_id: str, after: int) -> bool:
+    """True when no event can follow id ``after``: the stream is finished and ``after`` is at
+    or past its terminal event. Such a resume is answered 204, which stops an
+    ``EventSource`` from reconnecting (WHATWG HTML, "Server-sent events": a 204 fails the
+    connection for good). Raises the hub's errors (``StreamNotFound``, ``HubUnavailable``)."""
+    return hub.state(stream_id) == "finished" and not hub.read(stream_id, after, 0, 1)
+
+
 def _error_without_id(error: errors.RillError) -> bytes:
     return encode_event(orjson.dumps(error.to_dict()).decode(), event="error")
 
@@ -114,6 +127,113 @@ def watch_disconnect(sock: socket.socket, on_disconnect: Callable[[], None]) -> 
     (a pipelined request) is not a disconnect, and ends the watch.
     """
     return Watch(sock, on_disconnect)
+
+
+def send_deadline(chunks: Iterator[bytes], sock: socket.socket, seconds: float,
+                  on_timeout: Callable[[], None]) -> Iterator[bytes]:
+    """Yield ``chunks``; if writing one to ``sock`` takes longer than ``seconds``, reset the
+    connection and call ``on_timeout`` (gevent sockets only).
+
+    gunicorn writes each chunk a response yields with ``sendall``, which waits as long as the
+    client keeps its receive window shut: a client that never reads held a greenlet and
+    megabytes of socket buffer for good. A libev timer is armed as a chunk is handed over and
+    stopped when gunicorn asks for the next one. If it fires, the socket gets ``SO_LINGER``
+    0 and is shut down: the blocked ``sendall`` fails at once (EPIPE, which gunicorn logs at
+    debug level), the response is closed as after any leave, and gunicorn's close resets
+    the connection and drops the unsent bytes.
+    """
+    timer: Any = gevent.get_hub().loop.timer(seconds)
+
+    def expired() -> None:  # in the event loop: nothing here may block
+        # Through a duplicate: gevent's own shutdown() would fail the waiting sendall with
+        # EBADF ("closed in another greenlet"), which gunicorn logs as an error.
+        with contextlib.suppress(OSError), socket.fromfd(sock.fileno(), sock.family,
+                                                         sock.type) as dup:
+            dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            dup.shutdown(socket.SHUT_RDWR)
+        on_timeout()
+
+    try:
+        for chunk in chunks:
+            timer.start(expired)
+            try:
+                yield chunk
+            finally:
+                timer.stop()
+    finally:
+        timer.close()
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class ClientLeft(Exception):
+    """The client closed its connection while Rill worked on its behalf."""
+
+
+class _Stop(BaseException):
+    """Raised in an errand's greenlet to stop it with ``error``: a BaseException, so no
+    ``except Exception`` on the way (an SDK's retry loop) takes it for a network error."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+
+class Errand(Generic[T]):
+    """``work`` run for a client in a greenlet of its own, given up when the client leaves.
+
+    The greenlet is killed with :class:`ClientLeft` as soon as the client closes ``sock``
+    (noticed by :func:`watch_disconnect`), or with any error :meth:`stop` is given: a wait
+    on the network (the upstream's status line, a retry's sleep) ends at once, and what the
+    work held is released as the exception unwinds it. The work sees the caller's context
+    variables (Flask's request context: its log lines keep the request id). Without gevent,
+    or without a socket, ``work`` runs in the caller and cannot be stopped.
+    """
+
+    def __init__(self, work: Callable[[], T], sock: socket.socket | None) -> None:
+        self._work = work
+        self._runner: Greenlet | None = None
+        self._watch: Watch | None = None
+        if sock is not None and tasks.cooperative():
+            self._runner = gevent.spawn(contextvars.copy_context().run, self._run)
+            self._watch = Watch(sock, lambda: self.stop(ClientLeft()))
+
+    def _run(self) -> tuple[bool, Any]:
+        # The outcome is returned, not raised: gevent prints a traceback for every greenlet
+        # that dies of an exception.
+        try:
+            return True, self._work()
+        except BaseException as exc:  # handed to result(), which raises it
+            return False, exc
+
+    def result(self) -> T:
+        """Wait for the work; return its result or raise its exception (or the stop's)."""
+        if self._runner is None:
+            return self._work()
+        try:
+            done, outcome = self._runner.get()
+        finally:
+            if self._watch is not None:
+                self._watch.kill()
+            self.stop(ClientLeft())  # if this greenlet was killed while waiting
+            self._runner = None
+        if done:
+            return outcome  # type: ignore[no-any-return]
+        try:
+            if isinstance(outcome, _Stop):
+                raise outcome.error from None
+            raise outcome
+        finally:
+            # No cycle from the exception's traceback back to it: its frames (the work's,
+            # holding the upstream connection) are freed, and the connection closed, as soon
+            # as the caller is done with it, not at the next cyclic garbage collection.
+            del outcome, self
+
+    def stop(self, error: BaseException) -> None:
+        """Raise ``error`` in the work, unless it is done; safe to call again."""
+        if self._runner is not None and not self._runner.ready():
+            self._runner.kill(_Stop(error), block=False)
 
 
 class Watch:

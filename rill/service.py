@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import errors, producers
+from . import errors, producers, relay
 from .auth import Authenticator
 from .generation import Generation, Limits
 from .hub import Hub
@@ -18,11 +19,15 @@ class RillState:
     """Kept in ``app.extensions["rill"]``. ``producers`` are the generations this worker runs."""
 
     def __init__(self, config: Mapping[str, Any], upstream: Upstream, hub: Hub,
-                 caps: StreamCaps, auth: Authenticator, login_url: str = "") -> None:
+                 caps: StreamCaps, auth: Authenticator, login_url: str = "",
+                 subscriber_caps: StreamCaps | None = None) -> None:
         self.upstream, self.hub, self.caps, self.auth = upstream, hub, caps, auth
+        # GET …/events subscriptions per client (the POST's own response counts in ``caps``)
+        self.subscriber_caps = subscriber_caps or StreamCaps(0, 0)
         self.login_url = login_url  # a URL or an endpoint name; empty: none
-        self.limiter: Any = None  # the flask-limiter Limiter that limits POST /api/chat
+        self.limiter: Any = None  # the flask-limiter Limiter on POST /api/chat and …/events
         self.producers: dict[str, Producer] = {}
+        self.opening: set[relay.Errand[UpstreamStream]] = set()  # upstreams being opened
         self.draining = False
         self.limits = Limits(
             stall_timeout=config["RILL_STALL_TIMEOUT_SECONDS"],
@@ -62,6 +67,22 @@ class RillState:
             raise
         return producer
 
+    def open_upstream(self, open_: Callable[[], UpstreamStream],
+                      sock: socket.socket | None) -> UpstreamStream:
+        """Run ``open_`` (an upstream's ``open``, which waits for the status line and the
+        retries) as a :class:`~rill.relay.Errand` for the client on ``sock``.
+
+        Raises :class:`~rill.relay.ClientLeft` as soon as the client leaves, and
+        :class:`~rill.errors.Unavailable` (503) if the worker's drain runs out of time first
+        (:meth:`shut_down`); the upstream request is closed either way.
+        """
+        errand = relay.Errand(open_, sock)
+        self.opening.add(errand)
+        try:
+            return errand.result()
+        finally:
+            self.opening.discard(errand)
+
     def check_owner(self, stream_id: str, user: str | None) -> None:
         """Raise StreamNotFound (404, never 403: no oracle) unless ``user`` may use the stream.
 
@@ -78,6 +99,10 @@ class RillState:
                                      retry_after=1)
 
     def shut_down(self) -> None:
-        """End every generation still running here with ``error`` ``shutdown``."""
+        """End every generation still running here with ``error`` ``shutdown``, and answer
+        every POST still opening its upstream 503 ``unavailable``."""
+        for errand in list(self.opening):
+            errand.stop(errors.Unavailable("This server is restarting; please send your "
+                                           "message again.", retry_after=1))
         for producer in list(self.producers.values()):
             producer.stop(errors.Shutdown(retry_after=1))

@@ -420,7 +420,9 @@
       let clean = false;
       try {
         response = await request(controller.signal);
-        if (response.ok) {
+        if (response.status === 204) {
+          clean = true; // a finished stream with nothing after our last event (no body)
+        } else if (response.ok) {
           r.phase = "streaming";
           if (r.streamId) setStatus(progressText(r), "busy");
           updateButtons();

@@ -31,6 +31,13 @@ def test_the_worker_freezes_its_imports_and_raises_the_gc_thresholds() -> None:
     assert probe(RILL_GC_THRESHOLDS="2000,5,5").stdout.startswith("(2000, 5, 5) True")
 
 
+def test_keepalive_0_is_refused_as_it_would_unbound_slow_headers() -> None:
+    """gunicorn's gevent worker times a request's headers only by keepalive."""
+    result = probe(RILL_KEEPALIVE="0")
+    assert result.returncode != 0
+    assert "RILL_KEEPALIVE must be at least 1" in result.stderr
+
+
 @pytest.mark.parametrize("value", ["1,2", "a,b,c", "0,10,10"])
 def test_bad_gc_thresholds_stop_gunicorn_with_a_clear_message(value: str) -> None:
     result = probe(RILL_GC_THRESHOLDS=value)

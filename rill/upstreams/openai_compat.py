@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ from ..chat_request import ChatRequest
 from ..config import ConfigError
 from ..sse import MAX_EVENT_BYTES, DataDecoder
 from . import DRAIN_SECONDS, Event
+from . import retries as retrying
 from .chunks import ChunkParser
 from .transport import BODY_EXTENSION, Body, UpstreamTransport
 
@@ -71,9 +73,11 @@ class OpenAIUpstream:
             organization=settings.get("organization"),
             project=settings.get("project"),
             base_url=settings.get("base_url"),  # None: the SDK's default
-            max_retries=config["RILL_UPSTREAM_MAX_RETRIES"],
+            max_retries=0,  # Rill retries, with a bound on the wait (rill.upstreams.retries)
             http_client=http_client,
         )
+        self.retries = config["RILL_UPSTREAM_MAX_RETRIES"]
+        self.retry_wait = config["RILL_UPSTREAM_RETRY_WAIT_SECONDS"]
 
     def open(self, request: ChatRequest) -> OpenAIStream:
         """Send the request and wait for the response status (not the first token).
@@ -87,7 +91,7 @@ class OpenAIUpstream:
             body["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        response = _send(self.client, orjson.dumps(body))
+        response = _send(self.client, orjson.dumps(body), self.retries, self.retry_wait)
         return OpenAIStream(response, request.model, self.max_event_bytes)
 
 
@@ -130,8 +134,12 @@ def _check(name: str, value: str, ascii_only: bool) -> None:
                           "one line.")
 
 
-def _send(client: openai.OpenAI, body: bytes) -> httpx2.Response:
+def _send(client: openai.OpenAI, body: bytes, retries: int = 0,
+          retry_wait: float = 0.0) -> httpx2.Response:
     """POST ``body`` (JSON) to ``/chat/completions``; return the response, body unread.
+
+    Retried up to ``retries`` times while the waits total at most ``retry_wait`` seconds
+    (:mod:`rill.upstreams.retries`).
 
     The SDK's generic ``post`` (its documented way to make custom requests) keeps its
     transport, headers, auth, retries and error mapping, and skips what
@@ -141,8 +149,10 @@ def _send(client: openai.OpenAI, body: bytes) -> httpx2.Response:
     ``with_streaming_response`` sets so that the body is left on the socket.
     """
     try:
-        return client.post("/chat/completions", cast_to=httpx2.Response, content=body,
-                           options={"headers": {RAW_RESPONSE_HEADER: "stream"}}, stream=True)
+        return retrying.call(lambda: client.post(
+            "/chat/completions", cast_to=httpx2.Response, content=body,
+            options={"headers": {RAW_RESPONSE_HEADER: "stream"}}, stream=True),
+            retries, retry_wait)
     except openai.APIStatusError as exc:
         raise _status_error(exc) from None
     except openai.APITimeoutError:
@@ -170,10 +180,8 @@ def _status_error(exc: openai.APIStatusError) -> errors.UpstreamError:
 
 
 def _retry_after(headers: httpx2.Headers) -> int | None:
-    try:
-        return max(1, round(float(headers.get("retry-after", ""))))
-    except ValueError:
-        return None
+    seconds = retrying.retry_after(headers)
+    return None if seconds is None else max(1, math.ceil(seconds))
 
 
 class OpenAIStream:

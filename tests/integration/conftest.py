@@ -131,6 +131,7 @@ def relay_env(simulator: SimulatorProcess, **overrides: str) -> dict[str, str]:
         "RILL_STALL_TIMEOUT_SECONDS": "2",
         "RILL_HEARTBEAT_SECONDS": "1",
         "RILL_MAX_STREAMS_PER_CLIENT": "0",
+        "RILL_MAX_SUBSCRIBERS_PER_CLIENT": "0",  # every test client is 127.0.0.1
         "RILL_ORPHAN_GRACE_SECONDS": "0",
         **overrides,
     }
