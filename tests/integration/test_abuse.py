@@ -145,7 +145,7 @@ def _reset_within(sock: socket.socket, seconds: float) -> bool:
 def test_a_client_that_never_reads_is_disconnected_after_the_send_timeout(simulator) -> None:
     """A client that never read kept its greenlet in sendall for 420 s and more after the
     generation ended (2.8 MB in its Send-Q), and no metric showed it."""
-    env = relay_env(simulator, RILL_SEND_TIMEOUT_SECONDS="2")
+    env = relay_env(simulator, RILL_SEND_TIMEOUT_SECONDS="2", RILL_MAX_TOKENS="3000000")
     with run_rill(env, "abuse-never-reads") as server:
         model, tag = sim_model(tokens=3_000_000)
         sock = _raw_post(server.url, ask(model), rcvbuf=4096)
