@@ -38,6 +38,14 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"expected one of: {', '.join(choices)}")
+        return raw
+    return parse
+
+
 def _str_list(raw: str) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
@@ -141,6 +149,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_MAX_TOKENS", 4096, int,
             "Largest `max_tokens` a request may ask for, and the `max_tokens` sent upstream "
             "when it names none (keep it within what your model can produce)."),
+    Setting("RILL_MAX_TOKENS_PARAM", "auto", _choice("auto", "max_tokens",
+                                                     "max_completion_tokens"),
+            "The request field that carries the length cap upstream; `auto`: "
+            "`max_completion_tokens` for api.openai.com (its reasoning models refuse "
+            "`max_tokens`), `max_tokens` for any other server (Ollama reads only that)."),
     Setting("RILL_RATE_LIMIT", "20/minute;300/hour", str,
             "flask-limiter rate limit on POST /api/chat, per client."),
     Setting("RILL_EVENTS_RATE_LIMIT", "120/minute;2000/hour", str,

@@ -61,7 +61,31 @@ def test_request_asks_for_a_stream_with_usage_and_passes_limits() -> None:
     assert seen[0].headers["authorization"].startswith("Bearer ")
     assert body == {"model": "m", "messages": [{"role": "user", "content": "Hi"}],
                     "stream": True, "stream_options": {"include_usage": True},
-                    "max_tokens": 9}
+                    "max_completion_tokens": 9}  # OpenAI's own API: see below
+
+
+@pytest.mark.parametrize(("base_url", "setting", "field"), [
+    (None, "auto", "max_completion_tokens"),  # api.openai.com: o-series refuse max_tokens
+    ("https://api.openai.com/v1", "auto", "max_completion_tokens"),
+    ("http://127.0.0.1:11434/v1", "auto", "max_tokens"),  # Ollama reads only max_tokens
+    ("http://127.0.0.1:11434/v1", "max_completion_tokens", "max_completion_tokens"),
+    (None, "max_tokens", "max_tokens"),
+])
+def test_the_length_cap_goes_in_the_field_the_server_reads(monkeypatch, base_url, setting,
+                                                           field) -> None:
+    if base_url is None:
+        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+    seen = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(orjson.loads(request.content))
+        return sse(cassette("openai.sse"))
+
+    run(upstream(handler, RILL_MAX_TOKENS_PARAM=setting))
+    assert {"max_tokens", "max_completion_tokens"} & set(seen[0]) == {field}
+    assert seen[0][field] == 9
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,8 @@ class OpenAIUpstream:
             max_retries=0,  # Rill retries, with a bound on the wait (rill.upstreams.retries)
             http_client=http_client,
         )
+        self.max_tokens_param = max_tokens_param(config["RILL_MAX_TOKENS_PARAM"],
+                                                 str(self.client.base_url))
         self.retries = config["RILL_UPSTREAM_MAX_RETRIES"]
         self.retry_wait = config["RILL_UPSTREAM_RETRY_WAIT_SECONDS"]
 
@@ -88,11 +90,23 @@ class OpenAIUpstream:
         body: dict[str, Any] = {"model": request.model, "messages": request.messages,
                                 "stream": True, "stream_options": {"include_usage": True}}
         if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
+            body[self.max_tokens_param] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
         response = _send(self.client, orjson.dumps(body), self.retries, self.retry_wait)
         return OpenAIStream(response, request.model, self.max_event_bytes)
+
+
+def max_tokens_param(setting: str, base_url: str) -> str:
+    """The request field that caps the answer's length: ``setting`` unless it is ``auto``,
+    which is ``max_completion_tokens`` for OpenAI's own API (its reasoning models refuse
+    ``max_tokens``, deprecated there) and ``max_tokens`` elsewhere (Ollama reads only that;
+    vLLM, llama.cpp and LiteLLM read it too). OpenAI API reference, "Create chat
+    completion"."""
+    if setting != "auto":
+        return setting
+    return ("max_completion_tokens" if httpx2.URL(base_url).host == "api.openai.com"
+            else "max_tokens")
 
 
 # The environment variables the SDK turns into the request line or header values (with
