@@ -211,7 +211,9 @@ def json_http_error(error: HTTPException) -> tuple[Response, int]:
 
 
 def error_response(error: RillError, status: int | None = None) -> tuple[Response, int]:
-    """Render ``error`` as ``{"error": {"code", "message"}}`` with its status."""
+    """Render ``error`` as ``{"error": {"code", "message"}}`` with its status, counted in
+    ``rill_refused_requests_total``."""
+    metrics.REFUSED.labels(error.code).inc()
     response = jsonify(error=error.to_dict())
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)

@@ -30,6 +30,9 @@ UPSTREAM_ERRORS = Counter("rill_upstream_errors", "Upstream failures, by code.",
 RATE_LIMITED = Counter("rill_rate_limited", "Requests refused by a rate limit or cap.")
 DISCONNECTS = Counter("rill_client_disconnects", "Clients that left mid-stream.")
 RESUMES = Counter("rill_resumes", "Subscriptions that resumed a stream.")
+REFUSED = Counter("rill_refused_requests", "Requests answered with a JSON error before any "
+                  "stream, by code (a limit's refusals: body_too_large, request_timeout, "
+                  "too_many_subscribers, ...).", ["code"])
 SSE_CONNECTIONS = Gauge("rill_sse_connections", "Event-stream responses open now (POSTs and "
                         "resumes; a generation may have several, or none).",
                         multiprocess_mode="livesum")

@@ -270,3 +270,16 @@ def test_metrics_are_for_loopback_or_the_token_holder_only(app, client, fake_ups
     scraped = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.7"},
                          headers={"Authorization": "Bearer t0ken-for-scrapers"})
     assert scraped.status_code == 200
+
+
+def test_every_refusal_is_counted_by_its_code(client) -> None:
+    from rill import metrics
+
+    def refused(code: str) -> float:
+        return metrics.REFUSED.labels(code)._value.get()
+
+    before = refused("invalid_messages"), refused("method_not_allowed")
+    assert client.post("/api/chat", json={"messages": []}).status_code == 400
+    assert client.get("/api/chat").status_code == 405
+    assert (refused("invalid_messages"), refused("method_not_allowed")) == (
+        before[0] + 1, before[1] + 1)
