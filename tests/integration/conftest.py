@@ -50,8 +50,10 @@ def run_rill(env: dict[str, str], name: str = "rill", args: tuple[str, ...] = ()
     """Start ``gunicorn -c gunicorn.conf.py app:app`` on a free port; stop it after."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
+    # RILL_KEEPALIVE 1: a worker that stops waits for its idle keep-alive connections to
+    # time out (gunicorn's gevent worker), which at 5 s was most of many tests' time.
     full_env = {**base, "RILL_BIND": f"127.0.0.1:{port}", "RILL_RATELIMIT_ENABLED": "false",
-                "PYTHONUNBUFFERED": "1", **env}
+                "PYTHONUNBUFFERED": "1", "RILL_KEEPALIVE": "1", **env}
     server = start_server([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args,
                            target], port, env=full_env, name=name)
     with serving(server, health):
