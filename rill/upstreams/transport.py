@@ -26,6 +26,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx2
 from gevent import monkey
@@ -75,6 +76,8 @@ class UpstreamTransport(httpx2.BaseTransport):
             try:
                 connection.send(message, timeouts.get("write"))
                 status, reason, headers = connection.read_head(timeouts.get("read"))
+                body = Body(self, origin, connection, request.method, status, headers,
+                            timeouts.get("read") if self._body_timeout else None)
                 break
             except (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError):
                 connection.close()
@@ -82,8 +85,9 @@ class UpstreamTransport(httpx2.BaseTransport):
                 # request was not answered, so it goes once more on a new connection.
                 if not (reused and connection.received == 0):
                     raise
-        body = Body(self, origin, connection, request.method, status, headers,
-                    timeouts.get("read") if self._body_timeout else None)
+            except BaseException:  # a timeout, or the caller's (gevent.Timeout, a kill)
+                connection.close()
+                raise
         return httpx2.Response(status, headers=headers, stream=body, extensions={
             "http_version": b"HTTP/1.1", "reason_phrase": reason, BODY_EXTENSION: body})
 
@@ -125,20 +129,29 @@ def _head(request: httpx2.Request) -> bytes:
 
 
 def _connect(host: str, port: int, timeout: float | None) -> socket.socket:
-    """A TCP connection; an IP address skips the resolver (gevent's runs each lookup in a
-    thread of its pool, even for ``127.0.0.1``)."""
+    """A TCP connection to the first of ``host``'s addresses that accepts; an IP address
+    skips the resolver (gevent's runs each lookup in a thread of its pool, even for
+    ``127.0.0.1``). Raises ``OSError`` (``TimeoutError`` when ``timeout`` s pass)."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        addresses: list[tuple[socket.AddressFamily, Any]] = [(family, (host, port))]
     except ValueError:
-        return socket.create_connection((host, port), timeout=timeout)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+        addresses = [(info[0], info[4]) for info in
+                     socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    error: OSError = OSError(f"{host} has no address")
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:  # the caller's deadline (gevent.Timeout), a kill
+            sock.close()
+            raise
+    raise error
 
 
 class Connection:
@@ -155,23 +168,24 @@ class Connection:
     @classmethod
     def open(cls, origin: Origin, context: ssl.SSLContext, timeout: float | None) -> Connection:
         scheme, host, port = origin
+        tcp = sock = None
         try:
-            sock = _connect(host, port, timeout)
-        except TimeoutError as exc:
-            raise httpx2.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpx2.ConnectError(str(exc)) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if scheme == "https":
-            try:
-                sock = context.wrap_socket(sock, server_hostname=host)
-            except TimeoutError as exc:
-                sock.close()
+            tcp = sock = _connect(host, port, timeout)
+            tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = context.wrap_socket(tcp, server_hostname=host,
+                                           do_handshake_on_connect=False)
+                sock.do_handshake()
+            return cls(sock)
+        except BaseException as exc:
+            for each in (sock, tcp):  # the TLS socket took over the TCP one's descriptor
+                if each is not None:
+                    each.close()
+            if isinstance(exc, TimeoutError):
                 raise httpx2.ConnectTimeout(str(exc)) from exc
-            except OSError as exc:  # ssl.SSLError included: a failed handshake
-                sock.close()
+            if isinstance(exc, OSError):  # ssl.SSLError included: a failed handshake
                 raise httpx2.ConnectError(str(exc)) from exc
-        return cls(sock)
+            raise
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._timeout:
