@@ -21,7 +21,9 @@ from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
 from rill.upstreams import transport as transport_module
 from rill.upstreams.openai_compat import OpenAIUpstream
-from rill.upstreams.transport import ChunkedDecoder, UpstreamTransport
+from rill.upstreams.transport import ChunkedDecoder, UpstreamTransport, proxy_mounts
+from tests.integration.forward_proxy import running as forward_proxy_running
+from tests.integration.forward_proxy import unset_proxy_variables
 from tests.test_deploy import self_signed_cert
 
 Handler = Callable[["Server", socket.socket, int], None]  # (server, connection, its index)
@@ -460,8 +462,12 @@ def test_every_failure_closes_its_socket(serve, monkeypatch, name: str) -> None:
     server = serve(handler)
     made: list[socket.socket] = []
     connect = transport_module._connect
-    monkeypatch.setattr(transport_module, "_connect",
-                        lambda *args: made.append(connect(*args)) or made[-1])
+
+    def recording(*args: object) -> socket.socket:
+        made.append(connect(*args))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(transport_module, "_connect", recording)
     context = RecordingContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_default_certs()
     context.made = []
@@ -482,3 +488,42 @@ def test_every_failure_closes_its_socket(serve, monkeypatch, name: str) -> None:
     assert [sock for sock in made + context.made if sock.fileno() != -1] == []
     _wait_until(lambda: server.active == 0)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# -- proxies ----------------------------------------------------------------------------------
+
+def test_https_proxy_tunnels_https_origins_and_leaves_the_others_direct(
+        serve, monkeypatch, tmp_path: Path) -> None:
+    """HTTPS_PROXY: https origins go through a CONNECT tunnel (TLS still verified end to end
+    by the client); http origins are not proxied and keep the fast transport."""
+    cert, key = self_signed_cert(tmp_path)
+    server_context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    ok = keep_alive(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    tls, plain = serve(ok, server_context), serve(ok)
+    log = tmp_path / "proxy.log"
+    unset_proxy_variables(monkeypatch)
+    with forward_proxy_running(log) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        context = client_context(cafile=str(cert))
+        with httpx2.Client(transport=UpstreamTransport(context),
+                           mounts=proxy_mounts(context)) as http:
+            https = http.get(tls.url("https"))
+            direct = http.get(plain.url())
+    assert (https.text, direct.text) == ("ok", "ok")
+    assert "rill.body" not in https.extensions and "rill.body" in direct.extensions
+    assert log.read_text().splitlines() == [f"CONNECT 127.0.0.1:{tls.port} HTTP/1.1"]
+
+
+def test_proxy_mounts_follow_the_environment(monkeypatch) -> None:
+    unset_proxy_variables(monkeypatch)
+    context = client_context()
+    assert proxy_mounts(context) == {}
+    monkeypatch.setenv("all_proxy", "127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost, .internal")
+    mounts = proxy_mounts(context)
+    assert sorted(mounts) == ["all://", "all://*.internal", "all://localhost"]
+    assert isinstance(mounts["all://"], httpx2.HTTPTransport)
+    assert mounts["all://localhost"] is None  # the client's own: UpstreamTransport
+    monkeypatch.setenv("NO_PROXY", "*")
+    assert proxy_mounts(context) == {}

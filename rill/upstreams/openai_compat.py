@@ -28,7 +28,7 @@ from .. import errors, tasks
 from ..chat_request import ChatRequest
 from ..sse import DataDecoder
 from . import DRAIN_SECONDS, Event
-from .transport import BODY_EXTENSION, Body, UpstreamTransport
+from .transport import BODY_EXTENSION, Body, UpstreamTransport, proxy_mounts
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class OpenAIUpstream:
             # reader), so body reads need no timer of their own.
             transport=transport or UpstreamTransport(verify,
                                                      body_timeout=not tasks.cooperative()),
+            # HTTP(S)_PROXY, ALL_PROXY, NO_PROXY: a client given a transport ignores them.
+            mounts=None if transport else proxy_mounts(verify),
             verify=verify,
         )
         self.client = openai.OpenAI(

@@ -10,8 +10,10 @@ instead hand over one HTTP chunk at a time through several layers each, which co
 quarter of a loaded worker (``bench/PROFILE.md``).
 
 Only what an OpenAI-compatible upstream needs: HTTP/1.1 over TCP or TLS, ``Content-Length``,
-``chunked`` and close-delimited bodies; no HTTP/2, no proxies (``httpx2`` routes proxied
-URLs to its own transport), no content decoding (``httpx2`` does that above). Failures raise
+``chunked`` and close-delimited bodies; no HTTP/2, no content decoding (``httpx2`` does that
+above), no proxies: :func:`proxy_mounts` routes the origins that the environment's
+``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` send through a proxy to
+``httpx2``'s own transport, as ``httpx2`` does when it builds its transport itself. Failures raise
 ``httpx2``'s exceptions, so the SDK retries and maps them as it does for its own transport:
 ``ConnectError``/``ConnectTimeout``, ``WriteError``/``WriteTimeout``,
 ``ReadError``/``ReadTimeout`` and ``RemoteProtocolError``.
@@ -30,6 +32,7 @@ from typing import Any
 
 import httpx2
 from gevent import monkey
+from httpx2._utils import get_environment_proxies
 
 READ_BYTES = 65536
 MAX_HEAD_BYTES = 65536  # status line and headers of a response
@@ -120,6 +123,25 @@ class UpstreamTransport(httpx2.BaseTransport):
         for connections in idle.values():
             for _, connection in connections:
                 connection.close()
+
+
+def proxy_mounts(ssl_context: ssl.SSLContext) -> dict[str, httpx2.BaseTransport | None]:
+    """The environment's proxies as ``httpx2.Client(mounts=...)``: ``{URL pattern: transport}``.
+
+    Reads ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (either case) as
+    ``httpx2`` does for its own transport (``urllib.request.getproxies``; NO_PROXY's names,
+    addresses and ``*`` as curl reads them). A proxied pattern gets ``httpx2``'s
+    ``HTTPTransport`` through that proxy (absolute-URI requests for ``http``, a ``CONNECT``
+    tunnel for ``https``; ``socks5://`` needs the ``socksio`` package); a NO_PROXY pattern
+    gets ``None``, the client's own transport. Empty when no proxy is set: every origin then
+    goes through :class:`UpstreamTransport`. Without this the client, given a transport,
+    ignores the variables.
+    """
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=1024,
+                           keepalive_expiry=KEEPALIVE_SECONDS)
+    return {pattern: None if url is None else
+            httpx2.HTTPTransport(proxy=url, verify=ssl_context, limits=limits)
+            for pattern, url in get_environment_proxies().items()}
 
 
 def _head(request: httpx2.Request) -> bytes:
