@@ -17,7 +17,7 @@ import h11
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rill.upstreams.transport import ChunkedDecoder
+from rill.upstreams.http11 import ChunkedDecoder
 
 EVENT = (b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
          b'"model":"sim","choices":[{"index":0,"delta":{"content":"token "}}]}\n\n')

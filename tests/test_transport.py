@@ -20,8 +20,9 @@ from rill import errors
 from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
 from rill.upstreams import transport as transport_module
+from rill.upstreams.http11 import ChunkedDecoder
 from rill.upstreams.openai_compat import OpenAIUpstream
-from rill.upstreams.transport import ChunkedDecoder, UpstreamTransport, proxy_mounts
+from rill.upstreams.transport import UpstreamTransport, proxy_mounts
 from tests.integration.forward_proxy import running as forward_proxy_running
 from tests.integration.forward_proxy import unset_proxy_variables
 from tests.test_deploy import self_signed_cert
