@@ -3,9 +3,9 @@
 The ``openai`` SDK builds each request, authenticates, retries and maps errors; ``httpx2``
 hands the finished request to this transport, which sends it on a kept-alive connection to
 the origin and returns the response with its body still on the socket. The body is read
-with one ``recv`` per wake-up and its chunked framing decoded here (RFC 9112, section 7.1),
-so the relay gets everything the upstream sent since the last read as one ``bytes``: under
-load several upstream events arrive together and are relayed as one. httpcore and h11
+with one ``recv`` per wake-up and its framing removed by :mod:`~rill.upstreams.http11`
+(RFC 9112), so the relay gets everything the upstream sent since the last read as one
+``bytes``: under load several upstream events arrive together and are relayed as one. h11
 instead hand over one HTTP chunk at a time through several layers each, which cost about a
 quarter of a loaded worker (``bench/PROFILE.md``).
 
