@@ -5,9 +5,9 @@ hands the finished request to this transport, which sends it on a kept-alive con
 the origin and returns the response with its body still on the socket. The body is read
 with one ``recv`` per wake-up and its framing removed by :mod:`~rill.upstreams.http11`
 (RFC 9112), so the relay gets everything the upstream sent since the last read as one
-``bytes``: under load several upstream events arrive together and are relayed as one. h11
-instead hand over one HTTP chunk at a time through several layers each, which cost about a
-quarter of a loaded worker (``bench/PROFILE.md``).
+``bytes``: under load several upstream events arrive together and are relayed as one.
+httpcore and h11 instead hand over one HTTP chunk at a time through several layers each,
+which cost about a quarter of a loaded worker (``bench/PROFILE.md``).
 
 Only what an OpenAI-compatible upstream needs: HTTP/1.1 over TCP or TLS, ``Content-Length``,
 ``chunked`` and close-delimited bodies; no HTTP/2, no content decoding (``httpx2`` does that
