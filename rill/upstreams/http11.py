@@ -2,10 +2,10 @@
 header fields of a response head, the body's framing, and an incremental decoder of the
 ``chunked`` coding.
 
-Hand-written rather than h11's because it is the transport's per-token work: h11 costs about
-5x more CPU per upstream event (``bench/framing.py``) and 1.8x fewer tokens per worker
-CPU-second in ``bench/run.py``'s ``throughput`` (``bench/PROFILE.md``). Malformed input raises
-``httpx2.RemoteProtocolError``, as h11's would through ``httpx2``.
+Hand-written rather than h11's because it is the transport's per-token work: under the same
+transport h11 costs about 5x more CPU per upstream event (``bench/framing.py``), and the
+worker relays 2.1x more tokens per CPU-second in ``bench/run.py``'s ``throughput`` with this
+one (``bench/PROFILE.md``). Malformed input raises ``httpx2.RemoteProtocolError``.
 """
 
 from __future__ import annotations
