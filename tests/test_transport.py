@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import ssl
 import time
@@ -17,8 +19,12 @@ import pytest
 from rill import errors
 from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
+from rill.upstreams import transport as transport_module
+from rill.upstreams.http11 import ChunkedDecoder
 from rill.upstreams.openai_compat import OpenAIUpstream
-from rill.upstreams.transport import ChunkedDecoder, UpstreamTransport
+from rill.upstreams.transport import UpstreamTransport, proxy_mounts
+from tests.integration.forward_proxy import running as forward_proxy_running
+from tests.integration.forward_proxy import unset_proxy_variables
 from tests.test_deploy import self_signed_cert
 
 Handler = Callable[["Server", socket.socket, int], None]  # (server, connection, its index)
@@ -33,6 +39,7 @@ class Server:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
+        self.active = 0  # connections whose handler has not returned
         self.requests: list[bytes] = []
         gevent.spawn(self._accept)
 
@@ -46,13 +53,17 @@ class Server:
             gevent.spawn(self._handle, sock, index)
 
     def _handle(self, sock: socket.socket, index: int) -> None:
-        if self.context is not None:
-            try:
-                sock = self.context.wrap_socket(sock, server_side=True)
-            except OSError:
-                sock.close()
-                return
-        self.handler(self, sock, index)
+        self.active += 1
+        try:
+            if self.context is not None:
+                try:
+                    sock = self.context.wrap_socket(sock, server_side=True)
+                except OSError:
+                    sock.close()
+                    return
+            self.handler(self, sock, index)
+        finally:
+            self.active -= 1
 
     def read_request(self, sock: socket.socket) -> bytes:
         """Read one request (head and Content-Length body); b"" if the client closed."""
@@ -221,6 +232,8 @@ def test_a_host_name_is_resolved_and_an_address_connects_directly(serve) -> None
         assert http.get(server.url()).text == "ok"
     with client() as http, pytest.raises(httpx2.ConnectError):
         http.get("http://[::1]:1/")  # an IPv6 address, refused
+    with client() as http, pytest.raises(httpx2.ConnectError):
+        http.get("http://localhost:1/")  # each of its addresses refused
 
 
 def test_interim_responses_are_skipped(serve) -> None:
@@ -381,3 +394,137 @@ def test_connections_are_reused_when_their_descriptors_are_past_1024(serve) -> N
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# -- every failure closes its socket ----------------------------------------------------------
+
+def _until_closed(sock: socket.socket, seconds: float = 3.0) -> None:
+    """The server's side of a failure: read until the client closes (or ``seconds`` pass)."""
+    sock.settimeout(seconds)
+    with contextlib.suppress(OSError):
+        while sock.recv(65536):
+            pass
+
+
+def hostile(answer: bytes = b"", read: bool = True, pause: float = 0.0,
+            hang_up: bool = False) -> Handler:
+    """Read the request (unless not ``read``), wait ``pause`` s, send ``answer``, then
+    close (``hang_up``) or wait for the client to."""
+    def handle(server: Server, sock: socket.socket, index: int) -> None:
+        with sock:
+            if read:
+                server.read_request(sock)
+            gevent.sleep(pause)
+            with contextlib.suppress(OSError):
+                sock.sendall(answer)
+            if not hang_up:
+                _until_closed(sock)
+    return handle
+
+
+class RecordingContext(gevent.ssl.SSLContext):
+    """Records every TLS socket it makes, so a test can check each one was closed."""
+
+    made: list[ssl.SSLSocket]
+
+    def wrap_socket(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        sock = super().wrap_socket(*args, **kwargs)
+        self.made.append(sock)
+        return sock
+
+
+HOSTILE = {
+    # name: (handler, scheme, client timeouts, a deadline of the caller's, error expected)
+    "silent": (hostile(), "http", {"read": 0.1}, None, httpx2.ReadTimeout),
+    "garbage head": (hostile(b"HELLO THERE\r\n\r\n"), "http", {}, None,
+                     httpx2.RemoteProtocolError),
+    "closes mid-head": (hostile(b"HTTP/1.1 200 OK\r\nContent-Ty", hang_up=True), "http", {},
+                        None, httpx2.RemoteProtocolError),
+    "1 MB head line": (hostile(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 2**20), "http", {},
+                       None, httpx2.RemoteProtocolError),
+    "bad framing": (hostile(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), "http",
+                    {}, None, httpx2.RemoteProtocolError),
+    "never reads": (hostile(read=False, pause=0.3), "http", {"write": 0.1}, None,
+                    httpx2.WriteTimeout),
+    "caller's deadline": (hostile(), "http", {}, 0.1, gevent.Timeout),
+    "silent handshake": (hostile(read=False), "https", {"connect": 0.1}, None,
+                         httpx2.ConnectTimeout),
+    "garbage handshake": (hostile(b"HELLO THERE\r\n\r\n", read=False), "https", {}, None,
+                          httpx2.ConnectError),
+    "deadline in the handshake": (hostile(read=False), "https", {}, 0.1, gevent.Timeout),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_every_failure_closes_its_socket(serve, monkeypatch, name: str) -> None:
+    """Hostile servers: each failed request closes its socket at once (not whenever the
+    garbage collector finds it), and the process holds no more descriptors after many."""
+    handler, scheme, timeouts, deadline, expected = HOSTILE[name]
+    server = serve(handler)
+    made: list[socket.socket] = []
+    connect = transport_module._connect
+
+    def recording(*args: object) -> socket.socket:
+        made.append(connect(*args))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(transport_module, "_connect", recording)
+    context = RecordingContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_default_certs()
+    context.made = []
+    body = b"x" * (32 * 2**20) if name == "never reads" else b"{}"
+
+    def fail() -> None:
+        with (httpx2.Client(transport=UpstreamTransport(context),
+                            timeout=httpx2.Timeout(5.0, **timeouts)) as http,
+              pytest.raises(expected), gevent.Timeout(deadline)):
+            http.post(server.url(scheme), content=body)
+
+    fail()  # the first: whatever the process opens once (the hub's own descriptors)
+    _wait_until(lambda: server.active == 0)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        fail()
+    assert len(made) == 6
+    assert [sock for sock in made + context.made if sock.fileno() != -1] == []
+    _wait_until(lambda: server.active == 0)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+# -- proxies ----------------------------------------------------------------------------------
+
+def test_https_proxy_tunnels_https_origins_and_leaves_the_others_direct(
+        serve, monkeypatch, tmp_path: Path) -> None:
+    """HTTPS_PROXY: https origins go through a CONNECT tunnel (TLS still verified end to end
+    by the client); http origins are not proxied and keep the fast transport."""
+    cert, key = self_signed_cert(tmp_path)
+    server_context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    ok = keep_alive(lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    tls, plain = serve(ok, server_context), serve(ok)
+    log = tmp_path / "proxy.log"
+    unset_proxy_variables(monkeypatch)
+    with forward_proxy_running(log) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        context = client_context(cafile=str(cert))
+        with httpx2.Client(transport=UpstreamTransport(context),
+                           mounts=proxy_mounts(context)) as http:
+            https = http.get(tls.url("https"))
+            direct = http.get(plain.url())
+    assert (https.text, direct.text) == ("ok", "ok")
+    assert "rill.body" not in https.extensions and "rill.body" in direct.extensions
+    assert log.read_text().splitlines() == [f"CONNECT 127.0.0.1:{tls.port} HTTP/1.1"]
+
+
+def test_proxy_mounts_follow_the_environment(monkeypatch) -> None:
+    unset_proxy_variables(monkeypatch)
+    context = client_context()
+    assert proxy_mounts(context) == {}
+    monkeypatch.setenv("all_proxy", "127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost, .internal")
+    mounts = proxy_mounts(context)
+    assert sorted(mounts) == ["all://", "all://*.internal", "all://localhost"]
+    assert isinstance(mounts["all://"], httpx2.HTTPTransport)
+    assert mounts["all://localhost"] is None  # the client's own: UpstreamTransport
+    monkeypatch.setenv("NO_PROXY", "*")
+    assert proxy_mounts(context) == {}

@@ -3,15 +3,17 @@
 The ``openai`` SDK builds each request, authenticates, retries and maps errors; ``httpx2``
 hands the finished request to this transport, which sends it on a kept-alive connection to
 the origin and returns the response with its body still on the socket. The body is read
-with one ``recv`` per wake-up and its chunked framing decoded here (RFC 9112, section 7.1),
-so the relay gets everything the upstream sent since the last read as one ``bytes``: under
-load several upstream events arrive together and are relayed as one. httpcore and h11
-instead hand over one HTTP chunk at a time through several layers each, which cost about a
-quarter of a loaded worker (``bench/PROFILE.md``).
+with one ``recv`` per wake-up and its framing removed by :mod:`~rill.upstreams.http11`
+(RFC 9112), so the relay gets everything the upstream sent since the last read as one
+``bytes``: under load several upstream events arrive together and are relayed as one.
+httpcore and h11 instead hand over one HTTP chunk at a time through several layers each,
+which cost about a quarter of a loaded worker (``bench/PROFILE.md``).
 
 Only what an OpenAI-compatible upstream needs: HTTP/1.1 over TCP or TLS, ``Content-Length``,
-``chunked`` and close-delimited bodies; no HTTP/2, no proxies (``httpx2`` routes proxied
-URLs to its own transport), no content decoding (``httpx2`` does that above). Failures raise
+``chunked`` and close-delimited bodies; no HTTP/2, no content decoding (``httpx2`` does that
+above), no proxies: :func:`proxy_mounts` routes the origins that the environment's
+``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` send through a proxy to
+``httpx2``'s own transport, as ``httpx2`` does when it builds its transport itself. Failures raise
 ``httpx2``'s exceptions, so the SDK retries and maps them as it does for its own transport:
 ``ConnectError``/``ConnectTimeout``, ``WriteError``/``WriteTimeout``,
 ``ReadError``/``ReadTimeout`` and ``RemoteProtocolError``.
@@ -25,18 +27,20 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from typing import Any
 
 import httpx2
 from gevent import monkey
+from httpx2._utils import get_environment_proxies
+
+from .http11 import Body, Origin, parse_head
+
+__all__ = ["BODY_EXTENSION", "Body", "Connection", "UpstreamTransport", "proxy_mounts"]
 
 READ_BYTES = 65536
 MAX_HEAD_BYTES = 65536  # status line and headers of a response
-MAX_LINE_BYTES = 4096  # a chunk-size or trailer line
-_HEX = b"0123456789abcdefABCDEF"
 KEEPALIVE_SECONDS = 25.0  # below the 30-65 s idle timeouts of common servers and proxies
 
-Origin = tuple[str, str, int]
 BODY_EXTENSION = "rill.body"  # the response's Body, for reads that do not wait
 # poll, not select: select() refuses a descriptor past FD_SETSIZE (1,024), and a worker
 # holding thousands of streams has such descriptors (each idle connection then looked closed).
@@ -75,6 +79,8 @@ class UpstreamTransport(httpx2.BaseTransport):
             try:
                 connection.send(message, timeouts.get("write"))
                 status, reason, headers = connection.read_head(timeouts.get("read"))
+                body = Body(self, origin, connection, request.method, status, headers,
+                            timeouts.get("read") if self._body_timeout else None)
                 break
             except (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError):
                 connection.close()
@@ -82,8 +88,9 @@ class UpstreamTransport(httpx2.BaseTransport):
                 # request was not answered, so it goes once more on a new connection.
                 if not (reused and connection.received == 0):
                     raise
-        body = Body(self, origin, connection, request.method, status, headers,
-                    timeouts.get("read") if self._body_timeout else None)
+            except BaseException:  # a timeout, or the caller's (gevent.Timeout, a kill)
+                connection.close()
+                raise
         return httpx2.Response(status, headers=headers, stream=body, extensions={
             "http_version": b"HTTP/1.1", "reason_phrase": reason, BODY_EXTENSION: body})
 
@@ -118,6 +125,25 @@ class UpstreamTransport(httpx2.BaseTransport):
                 connection.close()
 
 
+def proxy_mounts(ssl_context: ssl.SSLContext) -> dict[str, httpx2.BaseTransport | None]:
+    """The environment's proxies as ``httpx2.Client(mounts=...)``: ``{URL pattern: transport}``.
+
+    Reads ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (either case) as
+    ``httpx2`` does for its own transport (``urllib.request.getproxies``; NO_PROXY's names,
+    addresses and ``*`` as curl reads them). A proxied pattern gets ``httpx2``'s
+    ``HTTPTransport`` through that proxy (absolute-URI requests for ``http``, a ``CONNECT``
+    tunnel for ``https``; ``socks5://`` needs the ``socksio`` package); a NO_PROXY pattern
+    gets ``None``, the client's own transport. Empty when no proxy is set: every origin then
+    goes through :class:`UpstreamTransport`. Without this the client, given a transport,
+    ignores the variables.
+    """
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=1024,
+                           keepalive_expiry=KEEPALIVE_SECONDS)
+    return {pattern: None if url is None else
+            httpx2.HTTPTransport(proxy=url, verify=ssl_context, limits=limits)
+            for pattern, url in get_environment_proxies().items()}
+
+
 def _head(request: httpx2.Request) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
     lines.extend(b"%s: %s" % pair for pair in request.headers.raw)
@@ -125,20 +151,29 @@ def _head(request: httpx2.Request) -> bytes:
 
 
 def _connect(host: str, port: int, timeout: float | None) -> socket.socket:
-    """A TCP connection; an IP address skips the resolver (gevent's runs each lookup in a
-    thread of its pool, even for ``127.0.0.1``)."""
+    """A TCP connection to the first of ``host``'s addresses that accepts; an IP address
+    skips the resolver (gevent's runs each lookup in a thread of its pool, even for
+    ``127.0.0.1``). Raises ``OSError`` (``TimeoutError`` when ``timeout`` s pass)."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        addresses: list[tuple[socket.AddressFamily, Any]] = [(family, (host, port))]
     except ValueError:
-        return socket.create_connection((host, port), timeout=timeout)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+        addresses = [(info[0], info[4]) for info in
+                     socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    error: OSError = OSError(f"{host} has no address")
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:  # the caller's deadline (gevent.Timeout), a kill
+            sock.close()
+            raise
+    raise error
 
 
 class Connection:
@@ -155,23 +190,24 @@ class Connection:
     @classmethod
     def open(cls, origin: Origin, context: ssl.SSLContext, timeout: float | None) -> Connection:
         scheme, host, port = origin
+        tcp = sock = None
         try:
-            sock = _connect(host, port, timeout)
-        except TimeoutError as exc:
-            raise httpx2.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpx2.ConnectError(str(exc)) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if scheme == "https":
-            try:
-                sock = context.wrap_socket(sock, server_hostname=host)
-            except TimeoutError as exc:
-                sock.close()
+            tcp = sock = _connect(host, port, timeout)
+            tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = context.wrap_socket(tcp, server_hostname=host,
+                                           do_handshake_on_connect=False)
+                sock.do_handshake()
+            return cls(sock)
+        except BaseException as exc:
+            for each in (sock, tcp):  # the TLS socket took over the TCP one's descriptor
+                if each is not None:
+                    each.close()
+            if isinstance(exc, TimeoutError):
                 raise httpx2.ConnectTimeout(str(exc)) from exc
-            except OSError as exc:  # ssl.SSLError included: a failed handshake
-                sock.close()
+            if isinstance(exc, OSError):  # ssl.SSLError included: a failed handshake
                 raise httpx2.ConnectError(str(exc)) from exc
-        return cls(sock)
+            raise
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._timeout:
@@ -235,7 +271,7 @@ class Connection:
                 data += chunk
                 end = data.find(b"\r\n\r\n")
             head, data = data[:end], data[end + 4:]
-            status, reason, headers = _parse_head(head)
+            status, reason, headers = parse_head(head)
             self.http10 = head.startswith(b"HTTP/1.0")
             if not 100 <= status < 200:
                 self.buffer = data
@@ -256,188 +292,3 @@ class Connection:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    status_line, *lines = head.split(b"\r\n")
-    try:
-        version, code, *rest = status_line.split(b" ", 2)
-        status = int(code)
-    except ValueError:
-        raise httpx2.RemoteProtocolError("The response has a malformed status line.") from None
-    if not version.startswith(b"HTTP/1.") or not 100 <= status <= 999:
-        raise httpx2.RemoteProtocolError("The response is not HTTP/1.x.")
-    headers = []
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
-            raise httpx2.RemoteProtocolError("The response has a malformed header line.")
-        headers.append((name, value.strip()))
-    return status, rest[0] if rest else b"", headers
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    values = [v for k, v in headers if k.lower() == name]
-    return b", ".join(values) if values else None
-
-
-class Body(httpx2.SyncByteStream):
-    """A response body as read from the socket: one ``bytes`` per read, framing removed.
-
-    Framing (RFC 9112, section 6.3): no body for ``HEAD``, ``204`` and ``304``; else
-    ``chunked`` when it is the last transfer coding; else ``Content-Length``; else until
-    the server closes. Read to its end, the connection goes back to the transport.
-    """
-
-    def __init__(self, transport: UpstreamTransport, origin: Origin, connection: Connection,
-                 method: str, status: int, headers: list[tuple[bytes, bytes]],
-                 timeout: float | None) -> None:
-        self._transport, self._origin, self._connection = transport, origin, connection
-        self._timeout = timeout
-        encoding = (_header(headers, b"transfer-encoding") or b"").lower()
-        length = _header(headers, b"content-length")
-        self._chunked: ChunkedDecoder | None = None
-        self._left: int | None = None  # Content-Length still to read; None: until close
-        if method == "HEAD" or status in (204, 304):
-            self._left = 0
-        elif encoding:
-            if encoding.rsplit(b",", 1)[-1].strip() != b"chunked":
-                raise httpx2.RemoteProtocolError("Unsupported transfer coding.")
-            self._chunked = ChunkedDecoder()
-        elif length is not None:
-            try:
-                self._left = int(length)
-            except ValueError:
-                raise httpx2.RemoteProtocolError("Malformed Content-Length.") from None
-            if self._left < 0:
-                raise httpx2.RemoteProtocolError("Malformed Content-Length.")
-        connection_header = (_header(headers, b"connection") or b"").lower()
-        self._reusable = ((self._left is not None or self._chunked is not None)
-                          and b"close" not in connection_header and not connection.http10)
-        self._complete = self._left == 0
-        self._closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        connection = self._connection
-        buffered, connection.buffer = connection.buffer, b""
-        if buffered and (body := self._decode(buffered)):
-            yield body
-        while not self._complete:
-            if body := self._received(connection.recv(self._timeout)):
-                yield body
-
-    @property
-    def complete(self) -> bool:
-        """True once the whole body has been read."""
-        return self._complete
-
-    def fileno(self) -> int:
-        return self._connection.sock.fileno()
-
-    def read_nowait(self) -> bytes | None:
-        """The body bytes that have arrived, framing removed, without waiting: ``None`` if
-        nothing has, ``b""`` once the body is complete (or the bytes held only framing).
-
-        For a caller that waits for the socket (:meth:`fileno`) to be readable itself.
-        Raises ``httpx2.ReadError`` and ``httpx2.RemoteProtocolError`` as iteration does.
-        """
-        connection = self._connection
-        if connection.buffer:
-            buffered, connection.buffer = connection.buffer, b""
-            return self._decode(buffered)
-        if self._complete:
-            return b""
-        data = connection.recv_nowait()
-        return None if data is None else self._received(data)
-
-    def _received(self, data: bytes) -> bytes:
-        """Decode bytes read from the socket, where ``b""`` means the server closed it."""
-        if data:
-            return self._decode(data)
-        if self._left is None and self._chunked is None:
-            self._complete = True  # a close-delimited body ends here
-            return b""
-        raise httpx2.RemoteProtocolError(
-            "Server disconnected without sending the complete response body.")
-
-    def _decode(self, data: bytes) -> bytes:
-        if self._chunked is not None:
-            body = self._chunked.feed(data)
-            if self._chunked.done:
-                self._complete = True
-                self._reusable = self._reusable and not self._chunked.extra
-            return body
-        if self._left is None:
-            return data
-        body = data[:self._left]
-        self._left -= len(body)
-        if not self._left:
-            self._complete = True
-            self._reusable = self._reusable and len(data) == len(body)
-        return body
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._complete and self._reusable:
-            self._transport.release(self._origin, self._connection)
-        else:
-            self._connection.close()
-
-
-class ChunkedDecoder:
-    """Incremental decoder of the ``chunked`` transfer coding (RFC 9112, section 7.1).
-
-    :meth:`feed` takes bytes as they arrive, split anywhere, and returns the chunk data
-    they complete, joined; ``done`` turns true after the last chunk and trailer section.
-    Raises ``httpx2.RemoteProtocolError`` for malformed framing.
-    """
-
-    def __init__(self) -> None:
-        self.done = False
-        self._pending = b""
-        self._left = 0  # data bytes of the current chunk still to come
-        self._state = "size"  # size, data, end (the CRLF after data), trailer
-
-    @property
-    def extra(self) -> bytes:
-        """Bytes received after the end of the body (a server error: the connection is
-        not reused)."""
-        return self._pending if self.done else b""
-
-    def feed(self, data: bytes) -> bytes:
-        buf = self._pending + data if self._pending else data
-        out: list[bytes] = []
-        pos, size = 0, len(buf)
-        while pos < size and not self.done:
-            state = self._state
-            if state == "data":
-                take = min(self._left, size - pos)
-                out.append(buf[pos:pos + take])
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = "end"
-                continue
-            end = buf.find(b"\n", pos)
-            if end < 0:
-                if size - pos > MAX_LINE_BYTES:
-                    raise httpx2.RemoteProtocolError("A chunk line is too long.")
-                break
-            line = buf[pos:end].rstrip(b"\r")
-            pos = end + 1
-            if state == "size":
-                digits = line.split(b";", 1)[0].strip()
-                if not digits or len(digits) > 16 or digits.translate(None, _HEX):
-                    raise httpx2.RemoteProtocolError("Malformed chunk size.")
-                self._left = int(digits, 16)
-                self._state = "data" if self._left else "trailer"
-            elif state == "end":
-                if line:
-                    raise httpx2.RemoteProtocolError("Chunk data longer than its size.")
-                self._state = "size"
-            elif not line:  # trailer: an empty line ends the message
-                self.done = True
-        self._pending = buf[pos:]  # after done: bytes past the body (never reused then)
-        return b"".join(out) if len(out) != 1 else out[0]
