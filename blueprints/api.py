@@ -184,8 +184,10 @@ def _malformed_body(error: Exception) -> bool:
     """Whether ``error`` is gunicorn's parser failing on the request body as the view read
     it (a bad chunk size, a missing terminator, a body cut short): the client's fault."""
     http_errors = sys.modules.get("gunicorn.http.errors")  # loaded if gunicorn parsed it
-    return http_errors is not None and isinstance(
-        error, http_errors.ParseException | http_errors.NoMoreData)
+    # The chunk errors are IOErrors, not ParseExceptions, before gunicorn 22.
+    return http_errors is not None and isinstance(error, (
+        http_errors.ParseException, http_errors.NoMoreData, http_errors.InvalidChunkSize,
+        http_errors.ChunkMissingTerminator))
 
 
 @bp.errorhandler(RateLimitExceeded)
