@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import jwt
@@ -207,33 +211,20 @@ def take(response: requests.Response, deltas: int) -> list:
 
 
 def test_no_secret_in_a_traceback_an_extra_field_or_an_upstream_error(simulator) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
+    from tests.integration.conftest import API_KEY, free_port
 
-    from tests.integration.conftest import API_KEY
-
-    class EchoingUpstream(BaseHTTPRequestHandler):
-        """Refuses every request with 401, echoing its credentials as some servers do."""
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = json.dumps({"error": {
-                "message": f"Incorrect API key: {self.headers['Authorization']}",
-                "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
-            self.send_response(401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(Path(__file__).with_name(
+        "echo_upstream.py")), str(port)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        time.sleep(0.05)
     jwt_secret = "jwt-secret-not-shaped-like-one-4711"
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, "k" * 32)
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoingUpstream)
-    Thread(target=upstream.serve_forever, daemon=True).start()
-    env = relay_env(simulator, OPENAI_BASE_URL=f"http://127.0.0.1:{upstream.server_port}/v1",
+    env = relay_env(simulator, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
                     RILL_JWT_SECRET=jwt_secret, LEAKY_TOKEN=token)
     try:
         with run_rill(env, "abuse-leaks", target="tests.integration.leaky_app:app") as server:
@@ -244,8 +235,8 @@ def test_no_secret_in_a_traceback_an_extra_field_or_an_upstream_error(simulator)
             time.sleep(0.3)
             log = server.log()
     finally:
-        upstream.shutdown()
-        upstream.server_close()
+        upstream.terminate()
+        upstream.wait()
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]
     assert any("Incorrect API key: Bearer [redacted]" in line["message"] for line in lines)
     [traceback] = [line for line in lines if "Exception on /_test/raise" in line["message"]]
