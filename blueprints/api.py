@@ -73,7 +73,7 @@ def events(stream_id: str) -> Response:
     after = chat_request.last_event_id(
         request.headers.get("Last-Event-ID", request.args.get("last_event_id")))
     rill.check_owner(stream_id, current_user())  # 404 before the stream starts
-    if relay.nothing_follows(rill.hub, stream_id, after):
+    if after >= 0 and relay.nothing_follows(rill.hub, stream_id, after):  # -1: `start` follows
         return Response(status=204)  # an EventSource stops reconnecting
     subscriber = secrets.token_hex(8)
     slot = rill.subscriber_caps.acquire(client_key(), f"{stream_id} {subscriber}")
