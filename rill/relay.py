@@ -17,7 +17,6 @@ Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import socket
 import struct
@@ -181,59 +180,50 @@ class _Stop(BaseException):
 
 
 class Errand(Generic[T]):
-    """``work`` run for a client in a greenlet of its own, given up when the client leaves.
+    """``work`` run for a client in the caller's greenlet, given up when the client leaves.
 
-    The greenlet is killed with :class:`ClientLeft` as soon as the client closes ``sock``
-    (noticed by :func:`watch_disconnect`), or with any error :meth:`stop` is given: a wait
-    on the network (the upstream's status line, a retry's sleep) ends at once, and what the
-    work held is released as the exception unwinds it. The work sees the caller's context
-    variables (Flask's request context: its log lines keep the request id). Without gevent,
-    or without a socket, ``work`` runs in the caller and cannot be stopped.
+    While :meth:`result` runs the work, a read watcher on ``sock`` notices the client closing
+    (:func:`watch_disconnect`), and :class:`ClientLeft` is raised into the work, as is any
+    error :meth:`stop` is given: a wait on the network (the upstream's status line, a retry's
+    sleep) ends at once, and what the work held is released as the exception unwinds it. The
+    error is thrown from the event loop, as ``gevent.Greenlet.kill`` throws, but only while
+    the work still runs: never into the caller after :meth:`result` returned. Without gevent,
+    or without a socket, ``work`` runs and cannot be stopped.
+
+    The work runs in the caller, not a greenlet of its own: a spawn, a context copy and two
+    switches per stream start were 3 % of a loaded worker (``bench/PROFILE.md``).
     """
 
     def __init__(self, work: Callable[[], T], sock: socket.socket | None) -> None:
-        self._work = work
-        self._runner: Greenlet | None = None
-        self._watch: Watch | None = None
-        if sock is not None and tasks.cooperative():
-            self._runner = gevent.spawn(contextvars.copy_context().run, self._run)
-            self._watch = Watch(sock, lambda: self.stop(ClientLeft()))
-
-    def _run(self) -> tuple[bool, Any]:
-        # The outcome is returned, not raised: gevent prints a traceback for every greenlet
-        # that dies of an exception.
-        try:
-            return True, self._work()
-        except BaseException as exc:  # handed to result(), which raises it
-            return False, exc
+        self._work, self._sock = work, sock
+        self._runner: Any = None  # the greenlet running the work, while it runs
+        self._stopped = False  # a flag, not the error: no cycle through its traceback
 
     def result(self) -> T:
-        """Wait for the work; return its result or raise its exception (or the stop's)."""
-        if self._runner is None:
+        """Run the work; return its result or raise its exception (or the stop's)."""
+        if self._sock is None or not tasks.cooperative():
             return self._work()
+        self._runner = gevent.getcurrent()
+        watch = Watch(self._sock, lambda: self.stop(ClientLeft()))
         try:
-            done, outcome = self._runner.get()
+            return self._work()
+        except _Stop as stop:
+            raise stop.error from None
         finally:
-            if self._watch is not None:
-                self._watch.kill()
-            self.stop(ClientLeft())  # if this greenlet was killed while waiting
             self._runner = None
-        if done:
-            return outcome  # type: ignore[no-any-return]
-        try:
-            if isinstance(outcome, _Stop):
-                raise outcome.error from None
-            raise outcome
-        finally:
-            # No cycle from the exception's traceback back to it: its frames (the work's,
-            # holding the upstream connection) are freed, and the connection closed, as soon
-            # as the caller is done with it, not at the next cyclic garbage collection.
-            del outcome, self
+            watch.kill()
 
     def stop(self, error: BaseException) -> None:
-        """Raise ``error`` in the work, unless it is done; safe to call again."""
-        if self._runner is not None and not self._runner.ready():
-            self._runner.kill(_Stop(error), block=False)
+        """Raise ``error`` in the work, unless it is done; safe to call again. Called from
+        another greenlet (a client's watch, the worker's drain), never from the work."""
+        if self._runner is not None and not self._stopped:
+            self._stopped = True
+            gevent.get_hub().loop.run_callback(self._throw, error)
+
+    def _throw(self, error: BaseException) -> None:  # in the event loop
+        runner = self._runner
+        if runner is not None and runner is not gevent.getcurrent():
+            runner.throw(_Stop(error))
 
 
 class Watch:
