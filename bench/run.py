@@ -6,7 +6,16 @@ Run everything (about 8 minutes)::
 
 It prints a table and writes ``bench/RESULTS.md``. ``--smoke`` runs tiny versions of the
 scenarios in seconds (CI); ``--systems rill,fastapi`` and ``--scenarios held,flowing`` pick
-rows; ``--out FILE`` writes the results somewhere else.
+rows; ``--out FILE`` writes the results somewhere else. The peers: ``fastapi`` (FastAPI +
+sse-starlette + ``openai.AsyncOpenAI``, as the docs show it, ``bench/peers/fastapi_app.py``),
+``fastapi-tuned`` (the same contract with the SDK's raw stream, orjson and a plain
+``StreamingResponse``, ``bench/peers/fastapi_tuned.py``), both on uvicorn with uvloop and
+httptools, and ``flask`` (gunicorn ``gthread``, 64 threads, ``bench/peers/flask_app.py``).
+
+``--quick`` (under a minute, for use while working): ``starts`` and ``flowing`` on ``rill``
+(memory hub) only, no soak, written to ``bench/out/quick.md`` (never ``RESULTS.md``), then a
+line with what a stream start cost the worker (ms of CPU per stream in ``starts``); with
+``--systems``, ``--scenarios`` or ``--out`` those win (``--quick --systems rill-redis``).
 
 ``--hub memory|redis|both`` picks which Rill systems run (default ``both``; with ``--smoke``,
 ``memory``): ``rill`` is Rill on its memory hub; ``rill-redis`` on its Redis hub
