@@ -188,8 +188,9 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         "## Results", "", table(rows), "",
     ]
     lines += targets(rows)
+    profile = Path(os.path.relpath(Path(__file__).with_name("PROFILE.md"), path.resolve().parent))
     lines += ["Where Rill's worker spends its time, and what would close the missed targets: "
-              "[`bench/PROFILE.md`](PROFILE.md).", ""]
+              f"[`bench/PROFILE.md`]({profile}).", ""]
     busy = [(r.numbers["sim_cpu"] + r.numbers["loadgen_cpu"] + r.numbers["redis_cpu"])
             / r.numbers["wall"]
             for r in rows if r.numbers and r.numbers["wall"] > 0]

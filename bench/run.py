@@ -6,7 +6,16 @@ Run everything (about 8 minutes)::
 
 It prints a table and writes ``bench/RESULTS.md``. ``--smoke`` runs tiny versions of the
 scenarios in seconds (CI); ``--systems rill,fastapi`` and ``--scenarios held,flowing`` pick
-rows; ``--out FILE`` writes the results somewhere else.
+rows; ``--out FILE`` writes the results somewhere else. The peers: ``fastapi`` (FastAPI +
+sse-starlette + ``openai.AsyncOpenAI``, as the docs show it, ``bench/peers/fastapi_app.py``),
+``fastapi-tuned`` (the same contract with the SDK's raw stream, orjson and a plain
+``StreamingResponse``, ``bench/peers/fastapi_tuned.py``), both on uvicorn with uvloop and
+httptools, and ``flask`` (gunicorn ``gthread``, 64 threads, ``bench/peers/flask_app.py``).
+
+``--quick`` (under a minute, for use while working): ``starts`` and ``flowing`` on ``rill``
+(memory hub) only, no soak, written to ``bench/out/quick.md`` (never ``RESULTS.md``), then a
+line with what a stream start cost the worker (ms of CPU per stream in ``starts``); with
+``--systems``, ``--scenarios`` or ``--out`` those win (``--quick --systems rill-redis``).
 
 ``--hub memory|redis|both`` picks which Rill systems run (default ``both``; with ``--smoke``,
 ``memory``): ``rill`` is Rill on its memory hub; ``rill-redis`` on its Redis hub
@@ -38,6 +47,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +56,12 @@ sys.path.insert(0, str(ROOT))
 from bench import report  # noqa: E402
 from bench.redis_server import ClientsSampler  # noqa: E402
 from bench.scenarios import EXTRA, FULL, SMOKE, Scenario  # noqa: E402
+from bench.sections import start_costs  # noqa: E402
 from bench.systems import SYSTEMS, System  # noqa: E402
 from rill.simulator import SimulatorProcess  # noqa: E402
 
 LOADGEN = ROOT / "bench" / "out" / "loadgen"
+QUICK = ("starts", "flowing")  # --quick: what a stream start costs, and first tokens on time
 SUT_CORE, LOAD_CORE = 0, 1
 
 
@@ -70,7 +82,22 @@ def build_loadgen(smoke: bool = False) -> list[str]:
     return [str(LOADGEN)]
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class Options:
+    """What one run does: ``names`` (scenarios, in order) on ``systems``, from ``scenarios``;
+    ``out``: the results file (``None``: none); ``with_soak``: the soak after them."""
+
+    names: list[str]
+    systems: list[str]
+    scenarios: dict[str, Scenario]
+    out: Path | None
+    smoke: bool
+    with_soak: bool
+    soak_only: bool
+
+
+def options(argv: list[str] | None = None) -> Options:
+    """The command line's options (``argparse``; an unknown system or scenario exits 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny scenarios, seconds in all")
     parser.add_argument("--systems", default="", help="comma-separated: " + ",".join(SYSTEMS))
@@ -83,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", action="store_true",
                         help="run only the Redis hub's soak (bench/soak.py)")
     parser.add_argument("--no-soak", action="store_true", help="no soak after a full run")
+    parser.add_argument("--quick", action="store_true",
+                        help="starts,flowing on rill into bench/out/quick.md (under a minute)")
     args = parser.parse_args(argv)
-    if args.soak:
-        from bench import soak
-
-        return soak.main([])
+    if args.quick:
+        args.systems = args.systems or "rill"
+        args.scenarios = args.scenarios or ",".join(QUICK)
+        args.out = args.out or ROOT / "bench" / "out" / "quick.md"
     scenarios = SMOKE if args.smoke else {**FULL, **EXTRA}
     names = [s for s in args.scenarios.split(",") if s] or list(SMOKE if args.smoke else FULL)
     hub = args.hub or ("memory" if args.smoke else "both")
@@ -98,10 +127,20 @@ def main(argv: list[str] | None = None) -> int:
                                                  ROOT / "bench" / "RESULTS.md")
     with_soak = not (args.smoke or args.systems or args.scenarios or args.no_soak
                      or hub == "memory")
+    return Options(names, systems, scenarios, out, args.smoke, with_soak, args.soak)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = options(argv)
+    if opts.soak_only:
+        from bench import soak
+
+        return soak.main([])
+    names, systems, scenarios, out = opts.names, opts.systems, opts.scenarios, opts.out
     all_cores = os.sched_getaffinity(0)
     if os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
         os.sched_setaffinity(0, {LOAD_CORE})  # the simulator and the load generator inherit it
-    loadgen = build_loadgen(args.smoke)
+    loadgen = build_loadgen(opts.smoke)
     load_before = os.getloadavg()
     started = time.time()
     rows = []
@@ -110,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario = scenarios[name]
             for system_name in systems:
                 system: System = SYSTEMS[system_name]
-                if name in system.skip and not args.smoke:
+                if name in system.skip and not opts.smoke:
                     rows.append(report.skipped(system, scenario, system.skip[name]))
                     continue
                 print(f"-- {system_name} / {name} ...", flush=True)
@@ -119,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.table([row], header=False), flush=True)
     print()
     print(report.table(rows))
+    print("\n".join(start_costs(rows)))
     soaked = None
-    if with_soak:
+    if opts.with_soak:
         from bench import soak
 
         os.sched_setaffinity(0, all_cores)  # the soak's processes may use every core

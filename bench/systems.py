@@ -161,6 +161,16 @@ RILL_ENV = {"RILL_BIND": "127.0.0.1:{port}", "RILL_RATELIMIT_ENABLED": "false",
             "RILL_MAX_STREAMS_PER_CLIENT": "0", "RILL_MAX_STREAMS": "10000",
             "RILL_WORKER_CONNECTIONS": "10000", "RILL_ORPHAN_GRACE_SECONDS": "0"}
 RILL_ARGV = (*GUNICORN, "-c", "gunicorn.conf.py", "app:app")
+# The FastAPI peers: one uvicorn process on uvloop and httptools, the SDK's pool raised so it
+# never queues.
+PEER_ENV = {"PEER_MAX_CONNECTIONS": "10000"}
+
+
+def _uvicorn(app: str) -> tuple[str, ...]:
+    return (PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}", "--loop",
+            "uvloop", "--http", "httptools", "--backlog", "2048")
+
+
 SYSTEMS = {s.name: s for s in (
     System("rill", "Rill (gunicorn, 1 gevent worker, memory hub)", RILL_ARGV, RILL_ENV,
            hub="memory"),
@@ -171,10 +181,10 @@ SYSTEMS = {s.name: s for s in (
            RILL_ARGV, {**RILL_ENV, "RILL_REDIS_URL": "{redis_url}", "WEB_CONCURRENCY": "2"},
            hub="redis", workers=2),
     System("fastapi", "FastAPI + sse-starlette + AsyncOpenAI (uvicorn, uvloop, httptools)",
-           (PY, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1",
-            "--port", "{port}", "--loop", "uvloop", "--http", "httptools",
-            "--backlog", "2048"),
-           {"PEER_MAX_CONNECTIONS": "10000"}, worker_is_child=False),
+           _uvicorn("bench.peers.fastapi_app:app"), PEER_ENV, worker_is_child=False),
+    System("fastapi-tuned", "FastAPI, tuned: raw stream, orjson, StreamingResponse (uvicorn, "
+           "uvloop, httptools)", _uvicorn("bench.peers.fastapi_tuned:app"), PEER_ENV,
+           worker_is_child=False),
     System("flask", "Flask on gunicorn gthread (64 threads)",
            (*GUNICORN, "-k", "gthread", "--threads", "64", "-w", "1",
             "--worker-connections", "10000", "-b", "127.0.0.1:{port}",

@@ -1,0 +1,62 @@
+"""bench/run.py's options and the RESULTS.md sections it writes, without running any load
+(``tests/integration/test_bench_smoke.py`` runs it)."""
+
+from __future__ import annotations
+
+from bench import run, sections
+from bench.report import Row
+
+ROOT = run.ROOT
+
+
+def test_quick_runs_starts_and_flowing_on_rills_memory_hub_into_bench_out():
+    opts = run.options(["--quick"])
+    assert opts.systems == ["rill"]
+    assert opts.names == ["starts", "flowing"]
+    assert opts.scenarios["starts"].streams == opts.scenarios["flowing"].streams == 2000
+    assert opts.out == ROOT / "bench" / "out" / "quick.md"  # never RESULTS.md
+    assert not opts.with_soak
+    assert not opts.smoke
+
+
+def test_quick_keeps_a_system_or_scenario_picked_beside_it():
+    opts = run.options(["--quick", "--systems", "rill-redis", "--out", "/tmp/q.md"])
+    assert opts.systems == ["rill-redis"]
+    assert opts.names == ["starts", "flowing"]
+    assert str(opts.out) == "/tmp/q.md"
+    assert run.options(["--quick", "--scenarios", "starts"]).names == ["starts"]
+
+
+def test_a_full_run_has_both_fastapi_peers_and_writes_results():
+    opts = run.options([])
+    assert {"fastapi", "fastapi-tuned"} <= set(opts.systems)
+    assert opts.out == ROOT / "bench" / "RESULTS.md"
+    assert opts.with_soak
+
+
+def row(system: str, scenario: str, streams: int = 100, **numbers: float) -> Row:
+    base = {"complete": 1.0, "tokens_per_cpu": 1000.0, "ttft_p99": 10.0,
+            "kib_per_stream": 10.0, "cpu": 1.0, "itl_p99": 5.0}
+    return Row(system, scenario, streams, {"complete": "100%"}, {**base, **numbers}, [])
+
+
+def test_rill_is_compared_with_the_tuned_peer_too():
+    rows = [row("rill", "throughput", tokens_per_cpu=200_000.0),
+            row("fastapi", "throughput", tokens_per_cpu=10_000.0),
+            row("fastapi-tuned", "throughput", tokens_per_cpu=50_000.0)]
+    text = "\n".join(sections.targets(rows) + sections.readme_section(
+        rows, {"throughput": run.FULL["throughput"]}))
+    assert "| `throughput`: tokens per CPU-second ≥ 6x the FastAPI peer | 20.0x | met |" in text
+    assert ("| `throughput`: tokens per CPU-second ≥ 4x the tuned FastAPI peer | 4.0x | met |"
+            in text)
+    assert "| `throughput` | FastAPI, tuned | 4.0x |" in text
+    assert "| FastAPI, tuned |" in text
+
+
+def test_the_stream_start_cost_is_worker_cpu_over_the_streams_of_starts():
+    rows = [row("rill", "starts", streams=2000, cpu=2.4), row("rill", "flowing", cpu=9.0)]
+    assert sections.start_costs(rows) == [
+        "rill: a stream start costs 1.20 ms of worker CPU (`starts`: 2.4 CPU-s / 2,000 "
+        "streams; target ≤ 0.6 ms)"]
+    assert ("| `starts`: a stream start ≤ 0.6 ms of worker CPU | 1.20 ms | missed |"
+            in sections.targets(rows))
