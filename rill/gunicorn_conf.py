@@ -68,6 +68,7 @@ forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1" if _proxy_hops
 # neither Flask nor a network library, so the arbiter stays unpatched-safe); the access
 # line carries the response's X-Request-ID. RILL_LOG_FORMAT=text keeps gunicorn's own lines.
 accesslog = "-"
+logger_class = "rill.access_log.AccessLogger"  # only the atoms a line shows (bench/PROFILE.md)
 errorlog = "/dev/stdout"
 loglevel = _env("RILL_LOG_LEVEL", "info")
 _log_format = _env("RILL_LOG_FORMAT", "json")

@@ -182,10 +182,26 @@ def test_gunicorn_logging_skips_thread_names(monkeypatch) -> None:
     """Under gevent each new greenlet's first record built a dummy thread for its name."""
     monkeypatch.setattr(logging, "logThreads", True)
     monkeypatch.setattr(logging, "logMultiprocessing", True)
+    monkeypatch.setattr(logging, "_srcfile", logging._srcfile)  # type: ignore[attr-defined]
     logs.gunicorn_config()
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     assert (record.threadName, record.processName) == (None, None)
     assert record.process == os.getpid()
+
+
+def test_gunicorn_logging_skips_the_callers_stack_walk(monkeypatch) -> None:
+    """No line shows a record's file, line or function: no stack walk per record."""
+    monkeypatch.setattr(logging, "_srcfile", logging._srcfile)  # type: ignore[attr-defined]
+    logs.gunicorn_config()
+    seen: list[logging.LogRecord] = []
+    logger = logging.getLogger("rill.test.srcfile")
+    logger.addHandler(handler := logging.Handler())
+    handler.emit = seen.append  # type: ignore[method-assign]
+    try:
+        logger.warning("m")
+    finally:
+        logger.removeHandler(handler)
+    assert (seen[0].funcName, seen[0].lineno) == ("(unknown function)", 0)
 
 
 def test_the_json_formatter_redacts_tracebacks_and_every_extra_field() -> None:
