@@ -3,13 +3,14 @@
 const LINE_END = /\r\n|\r|\n/g;
 
 // Parse an event stream per the WHATWG HTML Standard, "Server-sent events" (event stream
-// interpretation). push(text) takes decoded text in chunks of any size; onEvent gets
+// interpretation). push(text) takes the stream's text in chunks of any size, as the spec's
+// UTF-8 decode gives it (one leading BOM already dropped: readBody's TextDecoder does that,
+// and only that one: a second BOM is part of the first line); onEvent gets
 // {event, data, id, ownId} for each dispatched event: id is the stream's last event ID (it
 // carries over, per the spec), ownId the id line of this very event or null, so an
 // id-less event (a transient error) can be told apart. An unfinished event is dropped.
 export function createParser(onEvent) {
   let buffer = "";
-  let started = false;
   let skipLF = false; // the last chunk ended in \r: a leading \n completes that line end
   let data = [];
   let type = "";
@@ -42,10 +43,6 @@ export function createParser(onEvent) {
   }
 
   function push(text) {
-    if (!started && text) {
-      started = true;
-      if (text[0] === "\uFEFF") text = text.slice(1);
-    }
     if (skipLF && text) {
       skipLF = false;
       if (text[0] === "\n") text = text.slice(1);
@@ -66,7 +63,8 @@ export function createParser(onEvent) {
 }
 
 // Feed a fetch body through a streaming TextDecoder (multi-byte characters may straddle
-// chunks) into the parser until the server closes it. Rejects on a network error or abort.
+// chunks; a leading BOM is dropped, as the spec's UTF-8 decode does) into the parser until
+// the server closes it. Rejects on a network error or abort.
 export async function readBody(body, parser) {
   const reader = body.getReader();
   const decoder = new TextDecoder();

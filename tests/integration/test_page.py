@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -90,6 +91,60 @@ def test_stop_ends_the_answer_and_keeps_the_partial_text(paced_rill, page, simul
         assert time.monotonic() < deadline, "the simulator never saw its upstream closed"
         time.sleep(0.02)
     assert mine[-1]["tokens_sent"] < 30
+
+
+# The cases tests/test_sse.py runs on the upstream parser, here on static/sse.js: the module
+# the page imported (under the page's CSP, through a nonced module script), with each case's
+# bytes cut at every boundary and byte by byte, through readBody's streaming TextDecoder.
+SSE_CASES = json.loads((Path(__file__).parents[1] / "sse_cases.json").read_text("utf-8"))["cases"]
+RUN_SSE_CASES = """async (cases) => {
+    const nonce = document.querySelector("script[nonce]").nonce;
+    const entry = document.querySelector('script[type="module"]').src;
+    const loader = document.createElement("script");
+    loader.type = "module";
+    loader.nonce = nonce;
+    loader.textContent = `import * as sse from ${JSON.stringify(new URL("sse.js", entry).href)};
+        window.rillSse = sse;`;
+    document.head.append(loader);
+    while (!window.rillSse) await new Promise((resolve) => setTimeout(resolve, 10));
+    const { createParser, readBody } = window.rillSse;
+    const encoder = new TextEncoder();
+    const parse = async (pieces) => {
+        const events = [];
+        const body = new ReadableStream({ start(controller) {
+            pieces.forEach((piece) => controller.enqueue(piece));
+            controller.close();
+        } });
+        await readBody(body, createParser((e) => events.push([e.event, e.data, e.id])));
+        return JSON.stringify(events);
+    };
+    const wrong = [];
+    for (const c of cases) {
+        const chunks = c.chunks.map((text) => encoder.encode(text));
+        const stream = encoder.encode(c.chunks.join(""));
+        const splits = [chunks, Array.from(stream, (byte) => Uint8Array.of(byte))];
+        for (let i = 0; i <= stream.length; i += 1) {
+            splits.push([stream.slice(0, i), stream.slice(i)]);
+        }
+        const expected = JSON.stringify(c.events.map((e) => [e.event, e.data, e.id]));
+        for (const pieces of splits) {
+            const got = await parse(pieces);
+            if (got !== expected) {
+                const bytes = pieces.map((piece) => Array.from(piece));
+                wrong.push({ name: c.name, pieces: bytes, got, expected });
+                break;
+            }
+        }
+    }
+    return wrong;
+}"""
+
+
+def test_the_page_parses_the_shared_sse_cases(paced_rill, page) -> None:
+    page.goto(paced_rill.url)
+    wrong = page.evaluate(RUN_SSE_CASES, SSE_CASES)
+    assert wrong == []
+    assert not [m for m in page.console_messages if "Content Security Policy" in m]
 
 
 def test_error_before_the_stream_shows_its_message(simulator, browser) -> None:
