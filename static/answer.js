@@ -16,8 +16,17 @@ export function newRun(conversation, index, model) {
     tokens: 0, started: Date.now(), firstTokenAt: 0, outcome: null, payload: null,
     controller: null, attempts: 0, timer: 0, hiddenTimer: 0, frame: 0, savedAt: 0,
     phase: "connecting", shutdown: null, retryAfterMs: 0, turn: null, question: null,
-    replaced: null, finished: false,
+    replaced: null, finished: false, reasoningStarted: 0, reasoningEnded: 0,
   };
+}
+
+// The reasoning ends with the first text of the answer, or with the answer.
+export function endReasoning(r) {
+  if (r.reasoningStarted && !r.reasoningEnded) r.reasoningEnded = Date.now();
+}
+
+function thoughtMs(r) {
+  return r.reasoningEnded ? r.reasoningEnded - r.reasoningStarted : null;
 }
 
 export function attachTurn(r) {
@@ -32,9 +41,7 @@ export function attachTurn(r) {
 }
 
 function paintThinking(r) {
-  if (!r.reasoning) return;
-  r.turn.thinking.details.hidden = false;
-  r.turn.thinking.text.textContent = r.reasoning;
+  render.setThinking(r.turn, r.reasoning, thoughtMs(r));
 }
 
 // Re-render the answer from its Markdown source once per animation frame, not per token.
@@ -67,7 +74,8 @@ export function saveProgress(r, force) {
   store.savePending({
     conversation: r.conversation, index: r.index, streamId: r.streamId, lastId: r.lastId,
     source: r.source, reasoning: r.reasoning, model: r.model, tokens: r.tokens,
-    started: r.started, firstTokenAt: r.firstTokenAt, tab: state.tab,
+    started: r.started, firstTokenAt: r.firstTokenAt, reasoningStarted: r.reasoningStarted,
+    reasoningEnded: r.reasoningEnded, tab: state.tab,
   });
 }
 
@@ -105,6 +113,7 @@ export function finish(r, status, note) {
   if (r.frame) cancelAnimationFrame(r.frame);
   if (r.controller) r.controller.abort("finished");
   r.controller = null;
+  endReasoning(r);
   let kind = "error";
   let message = note;
   if (r.outcome === "done") {
@@ -128,6 +137,7 @@ export function finish(r, status, note) {
   const answer = { role: "assistant", content: r.source, model: r.model };
   if (status) answer.status = status;
   if (status === "failed") answer.note = message;
+  if (r.reasoning) Object.assign(answer, { reasoning: r.reasoning, thoughtMs: thoughtMs(r) });
   if (store.get(r.conversation)) {
     store.update(r.conversation, (c) => {
       const there = c.messages[r.index];

@@ -5,7 +5,7 @@ import * as render from "./render.js";
 import { attachTurn, finish, newRun, saveProgress } from "./answer.js";
 import { renderSidebar } from "./sidebar.js";
 import { connect, resume } from "./stream.js";
-import { apiUrl, busy, chosenModel, csrfHeaders, setStatus, state, ui,
+import { apiUrl, busy, chosenModel, csrfHeaders, focusPrompt, setStatus, state, ui,
          updateButtons } from "./state.js";
 import { scrollToEnd, showConversation, showTurn } from "./transcript.js";
 import { LOST } from "./wording.js";
@@ -52,7 +52,8 @@ export function abandonLost() {
 function ask(question) {
   abandonLost();
   const id = state.currentId || store.newId();
-  const conversation = store.update(id, (c) => c.messages.push({ role: "user", content: question }));
+  const message = { role: "user", content: question };
+  const conversation = store.update(id, (c) => c.messages.push(message));
   state.currentId = id;
   store.setCurrent(id);
   const index = conversation.messages.length;
@@ -72,6 +73,7 @@ export function regenerateLast() {
   if (!last || last.role !== "assistant") return;
   let replaced = null;
   const conversation = store.update(state.currentId, (c) => { replaced = c.messages.pop(); });
+  if (document.activeElement === ui.regenerate) focusPrompt(); // the button goes with the answer
   ui.regenerate.remove();
   ui.transcript.lastElementChild.remove();
   const r = newRun(state.currentId, conversation.messages.length, chosenModel());
@@ -106,6 +108,8 @@ export function resumePending() {
     streamId: record.streamId, lastId: record.lastId, source: record.source || "",
     reasoning: record.reasoning || "", tokens: record.tokens || 0,
     started: record.started || Date.now(), firstTokenAt: record.firstTokenAt || 0,
+    reasoningStarted: record.reasoningStarted || (record.reasoning ? record.started : 0),
+    reasoningEnded: record.reasoningEnded || 0,
   });
   state.run = r;
   attachTurn(r);

@@ -1,5 +1,6 @@
 // Turns of the transcript, and assistant answers as sanitised Markdown (markdown-it, then
 // DOMPurify); an ES module. Without the vendored libraries answers stay text.
+import { thoughtText } from "./wording.js";
 // Only http(s), mailto and relative URLs survive (no javascript:, data:, vbscript:, …).
 const SAFE_URL = /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i;
 const PURIFY_CONFIG = {
@@ -62,6 +63,14 @@ function createMarkdown() {
 
 const toFragment = createMarkdown();
 
+// A region that may scroll gets the focus from the keyboard, which can then scroll it, and a
+// name that focus announces.
+function scrollable(node, label) {
+  node.tabIndex = 0;
+  node.setAttribute("role", "group");
+  node.setAttribute("aria-label", label);
+}
+
 // Wrap code blocks with a Copy button and tables in a scroller.
 function enhance(root) {
   // markdown-it puts newlines between blocks; they would only add stray spaces.
@@ -74,6 +83,7 @@ function enhance(root) {
     const head = element("div", "code-head");
     head.append(element("span", "code-lang", language ? language[1] : "code"),
                 button("copy-code", "Copy", "Copy code"));
+    scrollable(pre, language ? `Code: ${language[1]}` : "Code");
     const block = element("div", "code-block");
     pre.replaceWith(block);
     block.append(head, pre);
@@ -100,9 +110,21 @@ export function renderMarkdown(target, source) {
 function createThinking() {
   const details = element("details", "thinking");
   details.hidden = true;
+  const summary = element("summary", "", "Thinking…");
   const text = element("div", "thinking-text");
-  details.append(element("summary", "", "Thinking…"), text);
-  return { details, text };
+  scrollable(text, "Reasoning");
+  details.append(summary, text);
+  return { details, summary, text };
+}
+
+// Show an answer's reasoning (none: hidden): under "Thinking…" while it goes on, under
+// "Thought for N s" once it ended, thoughtMs (ms) after it began.
+export function setThinking(turn, reasoning, thoughtMs) {
+  const { details, summary, text } = turn.thinking;
+  details.hidden = !reasoning;
+  if (!reasoning) return;
+  text.textContent = reasoning;
+  summary.textContent = Number.isFinite(thoughtMs) ? thoughtText(thoughtMs) : "Thinking…";
 }
 
 // One <li> of the transcript. User text is only ever text; an assistant answer is

@@ -17,6 +17,7 @@ export const ui = {
   statusLine: $("status"),
   modelPicker: $("model"),
   emptyState: $("empty-state"),
+  sidebar: $("conversations"),
   sidebarList: $("conversation-list"),
   sidebarEmpty: $("conversations-empty"),
   newChat: $("new-chat"),
@@ -73,11 +74,23 @@ export function chosenModel() {
   return ui.modelPicker ? ui.modelPicker.value : null;
 }
 
+// Give the focus to the prompt (where a keyboard user goes on) without scrolling to it.
+export function focusPrompt() {
+  ui.prompt.focus({ preventScroll: true });
+}
+
+// Enable and show the controls for the state. One that had the focus and goes (Send while
+// an answer streams, Stop when it ends, Retry once used) passes it to the prompt, not <body>.
 export function updateButtons() {
   const { run } = state;
+  const focused = document.activeElement;
   ui.sendButton.disabled = busy() || !ui.prompt.value.trim();
   ui.stopButton.disabled = !run;
   ui.retryButton.hidden = !(run && run.phase === "lost");
   ui.regenerate.disabled = busy();
   ui.root.classList.toggle("streaming", busy());
+  const controls = [ui.sendButton, ui.stopButton, ui.retryButton, ui.regenerate];
+  if (controls.includes(focused) && (focused.disabled || focused.hidden || !focused.isConnected)) {
+    focusPrompt();
+  }
 }

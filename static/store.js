@@ -2,12 +2,15 @@
 // Keys are per signed-in user (rill.u.<user key>.*; the page's data-user-key, an opaque hash)
 // or, with no sign-in, the plain names below. rill.user names whose keys are there: when the
 // user changes, the other user's conversations are deleted from this browser.
-//   rill.conversations  [{id, title, updated (ms), messages: [{role, content, model?, status?}]}]
-//                       newest first; status is "failed" or "stopped" for an unfinished answer
+//   rill.conversations  [{id, title, updated (ms), messages: [{role, content, model?, status?,
+//                       note?, reasoning?, thoughtMs?}]}] newest first; status is "failed" or
+//                       "stopped" for an unfinished answer (note: why it failed); reasoning is
+//                       an answer's thinking, thoughtMs how long it took
 //   rill.current        id of the conversation on screen
 //   rill.pending        {[stream_id]: {conversation, index, streamId, lastId, source, reasoning,
-//                        model, tokens, started, firstTokenAt, tab, seen}}: answers in flight,
-//                        so a reload resumes them
+//                        model, tokens, started, firstTokenAt, reasoningStarted,
+//                        reasoningEnded, tab, seen}}: answers in flight (times in ms), so a
+//                        reload resumes them
 // Every change reads the stored value first, so two tabs do not undo each other's work.
 const page = document.getElementById("chat");
 const user = (page && page.dataset.userKey) || "";

@@ -3,7 +3,7 @@
 // settle the answer, pause it (a hidden tab), or resume it with backoff.
 import * as sse from "./sse.js";
 import { setModel } from "./render.js";
-import { finish, paint, refused, saveProgress, schedulePaint } from "./answer.js";
+import { endReasoning, finish, paint, refused, saveProgress, schedulePaint } from "./answer.js";
 import { apiUrl, setStatus, state, ui, updateButtons } from "./state.js";
 import { GONE, LOST, NEVER_STARTED, progressText, retryAfterSeconds } from "./wording.js";
 
@@ -25,12 +25,15 @@ const handlers = {
   },
   delta(r, payload) {
     if (!payload.content) return;
+    endReasoning(r);
     if (!r.firstTokenAt) r.firstTokenAt = Date.now();
     r.tokens += 1;
     r.source += payload.content;
   },
   reasoning(r, payload) {
-    if (payload.content) r.reasoning += payload.content;
+    if (!payload.content) return;
+    if (!r.reasoningStarted) r.reasoningStarted = Date.now();
+    r.reasoning += payload.content;
   },
   done(r, payload) {
     r.outcome = "done";

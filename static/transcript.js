@@ -57,6 +57,7 @@ export function showConversation(id) {
     const turn = render.createTurn(message.role, message.content, message.model);
     if (message.status) turn.item.classList.add(message.status);
     if (message.note) noteOn(turn.item, message.note);
+    if (message.reasoning) render.setThinking(turn, message.reasoning, message.thoughtMs);
     showTurn(turn, index);
   });
   if (run && run.turn && run.conversation === state.currentId) showTurn(run.turn, run.index);

@@ -59,6 +59,13 @@ export function doneText(run, payload) {
   return text;
 }
 
+// The summary of an answer's reasoning once it has ended: "Thought for 2.4 s" (whole seconds
+// from 10 s on).
+export function thoughtText(ms) {
+  const seconds = ms / 1000;
+  return `Thought for ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+}
+
 // A conversation's time in the sidebar: the hour today, the day before.
 export function shortTime(ms) {
   const date = new Date(ms);

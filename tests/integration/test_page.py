@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,27 +11,10 @@ from pathlib import Path
 import pytest
 
 from rill.simulator import expected_text
+from tests.integration.browser import answer_text, expect, send
 from tests.integration.conftest import ARTIFACTS, RillServer, relay_env, run_rill
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +24,6 @@ def paced_rill(simulator) -> Iterator[RillServer]:
                     RILL_ORPHAN_GRACE_SECONDS="30")
     with run_rill(env, "page") as server:
         yield server
-
-
-@pytest.fixture
-def page(browser) -> Iterator:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.console_messages = []  # type: ignore[attr-defined]
-    page.on("console", lambda m: page.console_messages.append(m.text))
-    yield page
-    context.close()
-
-
-def answer_text(page) -> str:
-    return page.locator(".turn-assistant .turn-text").last.inner_text()
 
 
 def test_answer_streams_into_the_page_token_by_token(paced_rill, page) -> None:
@@ -194,11 +162,6 @@ def cut_proxy(paced_rill) -> Iterator[str]:
     process.kill()
     process.wait()
     process.stdout.close()
-
-
-def send(page, text: str) -> None:
-    page.fill("#prompt", text)
-    page.keyboard.press("Enter")
 
 
 def test_answer_cut_by_the_network_resumes_with_each_token_once(paced_rill, cut_proxy,
@@ -360,3 +323,23 @@ def test_conversations_stay_with_the_user_who_had_them(simulator, browser) -> No
             "bob's conversations left with bob; alice's had left when bob came"
         expect(page.locator("#conversation-list li")).to_have_count(0)
         context.close()
+
+
+def test_thinking_says_how_long_it_took_once_the_answer_begins(simulator, page) -> None:
+    env = relay_env(simulator,
+                    RILL_MODEL="sim?shape=reasoning&reasoning_tokens=15&tokens=15&itl_ms=80")
+    with run_rill(env, "page-thinking") as server:
+        page.goto(server.url)
+        send(page, "Think first")
+        thinking = page.locator(".turn-assistant .thinking")
+        expect(thinking.locator(".thinking-text")).to_contain_text("think0")
+        expect(thinking.locator("summary")).to_have_text("Thinking…")
+        thought = re.compile(r"^Thought for \d+(\.\d)? s$")
+        expect(thinking.locator("summary")).to_have_text(thought)
+        expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=15_000)
+        assert thinking.locator(".thinking-text").text_content() == "".join(
+            f"think{i} " for i in range(15))
+        assert answer_text(page) == expected_text(15).strip()
+        page.reload()
+        expect(thinking.locator("summary")).to_have_text(thought)
+        assert "think14" in thinking.locator(".thinking-text").text_content()
