@@ -191,5 +191,3 @@ export async function copyWithFeedback(node, text) {
     node.classList.remove("copied");
   }, 1500);
 }
-
-export const markdown = Boolean(toFragment);

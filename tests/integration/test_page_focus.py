@@ -111,3 +111,29 @@ def test_a_code_block_that_scrolls_sideways_is_reached_and_scrolled_by_keyboard(
     page.keyboard.press("ArrowRight")
     page.wait_for_function("el => el.scrollLeft > 0", arg=code.element_handle(), timeout=2000)
     context.close()
+
+
+def test_focus_after_opening_a_conversation_from_the_list_or_the_drawer(keys_rill,
+                                                                       browser) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(keys_rill.url)
+    for title in ("Older", "Newer"):
+        page.click("#new-chat")
+        ask_and_wait(page, title)
+    page.locator(".conversation-open", has_text="Older").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".turn-user .turn-text")).to_have_text("Older")
+    assert focused(page).startswith("Older"), "the list is drawn anew under the focus"
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.focus("#toggle-sidebar")
+    page.keyboard.press("Enter")
+    page.locator(".conversation-open", has_text="Newer").focus()
+    page.keyboard.press("Escape")
+    assert focused(page) == "Conversations", "closing the drawer: back to its button"
+    page.keyboard.press("Enter")
+    page.locator(".conversation-open", has_text="Newer").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".turn-user .turn-text")).to_have_text("Newer")
+    assert focused(page) == "#prompt", "the drawer closed over the conversation"
+    context.close()
