@@ -20,6 +20,7 @@ import orjson
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FIELD_UNSAFE = re.compile(r"[\r\n\x00]")
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which a stream may begin with
 
 HEARTBEAT = b": ping\n\n"
 # The default limit of an upstream's line or event (RILL_UPSTREAM_MAX_EVENT_BYTES).
@@ -82,7 +83,8 @@ class DataDecoder:
     """Incremental parser of an SSE byte stream into each event's ``data`` (bytes).
 
     Lines may end in ``\\r\\n``, ``\\n`` or ``\\r``; ``data:`` lines of one event are joined
-    with ``\\n``; comments and other fields (``event``, ``id``, ``retry``) are skipped.
+    with ``\\n`` (a bare ``data`` line adds an empty one); comments and other fields
+    (``event``, ``id``, ``retry``) are skipped; one UTF-8 BOM at the very start is dropped.
     Unlike a browser, :meth:`end` still yields an event left open when the stream ends: an
     upstream that omits the last blank line should not lose its last chunk.
 
@@ -92,8 +94,8 @@ class DataDecoder:
     time, however many reads a long line takes).
     """
 
-    __slots__ = ("_counted", "_data", "_data_bytes", "_line", "_line_bytes", "max_bytes",
-                 "overflow")
+    __slots__ = ("_at_start", "_counted", "_data", "_data_bytes", "_line", "_line_bytes",
+                 "max_bytes", "overflow")
 
     def __init__(self, max_bytes: int = MAX_EVENT_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -103,6 +105,7 @@ class DataDecoder:
         self._data: list[bytes] = []  # the data lines of the open event
         self._data_bytes = 0  # their size, as of the last read
         self._counted = 0  # how many of them that size counts
+        self._at_start = True  # no line has ended yet: the first may begin with a BOM
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Take the next bytes, split anywhere; return the events they complete."""
@@ -131,6 +134,9 @@ class DataDecoder:
             self._line_bytes = len(rest)
         elif pieces:
             self._line = []
+        if lines and self._at_start:
+            self._at_start = False
+            lines[0] = lines[0].removeprefix(_BOM)
         events: list[bytes] = []
         held_data = data = self._data
         for line in lines:
@@ -141,6 +147,8 @@ class DataDecoder:
             elif line.startswith(b"data:"):
                 value = line[5:]
                 data.append(value[1:] if value.startswith(b" ") else value)
+            elif line == b"data":
+                data.append(b"")
         self._data = data
         # Sizes are checked per read, not per line: no event this read completes or leaves
         # open is longer than this read and the data held before it together.
@@ -172,9 +180,13 @@ class DataDecoder:
             return []
         pending = b"".join(self._line).rstrip(b"\r")
         self._line, self._line_bytes = [], 0
+        if self._at_start:
+            pending = pending.removeprefix(_BOM)
         if pending.startswith(b"data:"):
             value = pending[5:]
             self._data.append(value[1:] if value.startswith(b" ") else value)
+        elif pending == b"data":
+            self._data.append(b"")
         data, self._data, self._data_bytes, self._counted = self._data, [], 0, 0
         return [b"\n".join(data)] if data else []
 

@@ -1,180 +1,193 @@
 // Turns of the transcript, and assistant answers as sanitised Markdown (markdown-it, then
-// DOMPurify). Exposes window.rill.render. Without the vendored libraries answers stay text.
-(() => {
-  "use strict";
+// DOMPurify); an ES module. Without the vendored libraries answers stay text.
+import { thoughtText } from "./wording.js";
+// Only http(s), mailto and relative URLs survive (no javascript:, data:, vbscript:, …).
+const SAFE_URL = /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i;
+const PURIFY_CONFIG = {
+  FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "img", "svg",
+                "math", "iframe", "object", "embed"],
+  FORBID_ATTR: ["style"],
+  ALLOWED_URI_REGEXP: SAFE_URL,
+  RETURN_DOM_FRAGMENT: true,
+};
 
-  // Only http(s), mailto and relative URLs survive (no javascript:, data:, vbscript:, …).
-  const SAFE_URL = /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i;
-  const PURIFY_CONFIG = {
-    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "img", "svg",
-                  "math", "iframe", "object", "embed"],
-    FORBID_ATTR: ["style"],
-    ALLOWED_URI_REGEXP: SAFE_URL,
-    RETURN_DOM_FRAGMENT: true,
-  };
+export function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text) node.textContent = text;
+  return node;
+}
 
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text) node.textContent = text;
-    return node;
-  }
+export function button(className, text, label) {
+  const node = element("button", `small ${className}`, text);
+  node.type = "button";
+  if (label) node.setAttribute("aria-label", label);
+  return node;
+}
 
-  function button(className, text, label) {
-    const node = element("button", `small ${className}`, text);
-    node.type = "button";
-    if (label) node.setAttribute("aria-label", label);
-    return node;
-  }
-
-  function createMarkdown() {
-    const { markdownit, DOMPurify } = window;
-    if (!markdownit || !DOMPurify || !DOMPurify.isSupported) return null;
-    const md = markdownit({ html: false, linkify: true, typographer: false });
-    // Table alignment comes as style attributes, which the CSP refuses: use classes.
-    md.core.ruler.push("rill_align", (state) => {
-      const walk = (tokens) => tokens.forEach((token) => {
-        if ((token.type === "th_open" || token.type === "td_open") && token.attrs) {
-          const style = token.attrGet("style") || "";
-          token.attrs = token.attrs.filter(([name]) => name !== "style");
-          const align = /text-align:\s*(left|right|center)/.exec(style);
-          if (align) token.attrJoin("class", `align-${align[1]}`);
-        }
-        if (token.children) walk(token.children);
-      });
-      walk(state.tokens);
-    });
-    // A model's image would load from anywhere (and could carry data out in its URL): show
-    // it as a link instead.
-    md.renderer.rules.image = (tokens, index, options, env, self) => {
-      const token = tokens[index];
-      const alt = self.renderInlineAsText(token.children || [], options, env) || "image";
-      const src = md.utils.escapeHtml(token.attrGet("src") || "");
-      return `<a href="${src}" class="image-link">${md.utils.escapeHtml(`Image: ${alt}`)}</a>`;
-    };
-    DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-      if (node.tagName === "A") {
-        if (node.hasAttribute("href")) {
-          node.setAttribute("target", "_blank");
-          node.setAttribute("rel", "noopener noreferrer");
-        }
+function createMarkdown() {
+  const { markdownit, DOMPurify } = window;
+  if (!markdownit || !DOMPurify || !DOMPurify.isSupported) return null;
+  const md = markdownit({ html: false, linkify: true, typographer: false });
+  // Table alignment comes as style attributes, which the CSP refuses: use classes.
+  md.core.ruler.push("rill_align", (state) => {
+    const walk = (tokens) => tokens.forEach((token) => {
+      if ((token.type === "th_open" || token.type === "td_open") && token.attrs) {
+        const style = token.attrGet("style") || "";
+        token.attrs = token.attrs.filter(([name]) => name !== "style");
+        const align = /text-align:\s*(left|right|center)/.exec(style);
+        if (align) token.attrJoin("class", `align-${align[1]}`);
       }
+      if (token.children) walk(token.children);
     });
-    return (source) => DOMPurify.sanitize(md.render(source), PURIFY_CONFIG);
-  }
-
-  const toFragment = createMarkdown();
-
-  // Wrap code blocks with a Copy button and tables in a scroller.
-  function enhance(root) {
-    // markdown-it puts newlines between blocks; they would only add stray spaces.
-    for (const node of [...root.childNodes]) {
-      if (node.nodeType === Node.TEXT_NODE && !node.data.trim()) node.remove();
-    }
-    for (const pre of root.querySelectorAll("pre")) {
-      const code = pre.querySelector("code");
-      const language = code && /(?:^|\s)language-(\S+)/.exec(code.className);
-      const head = element("div", "code-head");
-      head.append(element("span", "code-lang", language ? language[1] : "code"),
-                  button("copy-code", "Copy", "Copy code"));
-      const block = element("div", "code-block");
-      pre.replaceWith(block);
-      block.append(head, pre);
-    }
-    for (const table of root.querySelectorAll("table")) {
-      const wrap = element("div", "table-wrap");
-      table.replaceWith(wrap);
-      wrap.append(table);
-    }
-  }
-
-  // Show Markdown source in a .turn-text element (plain text without the libraries).
-  function renderMarkdown(target, source) {
-    if (!toFragment) {
-      target.classList.add("plain");
-      target.textContent = source;
-      return;
-    }
-    const fragment = toFragment(source);
-    enhance(fragment);
-    target.replaceChildren(fragment);
-  }
-
-  function createThinking() {
-    const details = element("details", "thinking");
-    details.hidden = true;
-    const text = element("div", "thinking-text");
-    details.append(element("summary", "", "Thinking…"), text);
-    return { details, text };
-  }
-
-  // One <li> of the transcript. User text is only ever text; an assistant answer is
-  // Markdown, re-rendered from its source by the caller.
-  function createTurn(role, content, model) {
-    const item = element("li", `turn turn-${role}`);
-    item.dataset.role = role;
-    const label = element("p", "turn-label");
-    label.append(element("span", "turn-role", role === "user" ? "You" : "Assistant"));
-    const body = element("div", "turn-text");
-    const turn = { item, label, body, thinking: null, actions: null, model: null };
-    if (role === "assistant") {
-      body.classList.add("markdown");
-      turn.thinking = createThinking();
-      turn.actions = element("div", "turn-actions");
-      turn.actions.append(button("copy-answer", "Copy", "Copy answer as Markdown"));
-      item.append(label, turn.thinking.details, body, turn.actions);
-      if (content) renderMarkdown(body, content);
-    } else {
-      body.textContent = content || "";
-      item.append(label, body);
-    }
-    if (model) setModel(turn, model);
-    return turn;
-  }
-
-  function setModel(turn, model) {
-    if (!turn.model) {
-      turn.model = element("span", "turn-model");
-      turn.label.append(turn.model);
-    }
-    turn.model.textContent = model;
-  }
-
-  // Copy text to the clipboard; resolves true when it worked. The async API needs a secure
-  // context (https or loopback); elsewhere fall back to a selection and execCommand.
-  async function copyText(text) {
-    try {
-      await navigator.clipboard.writeText(text);
-      return true;
-    } catch (_) {
-      const area = element("textarea", "clipboard-buffer");
-      area.value = text;
-      area.setAttribute("readonly", "");
-      document.body.append(area);
-      area.select();
-      let ok = false;
-      try { ok = document.execCommand("copy"); } catch (__) { ok = false; }
-      area.remove();
-      return ok;
-    }
-  }
-
-  // Briefly say on a button whether the copy worked.
-  async function copyWithFeedback(node, text) {
-    const ok = await copyText(text);
-    const before = node.dataset.label || node.textContent;
-    node.dataset.label = before;
-    node.textContent = ok ? "Copied" : "Copy failed";
-    node.classList.toggle("copied", ok);
-    clearTimeout(node.copyTimer);
-    node.copyTimer = setTimeout(() => {
-      node.textContent = before;
-      node.classList.remove("copied");
-    }, 1500);
-  }
-
-  window.rill = Object.assign(window.rill || {}, {
-    render: { element, button, createTurn, setModel, renderMarkdown, copyWithFeedback,
-              markdown: Boolean(toFragment) },
+    walk(state.tokens);
   });
-})();
+  // A model's image would load from anywhere (and could carry data out in its URL): show
+  // it as a link instead.
+  md.renderer.rules.image = (tokens, index, options, env, self) => {
+    const token = tokens[index];
+    const alt = self.renderInlineAsText(token.children || [], options, env) || "image";
+    const src = md.utils.escapeHtml(token.attrGet("src") || "");
+    return `<a href="${src}" class="image-link">${md.utils.escapeHtml(`Image: ${alt}`)}</a>`;
+  };
+  DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A") {
+      if (node.hasAttribute("href")) {
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer");
+      }
+    }
+  });
+  return (source) => DOMPurify.sanitize(md.render(source), PURIFY_CONFIG);
+}
+
+const toFragment = createMarkdown();
+
+// A region that may scroll gets the focus from the keyboard, which can then scroll it, and a
+// name that focus announces.
+function scrollable(node, label) {
+  node.tabIndex = 0;
+  node.setAttribute("role", "group");
+  node.setAttribute("aria-label", label);
+}
+
+// Wrap code blocks with a Copy button and tables in a scroller.
+function enhance(root) {
+  // markdown-it puts newlines between blocks; they would only add stray spaces.
+  for (const node of [...root.childNodes]) {
+    if (node.nodeType === Node.TEXT_NODE && !node.data.trim()) node.remove();
+  }
+  for (const pre of root.querySelectorAll("pre")) {
+    const code = pre.querySelector("code");
+    const language = code && /(?:^|\s)language-(\S+)/.exec(code.className);
+    const head = element("div", "code-head");
+    head.append(element("span", "code-lang", language ? language[1] : "code"),
+                button("copy-code", "Copy", "Copy code"));
+    scrollable(pre, language ? `Code: ${language[1]}` : "Code");
+    const block = element("div", "code-block");
+    pre.replaceWith(block);
+    block.append(head, pre);
+  }
+  for (const table of root.querySelectorAll("table")) {
+    const wrap = element("div", "table-wrap");
+    table.replaceWith(wrap);
+    wrap.append(table);
+  }
+}
+
+// Show Markdown source in a .turn-text element (plain text without the libraries).
+export function renderMarkdown(target, source) {
+  if (!toFragment) {
+    target.classList.add("plain");
+    target.textContent = source;
+    return;
+  }
+  const fragment = toFragment(source);
+  enhance(fragment);
+  target.replaceChildren(fragment);
+}
+
+function createThinking() {
+  const details = element("details", "thinking");
+  details.hidden = true;
+  const summary = element("summary", "", "Thinking…");
+  const text = element("div", "thinking-text");
+  scrollable(text, "Reasoning");
+  details.append(summary, text);
+  return { details, summary, text };
+}
+
+// Show an answer's reasoning (none: hidden): under "Thinking…" while it goes on, under
+// "Thought for N s" once it ended, thoughtMs (ms) after it began.
+export function setThinking(turn, reasoning, thoughtMs) {
+  const { details, summary, text } = turn.thinking;
+  details.hidden = !reasoning;
+  if (!reasoning) return;
+  text.textContent = reasoning;
+  summary.textContent = Number.isFinite(thoughtMs) ? thoughtText(thoughtMs) : "Thinking…";
+}
+
+// One <li> of the transcript. User text is only ever text; an assistant answer is
+// Markdown, re-rendered from its source by the caller.
+export function createTurn(role, content, model) {
+  const item = element("li", `turn turn-${role}`);
+  item.dataset.role = role;
+  const label = element("p", "turn-label");
+  label.append(element("span", "turn-role", role === "user" ? "You" : "Assistant"));
+  const body = element("div", "turn-text");
+  const turn = { item, label, body, thinking: null, actions: null, model: null };
+  if (role === "assistant") {
+    body.classList.add("markdown");
+    turn.thinking = createThinking();
+    turn.actions = element("div", "turn-actions");
+    turn.actions.append(button("copy-answer", "Copy", "Copy answer as Markdown"));
+    item.append(label, turn.thinking.details, body, turn.actions);
+    if (content) renderMarkdown(body, content);
+  } else {
+    body.textContent = content || "";
+    item.append(label, body);
+  }
+  if (model) setModel(turn, model);
+  return turn;
+}
+
+export function setModel(turn, model) {
+  if (!turn.model) {
+    turn.model = element("span", "turn-model");
+    turn.label.append(turn.model);
+  }
+  turn.model.textContent = model;
+}
+
+// Copy text to the clipboard; resolves true when it worked. The async API needs a secure
+// context (https or loopback); elsewhere fall back to a selection and execCommand.
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch (_) {
+    const area = element("textarea", "clipboard-buffer");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    document.body.append(area);
+    area.select();
+    let ok = false;
+    try { ok = document.execCommand("copy"); } catch (__) { ok = false; }
+    area.remove();
+    return ok;
+  }
+}
+
+// Briefly say on a button whether the copy worked.
+export async function copyWithFeedback(node, text) {
+  const ok = await copyText(text);
+  const before = node.dataset.label || node.textContent;
+  node.dataset.label = before;
+  node.textContent = ok ? "Copied" : "Copy failed";
+  node.classList.toggle("copied", ok);
+  clearTimeout(node.copyTimer);
+  node.copyTimer = setTimeout(() => {
+    node.textContent = before;
+    node.classList.remove("copied");
+  }, 1500);
+}

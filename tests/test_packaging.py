@@ -6,7 +6,7 @@ import subprocess
 import sys
 import zipfile
 
-from tests.wheels import build_wheel
+from tests.wheels import ROOT, build_wheel
 
 CHECK = """
 import sys
@@ -42,6 +42,11 @@ def test_the_wheel_carries_every_subpackage_template_and_static_file(tmp_path) -
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
+    # Every file of the page (its ES modules import each other by name) is in the wheel.
+    static = {path.relative_to(ROOT / "static") for path in (ROOT / "static").rglob("*")
+              if path.is_file()}
+    assert static <= {path.relative_to(site / "rill" / "static")
+                      for path in (site / "rill" / "static").rglob("*")}
     out = subprocess.run([sys.executable, "-c", CHECK, str(site)], cwd=tmp_path,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from rill.sse import (
@@ -75,40 +79,27 @@ def test_encode_comment_is_byte_exact(text: str, expected: bytes) -> None:
     assert encode_comment("ping") == HEARTBEAT
 
 
-@pytest.mark.parametrize(
-    ("chunks", "expected"),
-    [
-        ([b"data: a\n\n"], [b"a"]),
-        ([b"data:a\n\n"], [b"a"]),
-        ([b"data:  a\n\n"], [b" a"]),
-        ([b"data: a\r\n\r\n"], [b"a"]),
-        ([b"data: a\r\r"], [b"a"]),
-        ([b"data: a\r", b"\n\r", b"\ndata: b\n\n"], [b"a", b"b"]),
-        ([b"da", b"ta: a", b"bc\n", b"\n"], [b"abc"]),
-        ([b"data: a\ndata: b\n\n"], [b"a\nb"]),
-        ([b": comment\ndata: a\n\n: ping\n\n"], [b"a"]),
-        ([b"event: x\nid: 3\nretry: 5\ndata: a\n\n"], [b"a"]),
-        ([b"event: x\n\n"], []),
-        ([b"data: a\n\ndata: [DONE]"], [b"a", b"[DONE]"]),
-        ([b"data: a\n\ndata: [DONE]\r"], [b"a", b"[DONE]"]),
-        ([b"data: a"], [b"a"]),
-        ([b"data: a", b"b", b"c\r", b"\n", b"\n"], [b"abc"]),
-        ([b"data: a", b"b\r", b"data: c\r\r"], [b"ab\nc"]),
-        ([b"data: a", b"b"], [b"ab"]),
-        ([], []),
-    ],
-)
-def test_iter_data_parses_upstream_streams(chunks: list[bytes], expected: list[bytes]) -> None:
-    assert list(iter_data(chunks)) == expected
+# The parsing cases, shared with the page's parser (static/sse.js, tests/integration/test_page.py).
+SSE_CASES = json.loads((Path(__file__).with_name("sse_cases.json")).read_text("utf-8"))["cases"]
 
 
-STREAM = b'data: {"a":1}\r\n\r\n: ping\n\ndata: x\ndata: y\n\ndata: [DONE]\n\n'
+def splits(stream: bytes, chunks: list[bytes]) -> Iterator[list[bytes]]:
+    """The case's own chunks, the stream cut at every byte boundary, and byte by byte."""
+    yield chunks
+    for i in range(len(stream) + 1):
+        yield [stream[:i], stream[i:]]
+    yield [stream[i:i + 1] for i in range(len(stream))]
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
-def test_any_split_gives_the_same_events(size: int) -> None:
-    pieces = [STREAM[i:i + size] for i in range(0, len(STREAM), size)]
-    assert list(iter_data(pieces)) == [b'{"a":1}', b"x\ny", b"[DONE]"]
+@pytest.mark.parametrize("case", SSE_CASES, ids=[case["name"] for case in SSE_CASES])
+def test_iter_data_parses_the_shared_cases(case: dict) -> None:
+    """The upstream parser yields each event's data, and also an event left unfinished."""
+    chunks = [chunk.encode() for chunk in case["chunks"]]
+    expected = [event["data"].encode() for event in case["events"]]
+    if "open" in case:
+        expected.append(case["open"].encode())
+    for pieces in splits(b"".join(chunks), chunks):
+        assert list(iter_data(pieces)) == expected, pieces
 
 
 @pytest.mark.parametrize("pieces", [

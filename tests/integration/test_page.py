@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,27 +11,10 @@ from pathlib import Path
 import pytest
 
 from rill.simulator import expected_text
+from tests.integration.browser import answer_text, expect, send
 from tests.integration.conftest import ARTIFACTS, RillServer, relay_env, run_rill
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +24,6 @@ def paced_rill(simulator) -> Iterator[RillServer]:
                     RILL_ORPHAN_GRACE_SECONDS="30")
     with run_rill(env, "page") as server:
         yield server
-
-
-@pytest.fixture
-def page(browser) -> Iterator:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.console_messages = []  # type: ignore[attr-defined]
-    page.on("console", lambda m: page.console_messages.append(m.text))
-    yield page
-    context.close()
-
-
-def answer_text(page) -> str:
-    return page.locator(".turn-assistant .turn-text").last.inner_text()
 
 
 def test_answer_streams_into_the_page_token_by_token(paced_rill, page) -> None:
@@ -90,6 +59,60 @@ def test_stop_ends_the_answer_and_keeps_the_partial_text(paced_rill, page, simul
         assert time.monotonic() < deadline, "the simulator never saw its upstream closed"
         time.sleep(0.02)
     assert mine[-1]["tokens_sent"] < 30
+
+
+# The cases tests/test_sse.py runs on the upstream parser, here on static/sse.js: the module
+# the page imported (under the page's CSP, through a nonced module script), with each case's
+# bytes cut at every boundary and byte by byte, through readBody's streaming TextDecoder.
+SSE_CASES = json.loads((Path(__file__).parents[1] / "sse_cases.json").read_text("utf-8"))["cases"]
+RUN_SSE_CASES = """async (cases) => {
+    const nonce = document.querySelector("script[nonce]").nonce;
+    const entry = document.querySelector('script[type="module"]').src;
+    const loader = document.createElement("script");
+    loader.type = "module";
+    loader.nonce = nonce;
+    loader.textContent = `import * as sse from ${JSON.stringify(new URL("sse.js", entry).href)};
+        window.rillSse = sse;`;
+    document.head.append(loader);
+    while (!window.rillSse) await new Promise((resolve) => setTimeout(resolve, 10));
+    const { createParser, readBody } = window.rillSse;
+    const encoder = new TextEncoder();
+    const parse = async (pieces) => {
+        const events = [];
+        const body = new ReadableStream({ start(controller) {
+            pieces.forEach((piece) => controller.enqueue(piece));
+            controller.close();
+        } });
+        await readBody(body, createParser((e) => events.push([e.event, e.data, e.id])));
+        return JSON.stringify(events);
+    };
+    const wrong = [];
+    for (const c of cases) {
+        const chunks = c.chunks.map((text) => encoder.encode(text));
+        const stream = encoder.encode(c.chunks.join(""));
+        const splits = [chunks, Array.from(stream, (byte) => Uint8Array.of(byte))];
+        for (let i = 0; i <= stream.length; i += 1) {
+            splits.push([stream.slice(0, i), stream.slice(i)]);
+        }
+        const expected = JSON.stringify(c.events.map((e) => [e.event, e.data, e.id]));
+        for (const pieces of splits) {
+            const got = await parse(pieces);
+            if (got !== expected) {
+                const bytes = pieces.map((piece) => Array.from(piece));
+                wrong.push({ name: c.name, pieces: bytes, got, expected });
+                break;
+            }
+        }
+    }
+    return wrong;
+}"""
+
+
+def test_the_page_parses_the_shared_sse_cases(paced_rill, page) -> None:
+    page.goto(paced_rill.url)
+    wrong = page.evaluate(RUN_SSE_CASES, SSE_CASES)
+    assert wrong == []
+    assert not [m for m in page.console_messages if "Content Security Policy" in m]
 
 
 def test_error_before_the_stream_shows_its_message(simulator, browser) -> None:
@@ -139,11 +162,6 @@ def cut_proxy(paced_rill) -> Iterator[str]:
     process.kill()
     process.wait()
     process.stdout.close()
-
-
-def send(page, text: str) -> None:
-    page.fill("#prompt", text)
-    page.keyboard.press("Enter")
 
 
 def test_answer_cut_by_the_network_resumes_with_each_token_once(paced_rill, cut_proxy,
@@ -305,3 +323,23 @@ def test_conversations_stay_with_the_user_who_had_them(simulator, browser) -> No
             "bob's conversations left with bob; alice's had left when bob came"
         expect(page.locator("#conversation-list li")).to_have_count(0)
         context.close()
+
+
+def test_thinking_says_how_long_it_took_once_the_answer_begins(simulator, page) -> None:
+    env = relay_env(simulator,
+                    RILL_MODEL="sim?shape=reasoning&reasoning_tokens=15&tokens=15&itl_ms=80")
+    with run_rill(env, "page-thinking") as server:
+        page.goto(server.url)
+        send(page, "Think first")
+        thinking = page.locator(".turn-assistant .thinking")
+        expect(thinking.locator(".thinking-text")).to_contain_text("think0")
+        expect(thinking.locator("summary")).to_have_text("Thinking…")
+        thought = re.compile(r"^Thought for \d+(\.\d)? s$")
+        expect(thinking.locator("summary")).to_have_text(thought)
+        expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=15_000)
+        assert thinking.locator(".thinking-text").text_content() == "".join(
+            f"think{i} " for i in range(15))
+        assert answer_text(page) == expected_text(15).strip()
+        page.reload()
+        expect(thinking.locator("summary")).to_have_text(thought)
+        assert "think14" in thinking.locator(".thinking-text").text_content()

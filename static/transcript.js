@@ -1,0 +1,96 @@
+// The transcript: the turns of the conversation on screen, following the answer as it grows,
+// and the Copy and Regenerate buttons on its turns.
+import * as store from "./store.js";
+import * as render from "./render.js";
+import { renderSidebar } from "./sidebar.js";
+import { setStatus, state, ui, updateButtons } from "./state.js";
+
+// Follow the answer only while the reader is at the bottom; scrolling up stops that.
+function atBottom() {
+  const page = document.documentElement;
+  return window.innerHeight + window.scrollY >= page.scrollHeight - 48;
+}
+
+export function scrollToEnd() {
+  window.scrollTo({ top: document.documentElement.scrollHeight });
+}
+
+export function following(grow) {
+  const follow = atBottom();
+  grow();
+  if (follow) scrollToEnd();
+}
+
+export function showTurn(turn, index) {
+  turn.item.dataset.index = String(index);
+  ui.transcript.append(turn.item);
+  ui.emptyState.hidden = true;
+}
+
+export function noteOn(item, text) {
+  let note = item.querySelector(".turn-note");
+  if (!note) {
+    note = render.element("p", "turn-note");
+    item.append(note);
+  }
+  note.textContent = text;
+}
+
+// Regenerate sits on the last answer of the conversation on screen, when it is settled.
+export function placeRegenerate() {
+  const { run } = state;
+  const last = ui.transcript.lastElementChild;
+  const settled = last && last.dataset.role === "assistant"
+    && !(run && run.turn && run.turn.item === last);
+  if (settled) last.querySelector(".turn-actions").append(ui.regenerate);
+  else ui.regenerate.remove();
+}
+
+// Show a stored conversation (or none: a new chat), with the answer in flight if it is its.
+export function showConversation(id) {
+  const { run } = state;
+  const conversation = id ? store.get(id) : null;
+  state.currentId = conversation ? conversation.id : null;
+  store.setCurrent(state.currentId);
+  ui.transcript.replaceChildren();
+  (conversation ? conversation.messages : []).forEach((message, index) => {
+    const turn = render.createTurn(message.role, message.content, message.model);
+    if (message.status) turn.item.classList.add(message.status);
+    if (message.note) noteOn(turn.item, message.note);
+    if (message.reasoning) render.setThinking(turn, message.reasoning, message.thoughtMs);
+    showTurn(turn, index);
+  });
+  if (run && run.turn && run.conversation === state.currentId) showTurn(run.turn, run.index);
+  ui.emptyState.hidden = ui.transcript.children.length > 0;
+  if (!run) setStatus("");
+  renderSidebar();
+  placeRegenerate();
+  updateButtons();
+  scrollToEnd();
+}
+
+// The Markdown source of an answer on screen: the one in flight, or as stored.
+function sourceOf(item) {
+  const { run } = state;
+  if (run && run.turn && run.turn.item === item) return run.source;
+  const conversation = store.get(state.currentId);
+  const message = conversation && conversation.messages[Number(item.dataset.index)];
+  return message ? message.content : item.querySelector(".turn-text").textContent;
+}
+
+// Clicks on the transcript's buttons; regenerate() is called for Regenerate.
+export function wireTranscript({ regenerate }) {
+  ui.transcript.addEventListener("click", (event) => {
+    const target = event.target.closest("button");
+    if (!target) return;
+    const item = target.closest(".turn");
+    if (target === ui.regenerate) {
+      regenerate();
+    } else if (target.classList.contains("copy-code")) {
+      const code = target.closest(".code-block").querySelector("pre");
+      render.copyWithFeedback(target, code ? code.textContent : "");
+    } else if (target.classList.contains("copy-answer") && item) {
+      render.copyWithFeedback(target, sourceOf(item));
+    }
+  });
+}
