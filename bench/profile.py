@@ -35,6 +35,8 @@ def top(raw: Path, count: int = 30) -> str:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, samples = line.rpartition(" ")
+        if not samples.isdigit():  # --nonblocking can read a frame's name mid-change
+            continue
         n = int(samples)
         total += n
         frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")").split(":")[0]

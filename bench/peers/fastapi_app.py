@@ -41,6 +41,18 @@ class ChatBody(BaseModel):
     temperature: float | None = None
 
 
+def completion_params(body: ChatBody) -> dict:
+    """The SDK's ``create`` arguments for ``body``: a stream, with usage at its end."""
+    return {
+        "model": body.model,
+        "messages": [m.model_dump() for m in body.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": body.max_tokens if body.max_tokens is not None else openai.omit,
+        "temperature": body.temperature if body.temperature is not None else openai.omit,
+    }
+
+
 def _event(id_: int, event: str, data: dict) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event=event,
                            id=str(id_))
@@ -49,14 +61,7 @@ def _event(id_: int, event: str, data: dict) -> ServerSentEvent:
 @app.post("/api/chat")
 async def chat(body: ChatBody, request: Request) -> EventSourceResponse:
     stream_id = secrets.token_urlsafe(16)
-    stream = await client.chat.completions.create(
-        model=body.model,
-        messages=[m.model_dump() for m in body.messages],
-        stream=True,
-        stream_options={"include_usage": True},
-        max_tokens=body.max_tokens if body.max_tokens is not None else openai.omit,
-        temperature=body.temperature if body.temperature is not None else openai.omit,
-    )
+    stream = await client.chat.completions.create(**completion_params(body))
 
     async def events():
         n = 0

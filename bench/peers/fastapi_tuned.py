@@ -31,7 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 
-from bench.peers.fastapi_app import ChatBody, client
+from bench.peers.fastapi_app import ChatBody, client, completion_params
 
 app = FastAPI()
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -50,14 +50,9 @@ async def chat(request: Request) -> StreamingResponse:
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None  # 422, as the idiomatic peer's
     stream_id = secrets.token_urlsafe(16)
+    # Closed by events()' finally, not by a with block that ends here.
     upstream = await client.chat.completions.with_streaming_response.create(
-        model=body.model,
-        messages=[m.model_dump() for m in body.messages],
-        stream=True,
-        stream_options={"include_usage": True},
-        max_tokens=body.max_tokens if body.max_tokens is not None else openai.omit,
-        temperature=body.temperature if body.temperature is not None else openai.omit,
-    ).__aenter__()  # closed by events()' finally, not by a with block that ends here
+        **completion_params(body)).__aenter__()
 
     async def events() -> AsyncIterator[bytes]:
         n = 0
