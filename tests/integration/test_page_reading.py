@@ -63,7 +63,7 @@ def test_code_blocks_are_highlighted_with_classes_only(reading_rill, browser, sc
     expect(answer.locator(".code-lang").first).to_have_text("python")
     assert console == [], console  # no CSP violation, no error
     # Dark and light use different themes.
-    expected = {"light": "rgb(215, 58, 73)", "dark": "rgb(255, 123, 114)"}[scheme]
+    expected = {"light": "rgb(121, 40, 161)", "dark": "rgb(220, 198, 224)"}[scheme]
     assert colour(keyword) == expected
     context.close()
 
