@@ -1,5 +1,6 @@
 """axe-core finds nothing on the chat page in Chromium: at 1280 and 375 px, light and dark,
-empty, mid-stream and after the answer (issue 15, "Focus and keyboard").
+empty, mid-stream, after the answer and after Stop, with the conversation list's drawer, rename
+and delete confirmation open (issue 15, "Focus and keyboard").
 
 axe-core is vendored for the tests only (tests/vendor/, by ``scripts/vendor-frontend``) and
 injected as an init script, which the page's nonce-only CSP does not govern."""
@@ -69,5 +70,23 @@ def test_axe_finds_no_violation(axe_rill, browser, width, scheme) -> None:
     page.locator(".thinking summary").click()  # the reasoning shown
     found = violations(page)
     assert found == [], "reasoning open:\n" + "\n".join(found)
+    send(page, "Again")
+    expect(page.locator(".turn-assistant").nth(1)).to_contain_text("Plan", timeout=15_000)
+    page.click("#stop")
+    expect(page.locator("#status")).to_have_text("Stopped.")
+    found = violations(page)
+    assert found == [], "stopped:\n" + "\n".join(found)
+    if width < 700:  # the conversation list is a drawer
+        page.click("#toggle-sidebar")
+        expect(page.locator("#conversations")).to_be_in_viewport()
+        found = violations(page)
+        assert found == [], "drawer open:\n" + "\n".join(found)
+    page.get_by_role("button", name="Rename “Plan it”").click()
+    found = violations(page)
+    assert found == [], "renaming:\n" + "\n".join(found)
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Delete “Plan it”").click()
+    found = violations(page)
+    assert found == [], "delete confirmation:\n" + "\n".join(found)
     assert not [m for m in console if "Content Security Policy" in m], json.dumps(console)
     context.close()
