@@ -10,39 +10,26 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.integration.browser import expect, send
+from tests.integration.browser import AXE, expect, send, violations
 from tests.integration.conftest import RillServer, relay_env, run_rill
 
 pytestmark = pytest.mark.integration
 
-AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
 # Markdown with what an answer holds: a heading, a link, inline code, a code block, a
 # table, a list; reasoning before it; slow enough to check mid-stream.
-TEXT = ("## Plan\n\nSee [docs](https://example.com) and `x`.\n\n```python\ndef f():\n"
-        "  return 1  # one\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- one\n- two\n\n"
-        "Done now.")
-MODEL = "sim?shape=reasoning&reasoning_tokens=4&itl_ms=120&text=" + quote(TEXT)
+TEXT = ("## Plan\n[docs](https://example.com) `x`\n```python\ndef f():\n  return 1 # one\n```\n"
+        "|a|b|\n|-|-|\n|1|2|\n\n- one\n\nDone now.")
+MODEL = "sim?shape=reasoning&reasoning_tokens=4&itl_ms=120&text=" + quote(TEXT, safe="/:()[]`|-")
 
 
 @pytest.fixture(scope="module")
 def axe_rill(simulator) -> Iterator[RillServer]:
     with run_rill(relay_env(simulator, RILL_MODEL=MODEL), "page-axe") as server:
         yield server
-
-
-def violations(page) -> list[str]:
-    """axe's violations of the page as it is now: "rule (impact): targets: summary"."""
-    found = page.evaluate("""async () => {
-        const result = await axe.run(document, { resultTypes: ["violations"] });
-        return result.violations.map((v) => `${v.id} (${v.impact}): ` + v.nodes.map(
-            (n) => `${JSON.stringify(n.target)} ${n.failureSummary}`).join(" | "));
-    }""")
-    return list(found)
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.browser import expect, send
+from tests.integration.browser import AXE, expect, send, violations
 from tests.integration.conftest import RillServer, relay_env, run_rill
 
 pytestmark = pytest.mark.integration
@@ -80,6 +80,7 @@ def focused_id(page) -> str:
 def test_following_stops_when_scrolled_up_and_jump_to_latest_resumes_it(reading_rill,
                                                                          browser) -> None:
     context = browser.new_context(viewport={"width": 375, "height": 600})
+    context.add_init_script(path=str(AXE))
     page = context.new_page()
     page.goto(reading_rill.url)
     page.select_option("#model", LONG)
@@ -97,6 +98,7 @@ def test_following_stops_when_scrolled_up_and_jump_to_latest_resumes_it(reading_
     expect(answer).to_contain_text("tok160", timeout=10_000)
     assert page.evaluate("window.scrollY") == held, "scrolling up stops the following"
     assert gap_below(page) > 200
+    assert violations(page) == [], "with the button shown"
 
     page.mouse.wheel(0, 100_000)  # back to the bottom: following resumes
     expect(jump).to_be_hidden()
