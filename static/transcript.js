@@ -24,7 +24,10 @@ function noteScroll() {
   if (window.scrollY < lastY && gap > 2) follow = false;
   else if (gap <= 48) follow = true;
   lastY = window.scrollY;
-  if (jump) jump.hidden = follow || !ui.transcript.querySelector(".turn[aria-busy='true']");
+  if (!jump) return;
+  const hide = follow || !ui.transcript.querySelector(".turn[aria-busy='true']");
+  if (hide && document.activeElement === jump) focusPrompt();  // not <body>
+  jump.hidden = hide;
 }
 
 export function scrollToEnd() {

@@ -119,7 +119,9 @@ def test_following_stops_when_scrolled_up_and_jump_to_latest_resumes_it(reading_
 
     page.mouse.wheel(0, -300)
     expect(jump).to_be_visible()
+    jump.focus()
     expect(page.locator("#status")).to_have_text(re.compile("^Done"), timeout=20_000)
     expect(jump).to_be_hidden()  # only while an answer streams
+    assert focused_id(page) == "prompt", "the button that goes passes the focus on"
     assert answer.inner_text().endswith(f"tok{TOKENS - 1}")
     context.close()
