@@ -1,5 +1,6 @@
-// Turns of the transcript, and assistant answers as sanitised Markdown (markdown-it, then
-// DOMPurify); an ES module. Without the vendored libraries answers stay text.
+// Turns of the transcript, and assistant answers as sanitised Markdown (markdown-it, code
+// blocks coloured by highlight.js, then DOMPurify); an ES module. Without the vendored
+// libraries answers stay text (and code blocks uncoloured without highlight.js).
 import { thoughtText } from "./wording.js";
 // Only http(s), mailto and relative URLs survive (no javascript:, data:, vbscript:, …).
 const SAFE_URL = /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i;
@@ -25,10 +26,24 @@ export function button(className, text, label) {
   return node;
 }
 
+// A fenced code block's HTML coloured by highlight.js when it knows the block's language
+// ("" otherwise: markdown-it escapes it as plain text). highlight.js emits <span class="hljs-…">
+// only, which DOMPurify keeps and the CSP allows (no style attributes).
+function highlightCode(code, language) {
+  const { hljs } = window;
+  if (!hljs || !language || !hljs.getLanguage(language)) return "";
+  try {
+    return hljs.highlight(code, { language, ignoreIllegals: true }).value;
+  } catch (_) {
+    return "";
+  }
+}
+
 function createMarkdown() {
   const { markdownit, DOMPurify } = window;
   if (!markdownit || !DOMPurify || !DOMPurify.isSupported) return null;
-  const md = markdownit({ html: false, linkify: true, typographer: false });
+  const md = markdownit({ html: false, linkify: true, typographer: false,
+                         highlight: highlightCode });
   // Table alignment comes as style attributes, which the CSP refuses: use classes.
   md.core.ruler.push("rill_align", (state) => {
     const walk = (tokens) => tokens.forEach((token) => {

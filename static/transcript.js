@@ -3,22 +3,56 @@
 import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
-import { setStatus, state, ui, updateButtons } from "./state.js";
+import { focusPrompt, setStatus, state, ui, updateButtons } from "./state.js";
 
-// Follow the answer only while the reader is at the bottom; scrolling up stops that.
-function atBottom() {
+// Follow the answer as it grows while the reader is at the bottom. Scrolling up stops that
+// and, while an answer streams below the fold, shows "Jump to latest"; scrolling back to the
+// bottom, pressing the button or sending resumes it.
+const jump = document.getElementById("jump-latest");
+let follow = true;
+let lastY = window.scrollY;
+
+function gapBelow() {
   const page = document.documentElement;
-  return window.innerHeight + window.scrollY >= page.scrollHeight - 48;
+  return page.scrollHeight - window.innerHeight - window.scrollY;
+}
+
+// Read the reader's intent from where the page scrolled since last time. A page that got
+// shorter is clamped to its very bottom: that is no scroll up.
+function noteScroll() {
+  const gap = gapBelow();
+  if (window.scrollY < lastY && gap > 2) follow = false;
+  else if (gap <= 48) follow = true;
+  lastY = window.scrollY;
+  if (!jump) return;
+  const hide = follow || !ui.transcript.querySelector(".turn[aria-busy='true']");
+  if (hide && document.activeElement === jump) focusPrompt();  // not <body>
+  jump.hidden = hide;
 }
 
 export function scrollToEnd() {
   window.scrollTo({ top: document.documentElement.scrollHeight });
+  follow = true;
+  noteScroll();
 }
 
+// Grow the transcript with grow(), and keep its end in view if the reader follows it.
 export function following(grow) {
-  const follow = atBottom();
+  noteScroll();
   grow();
   if (follow) scrollToEnd();
+  else noteScroll();
+}
+
+// Scroll events and the "Jump to latest" button (which gives the focus to the prompt, the
+// next place to go, as it hides).
+function wireFollowing() {
+  window.addEventListener("scroll", noteScroll, { passive: true });
+  if (!jump) return;
+  jump.addEventListener("click", () => {
+    scrollToEnd();
+    focusPrompt();
+  });
 }
 
 export function showTurn(turn, index) {
@@ -80,6 +114,7 @@ function sourceOf(item) {
 
 // Clicks on the transcript's buttons; regenerate() is called for Regenerate.
 export function wireTranscript({ regenerate }) {
+  wireFollowing();
   ui.transcript.addEventListener("click", (event) => {
     const target = event.target.closest("button");
     if (!target) return;
