@@ -48,7 +48,6 @@ export function attachTurn(r) {
   r.turn.item.dataset.turn = r.base.id;
   if (r.conversation === state.currentId) {
     showTurn(r.turn, r.base.id);
-    markShown();
     scrollToEnd();
   }
   paintThinking(r);

@@ -9,7 +9,7 @@ import { renderSidebar } from "./sidebar.js";
 import { cancelOnServer, connect, resume } from "./stream.js";
 import { apiUrl, busy, chosenModel, csrfHeaders, currentRun, focusPrompt, maxStreams, notify,
          runStatus, state, ui, updateButtons } from "./state.js";
-import { scrollToEnd, showTurn } from "./transcript.js";
+import { markShown, scrollToEnd, showTurn } from "./transcript.js";
 import { LOST, STILL_WRITING, atCapacity } from "./wording.js";
 
 // Only what the API takes: roles and text, without empty (failed) answers or one in flight.
@@ -22,6 +22,7 @@ function post(r, messages) {
   const body = { messages: apiHistory(messages) };
   if (ui.modelPicker) body.model = ui.modelPicker.value;
   attachTurn(r);
+  markShown();
   runStatus(r, "Connecting…", "busy");
   renderSidebar();
   connect(r, (signal) => fetch(apiUrl, {

@@ -15,11 +15,13 @@ const STALE_MS = 20000; // an answer in flight nobody has stored progress of for
 const SWEEP_MS = 5000;
 let scheduled = 0;
 
-// Read an answer in flight (a stored turn) here, from where its stored text ends.
+// Read an answer in flight (a stored turn) here, from where its stored text ends; on screen,
+// its turn takes the place of the stored one.
 function follow(turn) {
   if (state.runs.has(turn.conversation) || !turn.streamId) return;
   const r = newRun(turn);
   attachTurn(r);
+  if (turn.conversation === state.currentId) showConversation(state.currentId);
   resume(r);
 }
 
