@@ -50,10 +50,10 @@ def shown(page) -> list[dict]:
 
 
 def current_conversation(page) -> str | None:
-    return page.evaluate("""() => {
-        const key = Object.keys(sessionStorage).find((k) => k.endsWith('current'));
-        return key ? JSON.parse(sessionStorage.getItem(key)) : null;
-    }""")
+    """The id of the conversation on screen (the sidebar's current one)."""
+    item = page.locator("#conversation-list li.active")
+    expect(item).to_have_count(1)
+    return item.get_attribute("data-id")
 
 
 def open_conversation(page, conversation: str) -> None:

@@ -141,7 +141,6 @@ def test_a_follow_up_from_another_tab_waits_and_loses_no_turn(tabs_rill, context
     second.goto(tabs_rill.url)
     conversation = current_conversation(first)
     open_conversation(second, conversation)
-    expect(answer(second)).to_have_text(re.compile(r"tok\d+"))
     send(second, "Second question")
     notice = second.locator("#notice")
     expect(notice).to_be_visible()
