@@ -200,3 +200,40 @@ def test_the_page_keeps_to_the_stream_cap_and_says_so(capped_rill, browser, cont
     finally:
         other.close()
     wait_settled(page)
+
+
+OLD_FORMAT = [  # rill.conversations as the page stored it before turns had keys of their own
+    {"id": "c-new", "title": "Renamed by hand", "updated": 2_000, "messages": [
+        {"role": "user", "content": "Newer question"},
+        {"role": "assistant", "content": "Newer **answer**", "model": "sim"},
+        {"role": "user", "content": "Follow-up"},
+        {"role": "assistant", "content": "Cut", "status": "failed", "note": "It broke."}]},
+    {"id": "c-old", "title": "Older question", "updated": 1_000, "messages": [
+        {"role": "user", "content": "Older question"},
+        {"role": "assistant", "content": "Stopped here", "status": "stopped"}]},
+]
+
+
+def test_conversations_in_the_format_before_are_converted_once(tabs_rill, context) -> None:
+    page = context.new_page()
+    page.goto(tabs_rill.url)
+    page.evaluate("""(old) => {
+        for (const key of Object.keys(localStorage)) localStorage.removeItem(key);
+        localStorage.setItem('rill.conversations', JSON.stringify(old));
+    }""", OLD_FORMAT)
+    page.reload()
+    expect(page.locator("#conversation-list li")).to_have_count(2)
+    open_conversation(page, "c-new")
+    assert page.locator("#conversation-list .conversation-title").all_inner_texts() == [
+        "Renamed by hand", "Older question"]
+    assert [(t["role"], t["text"], t["status"]) for t in shown(page)] == [
+        ("user", "Newer question", None), ("assistant", "Newer answer", None),
+        ("user", "Follow-up", None), ("assistant", "Cut", "failed")]
+    assert page.evaluate("localStorage.getItem('rill.conversations')") is None
+    conversations = stored(page)
+    assert [(t["role"], t["content"], t["status"]) for t in conversations["c-old"]] == [
+        ("user", "Older question", None), ("assistant", "Stopped here", "stopped")]
+    assert len(conversations["c-new"]) == 4
+    page.reload()  # converted once: nothing is added the second time
+    expect(page.locator("#transcript .turn")).to_have_count(4)
+    assert stored(page) == conversations
