@@ -101,12 +101,6 @@ export async function refused(r, response) {
   r.finished = true;
   const message = await refusalText(response);
   const here = r.conversation === state.currentId;
-  if (here) {
-    runStatus(r, message, "error");
-    if (response.status === 401 && ui.root.dataset.loginUrl) signInLink();
-  } else {
-    notify(message);
-  }
   r.turn.item.remove();
   store.removeTurn(r.conversation, r.base.id);
   if (r.replaced) {
@@ -121,9 +115,17 @@ export async function refused(r, response) {
     if (here && !ui.prompt.value.trim()) ui.prompt.value = r.question.content;
   }
   release(r);
+  if (here) {
+    runStatus(r, message, "error");
+    if (response.status === 401 && ui.root.dataset.loginUrl) signInLink();
+  } else {
+    notify(message);
+  }
 }
 
+// The run is over: one more answer may start (a refusal said before is out of date).
 function release(r) {
+  notify("");
   if (state.runs.get(r.conversation) === r) state.runs.delete(r.conversation);
   if (r.conversation === state.currentId) {
     following(placeRegenerate);

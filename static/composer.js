@@ -72,7 +72,9 @@ function ask(question) {
 export function regenerateLast() {
   abandonLost();
   const id = state.currentId;
-  const conversation = id && !refusal(id) ? store.get(id) : null;
+  const why = id ? refusal(id) : null;
+  notify(why || "");
+  const conversation = id && !why ? store.get(id) : null;
   const last = conversation && conversation.messages[conversation.messages.length - 1];
   if (!last || last.role !== "assistant" || last.status === "streaming") return;
   store.removeTurn(id, last.id);

@@ -166,7 +166,8 @@ def test_a_follow_up_from_another_tab_waits_and_loses_no_turn(tabs_rill, context
 
 @pytest.fixture(scope="module")
 def capped_rill(simulator) -> Iterator[RillServer]:
-    env = relay_env(simulator, RILL_MODEL=f"sim?tokens={TOKENS}&itl_ms=60",
+    # Answers long enough to be still running when another browser asks, on a slow machine.
+    env = relay_env(simulator, RILL_MODEL=f"sim?tokens={LONG_TOKENS}&itl_ms=60",
                     RILL_MAX_STREAMS_PER_CLIENT="2", RILL_ORPHAN_GRACE_SECONDS="30")
     with run_rill(env, "page-tabs-capped") as server:
         yield server
@@ -199,7 +200,7 @@ def test_the_page_keeps_to_the_stream_cap_and_says_so(capped_rill, browser, cont
         assert elsewhere.input_value("#prompt") == "Capped four"
     finally:
         other.close()
-    wait_settled(page)
+    wait_settled(page, timeout=30)
 
 
 OLD_FORMAT = [  # rill.conversations as the page stored it before turns had keys of their own
@@ -237,3 +238,23 @@ def test_conversations_in_the_format_before_are_converted_once(tabs_rill, contex
     page.reload()  # converted once: nothing is added the second time
     expect(page.locator("#transcript .turn")).to_have_count(4)
     assert stored(page) == conversations
+
+
+def test_regenerate_replaces_the_answer_in_every_tab(tabs_rill, context) -> None:
+    first = context.new_page()
+    first.goto(tabs_rill.url)
+    send(first, "Answer twice")
+    expect(first.locator("#status")).to_have_text(DONE, timeout=20_000)
+    second = context.new_page()
+    second.goto(tabs_rill.url)
+    conversation = current_conversation(first)
+    open_conversation(second, conversation)
+    first.click("#regenerate")
+    expect(answer(second)).not_to_have_text(FULL.strip())  # the new answer, live there too
+    expect(first.locator("#status")).to_have_text(DONE, timeout=20_000)
+    wait_settled(first)
+    assert [(t["role"], t["content"]) for t in stored(first)[conversation]] == [
+        ("user", "Answer twice"), ("assistant", FULL)]
+    expect(second.locator("#transcript .turn")).to_have_count(2)
+    expect(answer(second)).to_have_text(FULL.strip())
+    assert shown(first) == shown(second)
