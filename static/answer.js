@@ -68,21 +68,24 @@ export function schedulePaint(r) {
 }
 
 export function paint(r) {
-  const render1 = () => {
+  const draw = () => {
     render.renderMarkdown(r.turn.body, r.source);
     paintThinking(r);
   };
-  if (r.conversation === state.currentId) following(render1);
-  else render1();
+  if (r.conversation === state.currentId) following(draw);
+  else draw(); // off screen: nothing to scroll
   if (!r.outcome && r.phase === "streaming") runStatus(r, progressText(r), "busy");
   saveProgress(r, false);
 }
 
 // The stream id, the last event id and the text up to it are stored together, so a
-// reload, or another tab, reads on exactly after what it shows. Another tab may have settled
-// the answer, or the conversation gone: then this run lets go and shows what is stored.
+// reload, or another tab, reads on exactly after what it shows. Never past the last event
+// (done or error): a reader resuming after it would get nothing more (204) and wait for an
+// end it had already missed; the answer is stored settled instead. Another tab may have
+// settled the answer, or the conversation gone: then this run lets go and shows what is
+// stored.
 export function saveProgress(r, force) {
-  if (!r.streamId || r.finished) return;
+  if (!r.streamId || r.finished || r.outcome) return;
   const now = Date.now();
   if (!force && now - r.savedAt < SAVE_EVERY_MS) return;
   r.savedAt = now;

@@ -21,7 +21,7 @@ const user = (page && page.dataset.userKey) || "";
 const prefix = user ? `rill.u.${user}.` : "rill.";
 const TURN = `${prefix}turn.`;
 const CONV = `${prefix}conv.`;
-export const KEYS = { current: `${prefix}current`, prefix };
+export const KEYS = { current: `${prefix}current` };
 const USER_KEY = "rill.user";
 const TITLE_CHARS = 60;
 
