@@ -126,9 +126,9 @@ export async function refused(r, response) {
   }
 }
 
-// The run is over: one more answer may start (a refusal said before is out of date).
+// The run is over. (A refusal said above the composer stays until the next send, or another
+// conversation: one cleared here could vanish before it is read.)
 function release(r) {
-  notify("");
   if (state.runs.get(r.conversation) === r) state.runs.delete(r.conversation);
   if (r.conversation === state.currentId) {
     following(placeRegenerate);
