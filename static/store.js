@@ -57,11 +57,9 @@ function forgetOtherUsers() {
   try {
     if (localStorage.getItem(USER_KEY) === user) return;
     const mine = (key) => key.startsWith(prefix) && (user || !key.startsWith("rill.u."));
-    for (let i = localStorage.length - 1; i >= 0; i -= 1) {
-      const key = localStorage.key(i);
-      if (key && key.startsWith("rill.") && key !== USER_KEY && !mine(key)) {
-        localStorage.removeItem(key);
-      }
+    // The keys first, then the removals: removing reorders the keys an index walks.
+    for (const key of keys("rill.")) {
+      if (key !== USER_KEY && !mine(key)) localStorage.removeItem(key);
     }
     localStorage.setItem(USER_KEY, user);
   } catch (_) { /* storage off: nothing kept, nothing to forget */ }
