@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from rill import state
 from rill.auth import AuthError, current_user
+from rill.limits import stream_cap
 from rill.upstreams.demo import MODEL as DEMO_MODEL
 
 # Installed, this is rill/blueprints/page.py beside rill/templates and rill/static; in the
@@ -40,6 +41,7 @@ def index() -> str | Response | tuple[str, int]:
     demo = rill.upstream.demo
     models = [] if demo else [m for m in config["RILL_MODELS"] if m != "*"]
     default = DEMO_MODEL if demo else config["RILL_MODEL"]
+    cap = stream_cap()  # the user's own limit, else the setting; the page keeps to it
     return render_template(
         "rill/chat.html",
         demo=demo,
@@ -49,6 +51,7 @@ def index() -> str | Response | tuple[str, int]:
         csrf_token=generate_csrf,
         # Conversations are kept in the browser under this key: another user's are not shown.
         user_key=hashlib.sha256(user.encode()).hexdigest()[:16] if user else "",
+        max_streams=config["RILL_MAX_STREAMS_PER_CLIENT"] if cap is None else cap,
         login_url=_login_location(rill.login_url) if rill.login_url else "",
     )
 

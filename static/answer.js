@@ -1,22 +1,33 @@
 // An answer in flight (a "run"): its turn on screen, painted from its Markdown source once per
-// frame, its progress saved for a reload, and how it settles into its conversation.
+// frame, its progress stored for a reload and for the other tabs, and how it settles into its
+// conversation. Several runs go at once, one a conversation (state.runs).
 import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
-import { signInLink, setStatus, state, ui, updateButtons } from "./state.js";
-import { following, noteOn, placeRegenerate, scrollToEnd, showTurn } from "./transcript.js";
+import { notify, runStatus, signInLink, state, ui, updateButtons } from "./state.js";
+import { following, markShown, noteOn, placeRegenerate, scrollToEnd,
+         showTurn } from "./transcript.js";
 import { doneText, progressText, refusalText } from "./wording.js";
 
 const SAVE_EVERY_MS = 250;
 
-// The answer at index of a conversation, from the model chosen.
-export function newRun(conversation, index, model) {
+// The run of a stored answer turn (in flight: status "streaming"), from where the turn's
+// stored text ends (lastId, content); stream.js reads on after lastId.
+export function newRun(turn) {
   return {
-    conversation, index, model, streamId: null, lastId: -1, source: "", reasoning: "",
-    tokens: 0, started: Date.now(), firstTokenAt: 0, outcome: null, payload: null,
+    turn: null, base: {
+      id: turn.id, conversation: turn.conversation, role: "assistant", at: turn.at,
+      pair: turn.pair, n: 1, model: turn.model,
+    },
+    conversation: turn.conversation, model: turn.model, streamId: turn.streamId || null,
+    lastId: Number.isInteger(turn.lastId) ? turn.lastId : -1, source: turn.content || "",
+    reasoning: turn.reasoning || "", tokens: turn.tokens || 0,
+    started: turn.started || Date.now(), firstTokenAt: turn.firstTokenAt || 0,
+    reasoningStarted: turn.reasoningStarted || (turn.reasoning ? turn.started : 0),
+    reasoningEnded: turn.reasoningEnded || 0, outcome: null, payload: null,
     controller: null, attempts: 0, timer: 0, hiddenTimer: 0, frame: 0, savedAt: 0,
-    phase: "connecting", shutdown: null, retryAfterMs: 0, turn: null, question: null,
-    replaced: null, finished: false, reasoningStarted: 0, reasoningEnded: 0,
+    phase: "connecting", shutdown: null, retryAfterMs: 0, question: null, replaced: null,
+    finished: false, status: ["", ""],
   };
 }
 
@@ -29,11 +40,14 @@ function thoughtMs(r) {
   return r.reasoningEnded ? r.reasoningEnded - r.reasoningStarted : null;
 }
 
+// Make the run's turn (shown when its conversation is on screen) and count it in.
 export function attachTurn(r) {
+  state.runs.set(r.conversation, r);
   r.turn = render.createTurn("assistant", r.source, r.model);
   r.turn.item.setAttribute("aria-busy", "true");
+  r.turn.item.dataset.turn = r.base.id;
   if (r.conversation === state.currentId) {
-    showTurn(r.turn, r.index);
+    showTurn(r.turn, r.base.id);
     scrollToEnd();
   }
   paintThinking(r);
@@ -54,51 +68,72 @@ export function schedulePaint(r) {
 }
 
 export function paint(r) {
-  following(() => {
+  const draw = () => {
     render.renderMarkdown(r.turn.body, r.source);
     paintThinking(r);
-  });
-  if (!r.outcome && r.phase === "streaming" && r === state.run) {
-    setStatus(progressText(r), "busy");
-  }
+  };
+  if (r.conversation === state.currentId) following(draw);
+  else draw(); // off screen: nothing to scroll
+  if (!r.outcome && r.phase === "streaming") runStatus(r, progressText(r), "busy");
   saveProgress(r, false);
 }
 
 // The stream id, the last event id and the text up to it are stored together, so a
-// reload resumes exactly after what it shows.
+// reload, or another tab, reads on exactly after what it shows. Never past the last event
+// (done or error): a reader resuming after it would get nothing more (204) and wait for an
+// end it had already missed; the answer is stored settled instead. Another tab may have
+// settled the answer, or the conversation gone: then this run lets go and shows what is
+// stored.
 export function saveProgress(r, force) {
-  if (!r.streamId || r.finished) return;
+  if (!r.streamId || r.finished || r.outcome) return;
   const now = Date.now();
   if (!force && now - r.savedAt < SAVE_EVERY_MS) return;
   r.savedAt = now;
-  store.savePending({
-    conversation: r.conversation, index: r.index, streamId: r.streamId, lastId: r.lastId,
-    source: r.source, reasoning: r.reasoning, model: r.model, tokens: r.tokens,
-    started: r.started, firstTokenAt: r.firstTokenAt, reasoningStarted: r.reasoningStarted,
-    reasoningEnded: r.reasoningEnded, tab: state.tab,
+  const stored = store.putTurn({
+    ...r.base, content: r.source, status: "streaming", streamId: r.streamId,
+    lastId: r.lastId, reasoning: r.reasoning, tokens: r.tokens, started: r.started,
+    firstTokenAt: r.firstTokenAt, reasoningStarted: r.reasoningStarted,
+    reasoningEnded: r.reasoningEnded, tab: state.tab, seen: now,
   });
+  if (!stored || stored.status !== "streaming") settle(r, stored, null);
 }
 
 // Refused before streaming: the question was never answered, so it leaves the
 // conversation and goes back into the composer (a regenerated answer comes back).
 export async function refused(r, response) {
   r.finished = true;
-  setStatus(await refusalText(response), "error");
-  if (response.status === 401 && ui.root.dataset.loginUrl) signInLink();
+  const message = await refusalText(response);
+  const here = r.conversation === state.currentId;
   r.turn.item.remove();
+  store.removeTurn(r.conversation, r.base.id);
   if (r.replaced) {
-    store.update(r.conversation, (c) => c.messages.push(r.replaced));
-    if (r.conversation === state.currentId) {
+    store.putTurn(r.replaced, { create: true });
+    if (here) {
       const turn = render.createTurn("assistant", r.replaced.content, r.replaced.model);
-      showTurn(turn, r.index);
+      showTurn(turn, r.replaced.id);
     }
-  } else {
-    store.update(r.conversation, (c) => { c.messages.splice(r.index - 1, 1); });
-    if (r.question) r.question.item.classList.add("unsent");
-    if (!ui.prompt.value.trim() && r.question) ui.prompt.value = r.question.body.textContent;
+  } else if (r.question) {
+    store.removeTurn(r.conversation, r.question.id);
+    if (r.question.view) r.question.view.item.classList.add("unsent");
+    if (here && !ui.prompt.value.trim()) ui.prompt.value = r.question.content;
   }
-  state.run = null;
-  placeRegenerate();
+  release(r);
+  if (here) {
+    runStatus(r, message, "error");
+    if (response.status === 401 && ui.root.dataset.loginUrl) signInLink();
+  } else {
+    notify(message);
+  }
+}
+
+// The run is over. (A refusal said above the composer stays until the next send, or another
+// conversation: one cleared here could vanish before it is read.)
+function release(r) {
+  if (state.runs.get(r.conversation) === r) state.runs.delete(r.conversation);
+  if (r.conversation === state.currentId) {
+    following(placeRegenerate);
+    markShown();
+  }
   renderSidebar();
   updateButtons();
 }
@@ -107,12 +142,6 @@ export async function refused(r, response) {
 // or "failed" (with note, its message) when it did not end with a done or error event.
 export function finish(r, status, note) {
   if (r.finished) return;
-  r.finished = true;
-  clearTimeout(r.timer);
-  clearTimeout(r.hiddenTimer);
-  if (r.frame) cancelAnimationFrame(r.frame);
-  if (r.controller) r.controller.abort("finished");
-  r.controller = null;
   endReasoning(r);
   let kind = "error";
   let message = note;
@@ -126,28 +155,48 @@ export function finish(r, status, note) {
   } else if (status === "stopped") {
     kind = "";
   }
-  following(() => {
-    render.renderMarkdown(r.turn.body, r.source);
-    paintThinking(r);
-    r.turn.item.removeAttribute("aria-busy");
-    if (status) r.turn.item.classList.add(status);
-    if (status === "failed") noteOn(r.turn.item, message);
-  });
-  if (r === state.run) setStatus(message, kind);
-  const answer = { role: "assistant", content: r.source, model: r.model };
+  const answer = { ...r.base, content: r.source, model: r.model };
   if (status) answer.status = status;
   if (status === "failed") answer.note = message;
   if (r.reasoning) Object.assign(answer, { reasoning: r.reasoning, thoughtMs: thoughtMs(r) });
-  if (store.get(r.conversation)) {
-    store.update(r.conversation, (c) => {
-      const there = c.messages[r.index];
-      if (there && there.role === "assistant") c.messages[r.index] = answer;
-      else if (c.messages.length === r.index) c.messages.push(answer);
-    });
+  const stored = store.putTurn(answer);
+  const ours = stored && stored.content === answer.content
+    && (stored.status || "") === (answer.status || "");
+  settle(r, stored, ours ? [message, kind] : null);
+}
+
+// What a settled answer says on the status line when another tab settled it.
+function storedStatus(turn) {
+  if (turn.status === "stopped") return ["Stopped.", ""];
+  if (turn.status === "failed") return [turn.note || "The answer failed.", "error"];
+  return ["Done.", "done"];
+}
+
+// The run ends with the answer as stored (the first settlement wins, in whichever tab;
+// none: its conversation was deleted); said: [message, kind] when this tab settled it.
+export function settle(r, stored, said) {
+  if (r.finished) return;
+  r.finished = true;
+  clearTimeout(r.timer);
+  clearTimeout(r.hiddenTimer);
+  if (r.frame) cancelAnimationFrame(r.frame);
+  if (r.controller) r.controller.abort("finished");
+  r.controller = null;
+  if (stored) {
+    r.source = stored.content;
+    if (!said) said = storedStatus(stored);
+    const update = () => {
+      render.renderMarkdown(r.turn.body, r.source);
+      render.setThinking(r.turn, stored.reasoning || "", stored.thoughtMs);
+      r.turn.item.removeAttribute("aria-busy");
+      if (stored.status) r.turn.item.classList.add(stored.status);
+      if (stored.status === "failed") noteOn(r.turn.item, stored.note || said[0]);
+    };
+    if (r.conversation === state.currentId) following(update);
+    else update();
+    runStatus(r, said[0], said[1]);
+  } else {
+    r.turn.item.remove();
   }
-  if (r.streamId) store.dropPending(r.streamId);
-  if (r === state.run) state.run = null;
-  following(placeRegenerate);
-  renderSidebar();
-  updateButtons();
+  release(r);
 }

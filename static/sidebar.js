@@ -2,24 +2,27 @@
 // screens a drawer.
 import * as store from "./store.js";
 import { button, element } from "./render.js";
-import { busy, focusPrompt, state, ui } from "./state.js";
+import { focusPrompt, state, ui } from "./state.js";
 import { shortTime } from "./wording.js";
 
-function conversationItem(conversation) {
-  const { run } = state;
+// live: its answer is being written (in any tab), which the list says in words too.
+function conversationItem(conversation, live) {
   const title = conversation.title || "Untitled";
   const item = element("li", "conversation");
   item.dataset.id = conversation.id;
   const open = element("button", "conversation-open");
   open.type = "button";
-  open.append(element("span", "conversation-title", title),
-              element("time", "conversation-time", shortTime(conversation.updated)));
+  open.append(element("span", "conversation-title", title));
+  if (live) {
+    item.classList.add("live");
+    open.append(element("span", "conversation-live", "Generating"));
+  }
+  open.append(element("time", "conversation-time", shortTime(conversation.updated)));
   open.querySelector("time").dateTime = new Date(conversation.updated).toISOString();
   if (conversation.id === state.currentId) {
     item.classList.add("active");
     open.setAttribute("aria-current", "page");
   }
-  if (run && run.conversation === conversation.id && busy()) item.classList.add("live");
   const actions = element("div", "conversation-actions");
   actions.append(button("conversation-rename", "✎", `Rename “${title}”`),
                  button("conversation-delete", "✕", `Delete “${title}”`));
@@ -50,9 +53,32 @@ function focusControl(id, control) {
 // to focus = {id, control}.
 export function renderSidebar(focus = focusedControl()) {
   const conversations = store.list();
-  ui.sidebarList.replaceChildren(...conversations.map(conversationItem));
+  const live = liveSet();
+  ui.sidebarList.replaceChildren(...conversations.map((c) => conversationItem(c, live.has(c.id))));
+  ui.sidebarList.dataset.shown = signature(conversations, live);
   ui.sidebarEmpty.hidden = conversations.length > 0;
   if (focus) focusControl(focus.id, focus.control);
+}
+
+// The conversations whose answer is being written, in any tab.
+function liveSet() {
+  const live = new Set(store.streaming().map((t) => t.conversation));
+  for (const id of state.runs.keys()) live.add(id);
+  return live;
+}
+
+function signature(conversations, live) {
+  return JSON.stringify([state.currentId, ...conversations.map((c) => [
+    c.id, c.title, shortTime(c.updated), live.has(c.id)])]);
+}
+
+// Draw the list anew if another tab changed what it shows, unless a title is being edited or
+// a delete confirmed there.
+export function refreshSidebar() {
+  if (ui.sidebarList.querySelector(".renaming, .confirming")) return;
+  const conversations = store.list();
+  const live = liveSet();
+  if (ui.sidebarList.dataset.shown !== signature(conversations, live)) renderSidebar();
 }
 
 function startRename(item) {
@@ -143,8 +169,5 @@ export function wireSidebar({ open, remove }) {
   if (ui.backdrop) ui.backdrop.addEventListener("click", () => setSidebar(false));
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && ui.app.classList.contains("sidebar-open")) setSidebar(false);
-  });
-  window.addEventListener("storage", (event) => {
-    if (event.key === store.KEYS.conversations) renderSidebar();
   });
 }

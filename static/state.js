@@ -1,5 +1,6 @@
 // The chat page's elements and the state its modules share: the conversation on screen and
-// the answer in flight (one at a time), and the page furniture that shows them.
+// the answers in flight (one a conversation, several at once), and the page furniture that
+// shows them.
 import * as store from "./store.js";
 import * as render from "./render.js";
 
@@ -15,6 +16,7 @@ export const ui = {
   stopButton: $("stop"),
   retryButton: $("retry"),
   statusLine: $("status"),
+  notice: $("notice"),
   modelPicker: $("model"),
   emptyState: $("empty-state"),
   sidebar: $("conversations"),
@@ -31,6 +33,9 @@ ui.regenerate.id = "regenerate";
 const csrfMeta = document.querySelector('meta[name="csrf-token"]');
 export const csrfHeaders = csrfMeta && csrfMeta.content ? { "X-CSRFToken": csrfMeta.content } : {};
 export const apiUrl = ui.root ? ui.root.dataset.apiUrl : "";
+// The most answers this browser may have in flight at once (RILL_MAX_STREAMS_PER_CLIENT, or
+// the user's own limit); 0: no limit.
+export const maxStreams = ui.root ? Number(ui.root.dataset.maxStreams) || 0 : 0;
 
 // This tab's id: it survives a reload (sessionStorage), not a new tab.
 function tabId() {
@@ -49,13 +54,31 @@ function tabId() {
 export const state = {
   tab: tabId(),
   currentId: store.current(), // the conversation on screen
-  run: null, // the answer in flight (one at a time)
+  runs: new Map(), // conversation id: the answer in flight this tab reads
   unloading: false,
 };
+
+// The answer in flight of the conversation on screen, or null.
+export function currentRun() {
+  return (state.currentId && state.runs.get(state.currentId)) || null;
+}
 
 export function setStatus(text, kind) {
   ui.statusLine.textContent = text;
   ui.statusLine.className = kind ? `status status-${kind}` : "status";
+}
+
+// An answer's status: kept with it, and shown while its conversation is on screen.
+export function runStatus(r, text, kind) {
+  r.status = [text, kind];
+  if (r.conversation === state.currentId) setStatus(text, kind);
+}
+
+// A message about what the reader just tried (a send refused): seen, and announced, until
+// the next try or another conversation.
+export function notify(text) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = !text;
 }
 
 // Signed out while the page was open (the session ended): offer the way back in.
@@ -66,8 +89,10 @@ export function signInLink() {
   ui.statusLine.append(" ", link);
 }
 
+// The conversation on screen has an answer in flight (a lost one waits for Retry).
 export function busy() {
-  return Boolean(state.run) && state.run.phase !== "lost";
+  const run = currentRun();
+  return Boolean(run) && run.phase !== "lost";
 }
 
 export function chosenModel() {
@@ -82,7 +107,7 @@ export function focusPrompt() {
 // Enable and show the controls for the state. One that had the focus and goes (Send while
 // an answer streams, Stop when it ends, Retry once used) passes it to the prompt, not <body>.
 export function updateButtons() {
-  const { run } = state;
+  const run = currentRun();
   const focused = document.activeElement;
   ui.sendButton.disabled = busy() || !ui.prompt.value.trim();
   ui.stopButton.disabled = !run;

@@ -4,7 +4,7 @@
 import * as sse from "./sse.js";
 import { setModel } from "./render.js";
 import { endReasoning, finish, paint, refused, saveProgress, schedulePaint } from "./answer.js";
-import { apiUrl, setStatus, state, ui, updateButtons } from "./state.js";
+import { apiUrl, csrfHeaders, runStatus, state, ui, updateButtons } from "./state.js";
 import { GONE, LOST, NEVER_STARTED, progressText, retryAfterSeconds } from "./wording.js";
 
 const BACKOFF_BASE_MS = 500;
@@ -20,7 +20,7 @@ const handlers = {
       r.model = payload.model;
       setModel(r.turn, payload.model);
     }
-    setStatus("Generating…", "busy");
+    runStatus(r, "Generating…", "busy");
     saveProgress(r, true);
   },
   delta(r, payload) {
@@ -89,7 +89,7 @@ export async function connect(r, request) {
       clean = true; // a finished stream with nothing after our last event (no body)
     } else if (response.ok) {
       r.phase = "streaming";
-      if (r.streamId) setStatus(progressText(r), "busy");
+      if (r.streamId) runStatus(r, progressText(r), "busy");
       updateButtons();
       await sse.readBody(response.body,
                          sse.createParser((message) => onEvent(r, message, controller)));
@@ -128,7 +128,7 @@ function scheduleResume(r) {
   const delay = Math.max(Math.random() * ceiling, r.retryAfterMs);
   r.retryAfterMs = 0;
   r.phase = "waiting";
-  setStatus("Reconnecting…", "busy");
+  runStatus(r, "Reconnecting…", "busy");
   updateButtons();
   r.timer = setTimeout(() => {
     r.timer = 0;
@@ -137,14 +137,22 @@ function scheduleResume(r) {
   return undefined;
 }
 
+// Cancel a generation on the server (idempotent; every reader gets done "cancelled").
+export function cancelOnServer(streamId) {
+  if (!streamId) return;
+  fetch(`${apiUrl}/${encodeURIComponent(streamId)}/cancel`, { method: "POST", keepalive: true,
+                                                             headers: csrfHeaders })
+    .catch(() => {});
+}
+
 // Subscribe again to the run's stream, after the last event it applied.
 export function resume(r) {
-  if (r !== state.run || r.finished || r.controller) return;
+  if (state.runs.get(r.conversation) !== r || r.finished || r.controller) return;
   if (document.hidden) {
     pause(r);
     return;
   }
-  setStatus("Reconnecting…", "busy");
+  runStatus(r, "Reconnecting…", "busy");
   const headers = { Accept: "text/event-stream" };
   if (r.lastId >= 0) headers["Last-Event-ID"] = String(r.lastId);
   const url = `${apiUrl}/${encodeURIComponent(r.streamId)}/events`;
@@ -154,7 +162,8 @@ export function resume(r) {
 function pause(r) {
   r.phase = "paused";
   saveProgress(r, true);
-  setStatus("Paused while this tab is hidden — it picks up again when you return.", "busy");
+  runStatus(r, "Paused while this tab is hidden — it picks up again when you return.",
+            "busy");
   updateButtons();
 }
 
@@ -162,9 +171,9 @@ function connectionLost(r) {
   r.phase = "lost";
   r.attempts = 0;
   saveProgress(r, true);
-  setStatus(LOST, "error");
+  runStatus(r, LOST, "error");
   updateButtons();
-  ui.retryButton.focus({ preventScroll: true });
+  if (r.conversation === state.currentId) ui.retryButton.focus({ preventScroll: true });
 }
 
 // The server answered with an error status instead of a stream.
@@ -183,33 +192,33 @@ async function notStreamed(r, response) {
 // leaving saves its progress, and one coming back from the back/forward cache resumes.
 export function watchPageLifecycle() {
   document.addEventListener("visibilitychange", () => {
-    const r = state.run;
-    if (!r) return;
-    if (document.hidden) {
-      saveProgress(r, true);
-      const release = () => {
+    for (const r of state.runs.values()) {
+      if (document.hidden) {
+        saveProgress(r, true);
+        const release = () => {
+          r.hiddenTimer = 0;
+          if (!document.hidden || r.finished || !r.controller) return;
+          if (!r.streamId) r.hiddenTimer = setTimeout(release, 500); // not resumable yet
+          else r.controller.abort("hidden");
+        };
+        if (!r.hiddenTimer) r.hiddenTimer = setTimeout(release, HIDDEN_GRACE_MS);
+      } else {
+        clearTimeout(r.hiddenTimer);
         r.hiddenTimer = 0;
-        if (!document.hidden || r.finished || !r.controller) return;
-        if (!r.streamId) r.hiddenTimer = setTimeout(release, 500); // not resumable yet
-        else r.controller.abort("hidden");
-      };
-      if (!r.hiddenTimer) r.hiddenTimer = setTimeout(release, HIDDEN_GRACE_MS);
-    } else {
-      clearTimeout(r.hiddenTimer);
-      r.hiddenTimer = 0;
-      if (r.phase === "paused") {
-        r.attempts = 0;
-        resume(r);
+        if (r.phase === "paused") {
+          r.attempts = 0;
+          resume(r);
+        }
       }
     }
   });
   window.addEventListener("pagehide", () => {
-    if (state.run) saveProgress(state.run, true);
+    for (const r of state.runs.values()) saveProgress(r, true);
     state.unloading = true;
   });
   window.addEventListener("pageshow", (event) => {
-    const { run } = state;
     state.unloading = false;
-    if (event.persisted && run && !run.controller && !run.timer) resume(run);
+    if (!event.persisted) return;
+    for (const r of state.runs.values()) if (!r.controller && !r.timer) resume(r);
   });
 }

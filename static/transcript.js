@@ -3,7 +3,7 @@
 import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
-import { focusPrompt, setStatus, state, ui, updateButtons } from "./state.js";
+import { currentRun, focusPrompt, notify, setStatus, state, ui, updateButtons } from "./state.js";
 
 // Follow the answer as it grows while the reader is at the bottom. Scrolling up stops that
 // and, while an answer streams below the fold, shows "Jump to latest"; scrolling back to the
@@ -55,8 +55,9 @@ function wireFollowing() {
   });
 }
 
-export function showTurn(turn, index) {
-  turn.item.dataset.index = String(index);
+// Show a turn (its stored id) at the end of the transcript.
+export function showTurn(turn, id) {
+  turn.item.dataset.turn = id;
   ui.transcript.append(turn.item);
   ui.emptyState.hidden = true;
 }
@@ -72,7 +73,7 @@ export function noteOn(item, text) {
 
 // Regenerate sits on the last answer of the conversation on screen, when it is settled.
 export function placeRegenerate() {
-  const { run } = state;
+  const run = currentRun();
   const last = ui.transcript.lastElementChild;
   const settled = last && last.dataset.role === "assistant"
     && !(run && run.turn && run.turn.item === last);
@@ -80,36 +81,60 @@ export function placeRegenerate() {
   else ui.regenerate.remove();
 }
 
-// Show a stored conversation (or none: a new chat), with the answer in flight if it is its.
+// What of a conversation the transcript shows: its turns, and each settled one's text.
+function signature(conversation) {
+  if (!conversation) return "";
+  return conversation.messages.map((m) => (m.status === "streaming" ? `${m.id}~`
+    : `${m.id}:${m.status || ""}:${m.content.length}:${m.reasoning ? m.reasoning.length : 0}`))
+    .join(",");
+}
+
+// The transcript is out of date: another tab changed the conversation on screen.
+export function stale() {
+  return ui.transcript.dataset.shown !== signature(store.get(state.currentId));
+}
+
+// Show a stored conversation (or none: a new chat), with its answer in flight if this tab
+// reads it.
 export function showConversation(id) {
-  const { run } = state;
   const conversation = id ? store.get(id) : null;
+  if (state.currentId !== (conversation ? conversation.id : null)) notify("");
   state.currentId = conversation ? conversation.id : null;
   store.setCurrent(state.currentId);
+  const run = currentRun();
   ui.transcript.replaceChildren();
-  (conversation ? conversation.messages : []).forEach((message, index) => {
+  for (const message of conversation ? conversation.messages : []) {
+    if (run && run.base.id === message.id) {
+      showTurn(run.turn, message.id);
+      continue;
+    }
     const turn = render.createTurn(message.role, message.content, message.model);
-    if (message.status) turn.item.classList.add(message.status);
+    if (message.status === "streaming") turn.item.setAttribute("aria-busy", "true");
+    else if (message.status) turn.item.classList.add(message.status);
     if (message.note) noteOn(turn.item, message.note);
     if (message.reasoning) render.setThinking(turn, message.reasoning, message.thoughtMs);
-    showTurn(turn, index);
-  });
-  if (run && run.turn && run.conversation === state.currentId) showTurn(run.turn, run.index);
+    showTurn(turn, message.id);
+  }
+  ui.transcript.dataset.shown = signature(conversation);
   ui.emptyState.hidden = ui.transcript.children.length > 0;
-  if (!run) setStatus("");
+  setStatus(...(run ? run.status : ["", ""]));
   renderSidebar();
   placeRegenerate();
   updateButtons();
   scrollToEnd();
 }
 
+// The transcript shows the conversation as stored now (after this tab changed it).
+export function markShown() {
+  ui.transcript.dataset.shown = signature(store.get(state.currentId));
+}
+
 // The Markdown source of an answer on screen: the one in flight, or as stored.
 function sourceOf(item) {
-  const { run } = state;
+  const run = currentRun();
   if (run && run.turn && run.turn.item === item) return run.source;
-  const conversation = store.get(state.currentId);
-  const message = conversation && conversation.messages[Number(item.dataset.index)];
-  return message ? message.content : item.querySelector(".turn-text").textContent;
+  const turn = store.getTurn(state.currentId, item.dataset.turn);
+  return turn ? turn.content : item.querySelector(".turn-text").textContent;
 }
 
 // Clicks on the transcript's buttons; regenerate() is called for Regenerate.

@@ -5,8 +5,17 @@ export const NEVER_STARTED = "Connection lost before the answer started. Please 
 export const GONE = "This answer is no longer on the server (it expired, or the server restarted); "
   + "the part that arrived is kept.";
 
-export function plural(n, word) {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
+export const STILL_WRITING = "The answer in this conversation is still being written. "
+  + "Wait for it to finish, or stop it, then send.";
+
+// Said when this browser already has as many answers in flight as the server allows it.
+export function atCapacity(most) {
+  return `${plural(most, "answer is", "answers are")} being written already, the most at once. `
+    + "Wait for one to finish, or stop one, then send.";
+}
+
+export function plural(n, word, many = `${word}s`) {
+  return `${n} ${n === 1 ? word : many}`;
 }
 
 // Retry-After is delay-seconds or an HTTP-date (RFC 9110, section 10.2.3); null if absent.

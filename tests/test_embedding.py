@@ -190,3 +190,15 @@ def test_cookie_requests_need_the_token_even_with_a_bearer_header() -> None:
     refused = client.post("/assistant/api/chat", json=CHAT,
                           headers={"Authorization": "Bearer junk"})
     assert (refused.status_code, refused.json["error"]["code"]) == (403, "csrf_failed")
+
+
+def test_the_page_is_told_the_stream_cap_it_keeps_to() -> None:
+    """RILL_MAX_STREAMS_PER_CLIENT reaches the page as data-max-streams; a user's own
+    max_streams (RILL_USER_LIMITS) wins for that user."""
+    app = embed(host_app(), RILL_MAX_STREAMS_PER_CLIENT=3,
+                RILL_USER_LIMITS={"bob": {"max_streams": 7}})
+    app.config["WTF_CSRF_ENABLED"] = False
+    for name, cap in (("alice", "3"), ("bob", "7")):
+        client = app.test_client()
+        client.post("/login", data={"name": name})
+        assert f'data-max-streams="{cap}"' in client.get("/assistant/").get_data(as_text=True)
