@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.redis_server import RedisServer, free_port  # noqa: E402
+from bench.systems import UNCAPPED  # noqa: E402
 from rill.simulator import SimulatorProcess, expected_text  # noqa: E402
 from tests.sse_client import Event, parse  # noqa: E402
 
@@ -74,8 +75,8 @@ class Instance:
 def start_rill(name: str, redis_url: str, simulator: SimulatorProcess) -> Instance:
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RILL_"))}
-    env = {**base, "RILL_BIND": f"127.0.0.1:{port}", "RILL_REDIS_URL": redis_url,
-           "RILL_RATELIMIT_ENABLED": "false", "RILL_MAX_STREAMS_PER_CLIENT": "0",
+    # The bench's caps (one client address opens every stream and every resume).
+    env = {**base, "RILL_BIND": f"127.0.0.1:{port}", "RILL_REDIS_URL": redis_url, **UNCAPPED,
            "RILL_PRODUCER_LEASE_SECONDS": "2", "RILL_HEARTBEAT_SECONDS": "5",
            "WEB_CONCURRENCY": "1", "OPENAI_BASE_URL": simulator.base_url,
            "OPENAI_API_KEY": "sk-bench", "RILL_MODEL": "sim", "RILL_MODELS": "*"}

@@ -158,10 +158,10 @@ GUNICORN = (PY, "-m", "gunicorn")
 # per-client cap (one client opens every stream), room for 8,000 streams, and the upstream
 # closed the moment a client leaves. The limiter stays on, as deployed: it checks every
 # request (and with the Redis hub counts in Redis), about 0.15 ms of each stream start.
-RILL_ENV = {"RILL_BIND": "127.0.0.1:{port}", "RILL_RATE_LIMIT": "1000000/second",
-            "RILL_EVENTS_RATE_LIMIT": "1000000/second",
-            "RILL_MAX_STREAMS_PER_CLIENT": "0", "RILL_MAX_STREAMS": "10000",
-            "RILL_WORKER_CONNECTIONS": "10000", "RILL_ORPHAN_GRACE_SECONDS": "0"}
+UNCAPPED = {"RILL_RATE_LIMIT": "1000000/second", "RILL_EVENTS_RATE_LIMIT": "1000000/second",
+            "RILL_MAX_STREAMS_PER_CLIENT": "0", "RILL_MAX_SUBSCRIBERS_PER_CLIENT": "0",
+            "RILL_MAX_STREAMS": "10000", "RILL_WORKER_CONNECTIONS": "10000"}
+RILL_ENV = {"RILL_BIND": "127.0.0.1:{port}", **UNCAPPED, "RILL_ORPHAN_GRACE_SECONDS": "0"}
 RILL_ARGV = (*GUNICORN, "-c", "gunicorn.conf.py", "app:app")
 # The FastAPI peers: one uvicorn process on uvloop and httptools, the SDK's pool raised so it
 # never queues.
