@@ -41,7 +41,6 @@ def index() -> str | Response | tuple[str, int]:
     demo = rill.upstream.demo
     models = [] if demo else [m for m in config["RILL_MODELS"] if m != "*"]
     default = DEMO_MODEL if demo else config["RILL_MODEL"]
-    cap = stream_cap()  # the user's own limit, else the setting; the page keeps to it
     return render_template(
         "rill/chat.html",
         demo=demo,
@@ -51,7 +50,7 @@ def index() -> str | Response | tuple[str, int]:
         csrf_token=generate_csrf,
         # Conversations are kept in the browser under this key: another user's are not shown.
         user_key=hashlib.sha256(user.encode()).hexdigest()[:16] if user else "",
-        max_streams=config["RILL_MAX_STREAMS_PER_CLIENT"] if cap is None else cap,
+        max_streams=rill.caps.client_cap(stream_cap()),  # the page keeps to the server's cap
         login_url=_login_location(rill.login_url) if rill.login_url else "",
     )
 

@@ -50,8 +50,6 @@ class AccessLogger(Logger):
         headers = getattr(req, "headers", req)
         headers = headers.items() if hasattr(headers, "items") else headers
         req = SimpleNamespace(headers=[h for h in headers if h[0].lower() in named["i"]])
-        sent = getattr(resp, "sent", None)
-        resp = SimpleNamespace(status=resp.status, headers=[
-            h for h in resp.headers if h[0].lower() in named["o"]], **(
-                {"sent": sent} if sent is not None else {}))
+        resp = SimpleNamespace(status=resp.status, sent=getattr(resp, "sent", None), headers=[
+            h for h in resp.headers if h[0].lower() in named["o"]])
         return super().atoms(resp, req, environ, request_time)  # type: ignore[no-any-return]

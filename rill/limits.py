@@ -148,6 +148,11 @@ class StreamCaps:
         self.active: Counter[str] = Counter()
         self.total = 0
 
+    def client_cap(self, cap: int | None = None) -> int:
+        """A client's cap: ``cap`` (a user's own, :func:`stream_cap`), else this one's
+        ``per_client``; 0 means none."""
+        return self.per_client if cap is None else cap
+
     def acquire(self, key: str, stream_id: str = "", cap: int | None = None) -> Slot:
         """Take a slot for ``key``; release it with :meth:`Slot.release` when the stream ends.
 
@@ -159,7 +164,7 @@ class StreamCaps:
         if self.per_worker and self.total >= self.per_worker:
             raise Unavailable("This server is carrying as many answers as it can. "
                               "Please try again shortly.", retry_after=5)
-        per_client = self.per_client if cap is None else cap
+        per_client = self.client_cap(cap)
         if per_client and not self._take_client_slot(key, stream_id, per_client):
             raise self.counted.error(self.counted.refusal.format(cap=per_client),
                                      retry_after=5)

@@ -176,19 +176,12 @@ class DataDecoder:
 
     def end(self) -> list[bytes]:
         """The stream ended: return the event left open, if any."""
+        # The line left open ends with the stream: parsed as feed() parses every line.
+        events = self.feed(b"\n") if self._line and not self.overflow else []
         if self.overflow:
             return []
-        pending = b"".join(self._line).rstrip(b"\r")
-        self._line, self._line_bytes = [], 0
-        if self._at_start:
-            pending = pending.removeprefix(_BOM)
-        if pending.startswith(b"data:"):
-            value = pending[5:]
-            self._data.append(value[1:] if value.startswith(b" ") else value)
-        elif pending == b"data":
-            self._data.append(b"")
         data, self._data, self._data_bytes, self._counted = self._data, [], 0, 0
-        return [b"\n".join(data)] if data else []
+        return [*events, b"\n".join(data)] if data else events
 
     def _overflow(self) -> None:
         """Drop what is held; the mark in ``_line`` sends every later read to the check."""

@@ -140,6 +140,12 @@ def relay_env(simulator: SimulatorProcess, **overrides: str) -> dict[str, str]:
     }
 
 
+def page_env(simulator: SimulatorProcess, **overrides: str) -> dict[str, str]:
+    """:func:`relay_env` for the chat page in a browser: Rill's default orphan grace, so a
+    Stop must cancel the answer on the server, not merely disconnect from it."""
+    return relay_env(simulator, **{"RILL_ORPHAN_GRACE_SECONDS": "30", **overrides})
+
+
 @pytest.fixture(scope="session")
 def rill(simulator: SimulatorProcess) -> Iterator[RillServer]:
     """One gunicorn gevent worker relaying the simulator, shared by the session."""

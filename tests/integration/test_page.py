@@ -12,16 +12,14 @@ import pytest
 
 from rill.simulator import expected_text
 from tests.integration.browser import answer_text, expect, send
-from tests.integration.conftest import ARTIFACTS, RillServer, relay_env, run_rill
+from tests.integration.conftest import ARTIFACTS, RillServer, page_env, relay_env, run_rill
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def paced_rill(simulator) -> Iterator[RillServer]:
-    # The default orphan grace: Stop must cancel on the server, not merely disconnect.
-    env = relay_env(simulator, RILL_MODEL="sim?tokens=30&itl_ms=60&ttft_ms=200",
-                    RILL_ORPHAN_GRACE_SECONDS="30")
+    env = page_env(simulator, RILL_MODEL="sim?tokens=30&itl_ms=60&ttft_ms=200")
     with run_rill(env, "page") as server:
         yield server
 
@@ -271,8 +269,7 @@ def test_screenshots_mid_stream_and_with_a_code_block(simulator, browser, width,
 
 def test_a_hidden_tab_releases_its_stream_and_resumes_when_shown(simulator, page) -> None:
     """Ten tabs must not hold the browser's six HTTP/1.1 connections per origin."""
-    env = relay_env(simulator, RILL_MODEL="sim?tokens=100&itl_ms=60",
-                    RILL_ORPHAN_GRACE_SECONDS="30")
+    env = page_env(simulator, RILL_MODEL="sim?tokens=100&itl_ms=60")
     with run_rill(env, "page-hidden") as server:
         page.goto(server.url)
         send(page, "Hide and seek")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.integration.browser import expect, send
-from tests.integration.conftest import RillServer, relay_env, run_rill
+from tests.integration.conftest import RillServer, page_env, run_rill
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +21,7 @@ CODE = "sim?itl_ms=5&text=" + quote("```python\n" + "x_" * 60 + "\n```\n")
 
 @pytest.fixture(scope="module")
 def keys_rill(simulator) -> Iterator[RillServer]:
-    env = relay_env(simulator, RILL_MODEL=SHORT, RILL_MODELS=f"{SHORT},{SLOW},{CODE}",
-                    RILL_ORPHAN_GRACE_SECONDS="30")
+    env = page_env(simulator, RILL_MODEL=SHORT, RILL_MODELS=f"{SHORT},{SLOW},{CODE}")
     with run_rill(env, "page-focus") as server:
         yield server
 

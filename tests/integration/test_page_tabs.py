@@ -19,7 +19,7 @@ from tests.integration.browser import (
     shown,
     stored,
 )
-from tests.integration.conftest import RillServer, relay_env, run_rill
+from tests.integration.conftest import RillServer, page_env, run_rill
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,7 @@ DONE = re.compile("^Done")
 
 @pytest.fixture(scope="module")
 def tabs_rill(simulator) -> Iterator[RillServer]:
-    # The default orphan grace: a Stop must cancel on the server, not merely disconnect.
-    env = relay_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=f"{MODEL},{LONG}",
-                    RILL_ORPHAN_GRACE_SECONDS="30")
+    env = page_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=f"{MODEL},{LONG}")
     with run_rill(env, "page-tabs") as server:
         yield server
 
@@ -52,6 +50,18 @@ def answer(page):
     return page.locator("#transcript .turn-assistant .turn-text").last
 
 
+def two_tabs(context, url: str, question: str, seen: str) -> tuple:
+    """A first tab that asks ``question`` and shows its answer up to token ``seen``, then a
+    second tab opened on the page."""
+    first = context.new_page()
+    first.goto(url)
+    send(first, question)
+    expect(answer(first)).to_have_text(re.compile(rf"{seen}\b"))
+    second = context.new_page()
+    second.goto(url)
+    return first, second
+
+
 def wait_settled(page, timeout: float = 20) -> None:
     """Until no answer is stored as in flight."""
     deadline = time.monotonic() + timeout
@@ -61,12 +71,7 @@ def wait_settled(page, timeout: float = 20) -> None:
 
 
 def test_a_second_tab_opened_mid_stream_shows_the_live_answer(tabs_rill, context) -> None:
-    first = context.new_page()
-    first.goto(tabs_rill.url)
-    send(first, "Stream for two tabs")
-    expect(answer(first)).to_have_text(re.compile(r"tok5\b"))
-    second = context.new_page()
-    second.goto(tabs_rill.url)
+    first, second = two_tabs(context, tabs_rill.url, "Stream for two tabs", "tok5")
     opened = time.monotonic()
     expect(answer(second)).to_have_text(re.compile(r"tok\d+"), timeout=1_000)
     assert time.monotonic() - opened < 1.5
@@ -133,12 +138,7 @@ def test_three_conversations_stream_at_once_and_stop_stops_only_its_own(
 
 
 def test_a_follow_up_from_another_tab_waits_and_loses_no_turn(tabs_rill, context) -> None:
-    first = context.new_page()
-    first.goto(tabs_rill.url)
-    send(first, "First question")
-    expect(answer(first)).to_have_text(re.compile(r"tok2\b"))
-    second = context.new_page()
-    second.goto(tabs_rill.url)
+    first, second = two_tabs(context, tabs_rill.url, "First question", "tok2")
     conversation = current_conversation(first)
     open_conversation(second, conversation)
     send(second, "Second question")
@@ -167,8 +167,8 @@ def test_a_follow_up_from_another_tab_waits_and_loses_no_turn(tabs_rill, context
 @pytest.fixture(scope="module")
 def capped_rill(simulator) -> Iterator[RillServer]:
     # Answers long enough to be still running when another browser asks, on a slow machine.
-    env = relay_env(simulator, RILL_MODEL=f"sim?tokens={LONG_TOKENS}&itl_ms=60",
-                    RILL_MAX_STREAMS_PER_CLIENT="2", RILL_ORPHAN_GRACE_SECONDS="30")
+    env = page_env(simulator, RILL_MODEL=f"sim?tokens={LONG_TOKENS}&itl_ms=60",
+                    RILL_MAX_STREAMS_PER_CLIENT="2")
     with run_rill(env, "page-tabs-capped") as server:
         yield server
 

@@ -18,7 +18,7 @@ from tests.integration.browser import (
     send,
     stored,
 )
-from tests.integration.conftest import RillServer, relay_env, run_rill
+from tests.integration.conftest import RillServer, page_env, run_rill
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,7 @@ NEVER_STARTED = "Connection lost before the answer started. Please send again."
 
 @pytest.fixture(scope="module")
 def random_rill(simulator) -> Iterator[RillServer]:
-    env = relay_env(simulator, RILL_MODEL=f"sim?tokens={TOKENS}&itl_ms=40&ttft_ms=50",
-                    RILL_ORPHAN_GRACE_SECONDS="30")
+    env = page_env(simulator, RILL_MODEL=f"sim?tokens={TOKENS}&itl_ms=40&ttft_ms=50")
     with run_rill(env, "page-tabs-random") as server:
         yield server
 
