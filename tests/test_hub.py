@@ -387,6 +387,7 @@ def test_redis_a_follower_that_always_has_data_stays_present(redis_server) -> No
         elsewhere.leave(stream, "another")
 
     gevent.spawn_later(3.5, another_tab_comes_and_goes)
+    flushed(producing)  # the stream reaches Redis before another worker looks for it
     events = events_only(read_events(elsewhere, stream))  # always data: never idle
     assert events[-1].json["finish_reason"] == "stop"  # not cancelled at STARTUP_SECONDS
     producing.close()

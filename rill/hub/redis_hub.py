@@ -55,6 +55,7 @@ from .redis_io import (
     execute,
     guard,
     meta_key,
+    shared,
     subs_key,
     worker_key,
 )
@@ -106,7 +107,7 @@ class RedisHub:
 
     @functools.cached_property
     def redis(self) -> Any:
-        return connect(self.url, self.timeout)
+        return shared(self.url, self.timeout)
 
     @functools.cached_property
     def signals(self) -> Any:

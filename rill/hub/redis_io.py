@@ -1,7 +1,8 @@
 """The Redis hub's connections to Redis, a fixed number per worker whatever the streams:
 
-- :func:`connect`: the client for one Redis or a Redis Cluster (``redis+cluster://``), with a
-  blocking pool of ``POOL_SIZE`` connections for requests (remote reads, owner checks).
+- :func:`shared`: the worker's one request-time client (:func:`connect`: one Redis or a Redis
+  Cluster, ``redis+cluster://``), a blocking pool of ``POOL_SIZE`` connections that the hub
+  (remote reads, owner checks, flushes), the stream caps and the rate limiter share.
 - :class:`Flusher`: one greenlet writing every stream's new records in one pipelined round
   trip per flush, then one ``PUBLISH`` naming the streams it wrote.
 - :class:`~rill.hub.redis_listener.Listener`: one pub/sub connection for cancels and leaves
@@ -55,25 +56,53 @@ def connect(url: str, timeout: float, *, pool_size: int = POOL_SIZE, **options: 
     and the wait for a free connection of the pool; past it, redis-py raises an error
     in :data:`ERRORS`."""
     options = {"socket_connect_timeout": timeout, "socket_timeout": timeout, **options}
-    scheme = urlsplit(url).scheme
-    if scheme.endswith("+cluster"):
-        parts = urlsplit(url)
-        hosts = parts.netloc.rsplit("@", 1)[-1].split(",")
-        nodes = [redis.cluster.ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1]))
-                 for h in hosts]
-        auth = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
-        user, _, password = auth.rpartition(":")
-        return redis.RedisCluster(
-            startup_nodes=nodes, ssl=scheme.startswith("rediss"), username=user or None,
-            password=password or None, max_connections=pool_size,
-            connection_pool_class=redis.BlockingConnectionPool, **options)
+    if urlsplit(url).scheme.endswith("+cluster"):
+        return redis.RedisCluster(**cluster_options(url, pool_size), timeout=timeout, **options)
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size,
                                                  timeout=timeout, **options)
     return redis.Redis(connection_pool=pool)
 
 
+def cluster_options(url: str, pool_size: int = POOL_SIZE) -> dict[str, Any]:
+    """``redis.RedisCluster`` keywords for ``redis+cluster://[user:password@]host:port[,…]``
+    (``rediss+cluster://``: TLS): every node a startup node, and a blocking pool of
+    ``pool_size`` connections per node. The first node goes as ``url``: redis-py uses
+    ``connection_pool_class`` only then, else each node gets a pool that raises "Too many
+    connections" past its size instead of waiting."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+    return {"url": f"{scheme}://{auth + '@' if auth else ''}{first}",
+            "startup_nodes": [redis.cluster.ClusterNode(h.rsplit(":", 1)[0],
+                                                        int(h.rsplit(":", 1)[1]))
+                              for h in others],
+            "max_connections": pool_size,
+            "connection_pool_class": redis.BlockingConnectionPool}
+
+
+_shared: dict[tuple[str, float], Any] = {}
+
+
+def shared(url: str, timeout: float) -> Any:
+    """The process's request-time client for ``url`` (:func:`connect`, ``POOL_SIZE``
+    connections), made on first use and kept: the hub, the stream caps and the rate limiter
+    of every app in the process share it, so a worker holds at most ``POOL_SIZE`` of them
+    however many requests wait (each waits up to ``timeout`` s for a free one). A pool
+    made before a fork resets itself in the child (redis-py checks the pid). Raises what
+    :func:`connect` raises (a cluster client connects when made; nothing is kept then)."""
+    key = (url, timeout)
+    client = _shared.get(key)
+    if client is None:
+        client = _shared[key] = connect(url, timeout)
+    return client
+
+
 def disconnect(client: Any) -> None:
-    """Close every connection of a client from :func:`connect` (it owns its pool)."""
+    """Close every connection of a client from :func:`connect` (it owns its pool); a
+    :func:`shared` one is then made anew on next use (a closed cluster client is spent)."""
+    for key in [k for k, v in _shared.items() if v is client]:
+        del _shared[key]
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         pool.disconnect()
