@@ -99,9 +99,13 @@ def init_limiter(app: Flask, limits: Mapping[str, Callable[[], str]]) -> Limiter
         storage = config["RILL_RATELIMIT_STORAGE_URI"]
         if config["RILL_REDIS_URL"] and storage == "memory://":
             storage = config["RILL_REDIS_URL"]
+        # A Redis storage gets limits' own pool, a connection per concurrent check: a
+        # bounded pool starves under a burst (bench/PROFILE.md, "Redis connections").
+        timeout = config["RILL_REDIS_TIMEOUT_SECONDS"]  # a Redis storage's, as Rill's own
         limiter = Limiter(key_func=client_key, storage_uri=storage,
-                          storage_options=_storage_options(
-                              storage, config["RILL_REDIS_TIMEOUT_SECONDS"]),
+                          storage_options={"socket_timeout": timeout,
+                                           "socket_connect_timeout": timeout}
+                          if storage.startswith("redis") else {},
                           enabled=config["RILL_RATELIMIT_ENABLED"], strategy="fixed-window",
                           # A store that is down should not turn requests into 500s; the hub
                           # answers 503 hub_unavailable on its own when it is the same Redis.
@@ -115,26 +119,6 @@ def init_limiter(app: Flask, limits: Mapping[str, Callable[[], str]]) -> Limiter
         limited = limiter.limit(limit, key_func=client_key)
         app.view_functions[view] = limited(app.view_functions[view])  # type: ignore[assignment]
     return limiter
-
-
-def _storage_options(uri: str, timeout: float) -> dict[str, Any]:
-    """A Redis storage's options: the worker's shared pool (:func:`rill.hub.redis_io.shared`)
-    for one Redis, so the limiter adds no connections to the hub's ``POOL_SIZE`` (left to
-    itself, ``limits`` opens one per concurrent request); for a cluster, a blocking pool of
-    as many per node; for the other schemes (Sentinel, a socket), ``limits``' own pool.
-    Timeouts (seconds) as Rill's own."""
-    scheme = uri.split("://", 1)[0]
-    if not scheme.startswith("redis"):
-        return {}
-    from .hub import redis_io  # the Redis extra; a memory storage needs none of it
-
-    if scheme in ("redis", "rediss"):
-        return {"connection_pool": redis_io.shared(uri, timeout).connection_pool}
-    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if scheme.endswith("+cluster"):  # limits makes the client; the nodes again, harmless
-        options.update(redis_io.cluster_options(uri))
-        del options["startup_nodes"]
-    return options
 
 
 @dataclass(frozen=True)

@@ -286,16 +286,11 @@ def test_every_refusal_is_counted_by_its_code(client) -> None:
 
 
 @pytest.mark.parametrize("store", ["redis_server", "redis_cluster"])
-def test_rate_limit_counts_in_redis_on_the_workers_bounded_pool(store, request) -> None:
-    """With ``RILL_REDIS_URL`` the limit counts in Redis (every worker shares it), on the
-    worker's shared pool (one Redis) or a bounded blocking one per node (a cluster): left to
-    itself, flask-limiter's storage opened a connection per concurrent request."""
+def test_rate_limit_counts_in_redis_on_one_node_and_on_a_cluster(store, request) -> None:
+    """With ``RILL_REDIS_URL`` the limit counts in Redis, so every worker shares it."""
     import secrets
 
-    import redis
-
     from app import create_app
-    from rill.hub import redis_io
     from tests.conftest import TEST_CONFIG, FakeUpstream
 
     url = request.getfixturevalue(store).url
@@ -303,20 +298,14 @@ def test_rate_limit_counts_in_redis_on_the_workers_bounded_pool(store, request) 
                       "RILL_RATE_LIMIT": "2/minute"})
     app.extensions["rill"].upstream = fake = FakeUpstream()
     address = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = address  # its own count in the shared Redis
-    for _ in range(2):
+    for _ in range(2):  # two apps: two workers
+        client = create_app({**TEST_CONFIG, "RILL_REDIS_URL": url,
+                             "RILL_RATELIMIT_ENABLED": True,
+                             "RILL_RATE_LIMIT": "2/minute"}).test_client()
+        client.application.extensions["rill"].upstream = fake
+        client.environ_base["REMOTE_ADDR"] = address  # its own count in the shared Redis
         fake.enqueue([DONE])
         assert client.post("/api/chat", json=USER).status_code == 200
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
     assert client.post("/api/chat", json=USER).json["error"]["code"] == "rate_limited"
-    storage = next(iter(app.extensions["limiter"]))._storage.storage
-    pools = ([storage.connection_pool] if store == "redis_server" else
-             [node.redis_connection.connection_pool
-              for node in storage.get_nodes() if node.redis_connection])
-    assert pools
-    for pool in pools:
-        assert isinstance(pool, redis.BlockingConnectionPool)
-        assert pool.max_connections == redis_io.POOL_SIZE
-    if store == "redis_server":
-        timeout = app.config["RILL_REDIS_TIMEOUT_SECONDS"]
-        assert pools[0] is redis_io.shared(url, timeout).connection_pool

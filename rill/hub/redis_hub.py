@@ -110,6 +110,11 @@ class RedisHub:
         return shared(self.url, self.timeout)
 
     @functools.cached_property
+    def flushing(self) -> Any:
+        """The flusher's: one round trip at a time, never behind requests in the pool."""
+        return connect(self.url, self.timeout, pool_size=2)
+
+    @functools.cached_property
     def signals(self) -> Any:
         """The listener's: it waits for messages indefinitely, so no read timeout."""
         return connect(self.url, self.timeout, pool_size=2, socket_timeout=None,
@@ -160,7 +165,7 @@ class RedisHub:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         self.listener.stop()
-        for client in ("redis", "signals"):
+        for client in ("redis", "flushing", "signals"):
             if client in self.__dict__:
                 disconnect(self.__dict__[client])
 

@@ -2,9 +2,10 @@
 
 - :func:`shared`: the worker's one request-time client (:func:`connect`: one Redis or a Redis
   Cluster, ``redis+cluster://``), a blocking pool of ``POOL_SIZE`` connections that the hub
-  (remote reads, owner checks, flushes), the stream caps and the rate limiter share.
+  (remote reads, owner checks, cancels) and the stream caps share.
 - :class:`Flusher`: one greenlet writing every stream's new records in one pipelined round
-  trip per flush, then one ``PUBLISH`` naming the streams it wrote.
+  trip per flush, then one ``PUBLISH`` naming the streams it wrote, on a connection of its
+  own: a burst of requests waiting for the shared pool never delays a flush.
 - :class:`~rill.hub.redis_listener.Listener`: one pub/sub connection for cancels and leaves
   meant for producers here, and the flush notices of workers whose streams are followed here.
 - :class:`~rill.hub.heartbeat.Heartbeat`: one native thread renewing this worker's lease key,
@@ -86,9 +87,9 @@ _shared: dict[tuple[str, float], Any] = {}
 
 def shared(url: str, timeout: float) -> Any:
     """The process's request-time client for ``url`` (:func:`connect`, ``POOL_SIZE``
-    connections), made on first use and kept: the hub, the stream caps and the rate limiter
-    of every app in the process share it, so a worker holds at most ``POOL_SIZE`` of them
-    however many requests wait (each waits up to ``timeout`` s for a free one). A pool
+    connections), made on first use and kept: the hub and the stream caps of every app in
+    the process share it, so a worker holds at most ``POOL_SIZE`` of them however many
+    requests wait (each waits up to ``timeout`` s for a free one). A pool
     made before a fork resets itself in the child (redis-py checks the pid). Raises what
     :func:`connect` raises (a cluster client connects when made; nothing is kept then)."""
     key = (url, timeout)
@@ -145,8 +146,9 @@ def notice_channel(worker: str) -> str:
 class Flusher:
     """Writes what producers here appended: every flush is one pipeline for all the streams
     with new records (one ``XADD`` each, its entry holding those records), and one
-    ``PUBLISH`` of their ids on this worker's notice channel. Records appended during a round
-    trip go in the next one, so a slow Redis gets fewer, larger flushes."""
+    ``PUBLISH`` of their ids on this worker's notice channel, on the hub's ``flushing``
+    client (a connection of its own). Records appended during a round trip go in the next
+    one, so a slow Redis gets fewer, larger flushes."""
 
     def __init__(self, hub: Any, local: MemoryHub) -> None:
         self.hub, self.local = hub, local
@@ -189,7 +191,7 @@ class Flusher:
 
     def _write(self, batch: dict[str, Stream]) -> None:
         hub = self.hub
-        pipe = hub.redis.pipeline(transaction=False)
+        pipe = hub.flushing.pipeline(transaction=False)
         plan: list[tuple[str, Stream, int, int]] = []  # stream, its end, its XADD's index
         for stream_id, stream in batch.items():
             start, end = stream.sent_end, stream.end
@@ -225,7 +227,7 @@ class Flusher:
             return
         notice = (notice_channel(hub.worker), " ".join(p[0] for p in plan))
         try:
-            results = execute(hub.redis, pipe, notice, raise_on_error=False)
+            results = execute(hub.flushing, pipe, notice, raise_on_error=False)
         except ERRORS as exc:
             self._unreachable(exc, {p[0]: p[1] for p in plan})
             return

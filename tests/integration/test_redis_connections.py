@@ -1,8 +1,10 @@
 """A worker's Redis connections stay bounded however many streams start at once (issue 12).
 
-A real gunicorn gevent worker with the Redis hub, its rate limiter and per-client caps on,
-and its own redis-server (other test files share theirs), takes a burst of streams started
-together; redis-server's ``connected_clients`` is sampled the whole time.
+A real gunicorn gevent worker with the Redis hub and per-client stream caps on, and its own
+redis-server (other test files share theirs), takes a burst of streams started together;
+redis-server's ``connected_clients`` is sampled the whole time. (flask-limiter's Redis
+storage, when rate limits are on, opens a connection per concurrent check on top: README,
+Sizing.)
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from tests.integration.conftest import ask, relay_env, run_rill, sim_model
 pytestmark = pytest.mark.integration
 
 STREAMS = 300
-# The shared request pool, the listener's pub/sub connection and the heartbeat's, each
-# with one spare.
-BUDGET = POOL_SIZE + 4
+# The shared request pool; the flusher's, the listener's and the heartbeat's connections,
+# each with one spare.
+BUDGET = POOL_SIZE + 6
 
 
 def _burst(port: int, body: bytes, count: int, timeout: float = 60.0) -> list[bytes]:
@@ -56,9 +58,8 @@ def _burst(port: int, body: bytes, count: int, timeout: float = 60.0) -> list[by
 
 
 def test_a_burst_of_streams_uses_a_bounded_number_of_redis_connections(simulator) -> None:
-    """Before, flask-limiter's Redis storage opened a connection per concurrent request and
-    the stream caps had their own pool: 106 connections from one worker in bench's `held`.
-    Now the hub, the caps and the limiter share one pool of ``POOL_SIZE``."""
+    """The hub's request work and the stream caps share one pool of ``POOL_SIZE`` (the caps
+    had a pool of their own), and the flusher has a connection of its own."""
     server = RedisServer()
     peak, stop = [0], threading.Event()
 
@@ -70,8 +71,7 @@ def test_a_burst_of_streams_uses_a_bounded_number_of_redis_connections(simulator
             time.sleep(0.01)
         client.close()
 
-    env = relay_env(simulator, RILL_REDIS_URL=server.url, RILL_RATELIMIT_ENABLED="true",
-                    RILL_RATE_LIMIT="1000000/second", RILL_MAX_STREAMS="10000",
+    env = relay_env(simulator, RILL_REDIS_URL=server.url, RILL_MAX_STREAMS="10000",
                     RILL_MAX_STREAMS_PER_CLIENT="10000", RILL_WORKER_CONNECTIONS="10000")
     sampler = threading.Thread(target=sample, daemon=True)
     try:
@@ -85,8 +85,6 @@ def test_a_burst_of_streams_uses_a_bounded_number_of_redis_connections(simulator
     finally:
         stop.set()
         server.stop()
-    done = [a for a in answers if b"event: done" in a]
-    assert len(done) == STREAMS, (
-        f"{STREAMS - len(done)} streams did not complete; one: {next(iter(set(answers) - set(done)), b'')[:600]!r}")
-    print(f"peak {peak[0]} Redis connections")
+    unfinished = [a for a in answers if b"event: done" not in a]
+    assert not unfinished, f"{len(unfinished)} did not complete; one: {unfinished[0][:600]!r}"
     assert 0 < peak[0] <= BUDGET, f"the worker held up to {peak[0]} Redis connections"
