@@ -16,7 +16,8 @@ from .chat_request import LAST_EVENT_ID, allowed_models
 ERROR_CODES: dict[int, list[str]] = {
     400: ["invalid_json", "invalid_body", "unknown_field", "invalid_messages",
           "invalid_model", "invalid_max_tokens", "invalid_temperature",
-          "invalid_last_event_id"],
+          "invalid_last_event_id", "client_tools_disabled", "invalid_tools",
+          "invalid_tool_choice"],
     401: ["unauthorized"],
     403: ["insufficient_scope", "cross_site_request", "csrf_failed"],
     404: ["stream_not_found", "not_found"],
