@@ -4,6 +4,7 @@ carrying the results is answered in text; every server's shape; resume; refusals
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -106,11 +107,31 @@ def take(response: requests.Response, count: int) -> list[Event]:
     return seen
 
 
-def test_a_resume_mid_way_through_tool_calls_replays_them_exactly(tools_rill) -> None:
+@contextlib.contextmanager
+def two_instances(request, simulator, backend: str) -> Iterator[tuple[RillServer, RillServer]]:
+    """The module's server twice (memory), or two sharing one redis-server."""
+    if backend == "memory":
+        server = request.getfixturevalue("tools_rill")
+        yield server, server
+        return
+    env = relay_env(simulator, RILL_CLIENT_TOOLS="true", RILL_ORPHAN_GRACE_SECONDS="30",
+                    RILL_REDIS_URL=request.getfixturevalue("redis_server").url)
+    with run_rill(env, "client-tools-a") as a, run_rill(env, "client-tools-b") as b:
+        yield a, b
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_resume_mid_way_through_tool_calls_replays_them_exactly(request, simulator,
+                                                                   backend) -> None:
+    with two_instances(request, simulator, backend) as (a, b):
+        resume_mid_way(a, b)
+
+
+def resume_mid_way(a: RillServer, b: RillServer) -> None:
     model, _ = sim_model(tools="parallel", calls=3, itl_ms=40)
-    first = take(tools_rill.chat({"messages": [USER], "model": model, "tools": TOOLS}), 4)
+    first = take(a.chat({"messages": [USER], "model": model, "tools": TOOLS}), 4)
     stream_id = first[0].json["stream_id"]
-    response = requests.get(f"{tools_rill.url}/api/chat/{stream_id}/events",
+    response = requests.get(f"{b.url}/api/chat/{stream_id}/events",
                             headers={"Last-Event-ID": first[-1].id}, stream=True, timeout=30)
     rest = read(response)
     assert rest[0].event == "tool_call", "the cut was mid-way through the calls"
@@ -118,7 +139,7 @@ def test_a_resume_mid_way_through_tool_calls_replays_them_exactly(tools_rill) ->
     assert [e.id for e in events] == [str(i) for i in range(len(events))]
     assert len(calls_of(events)) == 3
     assert events[-1].json["finish_reason"] == "tool_calls"
-    again = events_only(parse([requests.get(f"{tools_rill.url}/api/chat/{stream_id}/events",
+    again = events_only(parse([requests.get(f"{a.url}/api/chat/{stream_id}/events",
                                             timeout=30).content]))
     assert [(e.id, e.event, e.data) for e in again] == [
         (e.id, e.event, e.data) for e in events]
