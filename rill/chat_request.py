@@ -113,7 +113,10 @@ def _message(message: dict[str, Any], role: str, where: str,
     """One message as relayed, and its characters (content and tool call arguments)."""
     content, per_message = message.get("content"), config["RILL_MAX_MESSAGE_CHARS"]
     calls = None
-    if role == "assistant" and "tool_calls" in message:  # present only with client tools
+    if message.get("tool_calls") is not None:  # only with client tools; null is absent
+        if role != "assistant":
+            raise _bad("messages", f"Only an assistant message may have `tool_calls`, not "
+                       f"`{where}`.", f"{where}.tool_calls")
         calls = chat_tools.tool_calls(message["tool_calls"], f"{where}.tool_calls",
                                       config["RILL_MAX_TOOL_CALLS"])
     if not isinstance(content, str) and not (calls and content is None):

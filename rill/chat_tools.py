@@ -30,8 +30,9 @@ _FUNCTION_KEYS = frozenset({"name", "description", "parameters", "strict"})
 
 def refuse_unless_enabled(body: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Raise :class:`ClientToolsDisabled` if ``body`` uses tools and ``RILL_CLIENT_TOOLS``
-    is off: a ``tools`` or ``tool_choice`` field, a ``tool`` message, or an assistant
-    message's ``tool_calls`` (``param`` names the first)."""
+    is off: a ``tools`` or ``tool_choice`` field, a ``tool`` message, or a message's
+    ``tool_calls`` (``param`` names the first). A message's null ``tool_calls`` is absent,
+    as clients that serialize every field send it."""
     if config["RILL_CLIENT_TOOLS"]:
         return
     for field in ("tools", "tool_choice"):
@@ -42,7 +43,7 @@ def refuse_unless_enabled(body: Mapping[str, Any], config: Mapping[str, Any]) ->
         if isinstance(message, dict):
             if message.get("role") == "tool":
                 raise ClientToolsDisabled(param=f"messages[{i}].role")
-            if "tool_calls" in message:
+            if message.get("tool_calls") is not None:
                 raise ClientToolsDisabled(param=f"messages[{i}].tool_calls")
 
 

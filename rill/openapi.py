@@ -99,7 +99,9 @@ def _add_tools(request: dict[str, Any], message: dict[str, Any],
     """Describe client tools in ``request`` (OpenAI's ``tools``, ``tool_choice``, ``tool``
     messages and assistant ``tool_calls``). What JSON Schema cannot state is checked all
     the same: distinct names, each ``function`` at most ``RILL_MAX_TOOL_SCHEMA_BYTES``,
-    and each ``tool`` message answering a call of the assistant message before it."""
+    ``tool_choice`` naming an offered tool, and each ``tool`` message answering a call of
+    the assistant message before it. A null ``tools``, ``tool_choice`` or ``tool_calls`` is
+    absent."""
     name = {"type": "string", "pattern": f"^{TOOL_NAME.pattern}$"}
     call_id = {"type": "string", "pattern": f"^{TOOL_CALL_ID.pattern}$"}
     tool = {"type": "object", "additionalProperties": False, "required": ["type", "function"],
@@ -124,13 +126,11 @@ def _add_tools(request: dict[str, Any], message: dict[str, Any],
     result = {"type": "object", "additionalProperties": True,
               "required": ["role", "tool_call_id", "content"], "properties": {
                   "role": {"const": "tool"}, "tool_call_id": call_id, "content": content}}
-    message_no_calls = {**message, "not": {"required": ["tool_calls"]}}
-    request["properties"]["messages"]["items"] = {"oneOf": [message_no_calls, assistant,
-                                                            result]}
-    request["properties"]["tools"] = {"type": "array", "items": tool, "minItems": 1,
-                                      "maxItems": config["RILL_MAX_TOOLS"]}
+    request["properties"]["messages"]["items"] = {"oneOf": [message, assistant, result]}
+    request["properties"]["tools"] = {"oneOf": [{"type": "null"}, {
+        "type": "array", "items": tool, "minItems": 1, "maxItems": config["RILL_MAX_TOOLS"]}]}
     request["properties"]["tool_choice"] = {"oneOf": [
-        {"enum": list(TOOL_CHOICES)},
+        {"enum": [*TOOL_CHOICES, None]},
         {"type": "object", "additionalProperties": False, "required": ["type", "function"],
          "properties": {"type": {"const": "function"}, "function": {
              "type": "object", "additionalProperties": False, "required": ["name"],
@@ -146,7 +146,7 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"type": "object", "additionalProperties": True,
                                "required": ["role", "content"], "properties": {
                                    "role": {"enum": ["system", "user", "assistant"]},
-                                   "content": content}}
+                                   "content": content, "tool_calls": {"type": "null"}}}
     request = {"type": "object", "additionalProperties": False, "required": ["messages"],
                "properties": {
                    "messages": {"type": "array", "items": message, "minItems": 1,

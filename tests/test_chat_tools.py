@@ -43,6 +43,16 @@ def test_type_may_be_left_out_of_a_call_and_content_may_be_text_beside_it() -> N
     assert request.tools is None and request.tool_choice is None
 
 
+def test_null_tool_fields_are_absent() -> None:
+    """Clients that serialize every field send ``"tool_calls": null`` on plain messages."""
+    body: dict = {"messages": [USER, {"role": "assistant", "content": "Hi", "tool_calls": None},
+                               USER]}
+    for config, extra in ((DEFAULTS, {}), (ON, {"tools": None, "tool_choice": None})):
+        request = validate(copy.deepcopy({**body, **extra}), config)
+        assert request.messages[1] == {"role": "assistant", "content": "Hi"}
+        assert (request.tools, request.tool_choice) == (None, None)
+
+
 @pytest.mark.parametrize("choice", ["auto", "none", "required"])
 def test_tool_choice_words(choice: str) -> None:
     assert validate({"messages": [USER], "tools": [WEATHER], "tool_choice": choice},
@@ -126,6 +136,7 @@ def with_call(**changes: object) -> dict:
 @pytest.mark.parametrize(("messages", "param", "words"), [
     ([USER, {"role": "assistant", "content": None}], "messages[1].content", "string"),
     ([USER, {**ASSISTANT, "tool_calls": []}], "messages[1].tool_calls", "1 to 64"),
+    ([{**USER, "tool_calls": [CALL]}], "messages[0].tool_calls", "Only an assistant"),
     ([USER, {**ASSISTANT, "tool_calls": "call"}], "messages[1].tool_calls", "1 to 64"),
     ([USER, {**ASSISTANT, "tool_calls": ["call"]}], "messages[1].tool_calls[0]", '"id"'),
     ([USER, {**ASSISTANT, "tool_calls": [with_call(type="custom")]}],

@@ -28,7 +28,7 @@ def test_tools_are_described_only_when_client_tools_are_on() -> None:
     off = request_schema({**DEFAULTS})["properties"]
     assert "tools" not in off and "tool_choice" not in off
     on = request_schema({**ON, "RILL_MAX_TOOLS": 5, "RILL_MAX_TOOL_CALLS": 7})["properties"]
-    assert on["tools"]["maxItems"] == 5
+    assert on["tools"]["oneOf"][1]["maxItems"] == 5
     roles = [variant["properties"]["role"] for variant in on["messages"]["items"]["oneOf"]]
     assert roles == [{"enum": ["system", "user", "assistant"]}, {"const": "assistant"},
                      {"const": "tool"}]
@@ -41,6 +41,7 @@ GOOD = [
      "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
     {"messages": [USER, ASSISTANT, RESULT]},
     {"messages": [USER, {**ASSISTANT, "content": "Looking."}, RESULT, USER]},
+    {"messages": [{**USER, "tool_calls": None}], "tools": None, "tool_choice": None},
 ]
 BAD = [
     {"messages": [USER], "tools": []},
@@ -52,6 +53,7 @@ BAD = [
     {"messages": [USER, {"role": "assistant", "content": None}]},
     {"messages": [USER, {**RESULT, "tool_call_id": "has space"}]},
     {"messages": [USER, {"role": "tool", "content": "x"}]},
+    {"messages": [{**USER, "tool_calls": ASSISTANT["tool_calls"]}]},
 ]
 
 
