@@ -200,3 +200,12 @@ def test_the_tool_limits_are_settings() -> None:
     with pytest.raises(InvalidRequest, match="1 to 1 tool calls"):
         validate({"messages": [USER, two]}, config)
     assert validate({"messages": [USER], "tools": tools_of(2)}, config).tools == tools_of(2)
+
+
+@pytest.mark.parametrize("config", [{"RILL_CLIENT_TOOLS": True}])
+def test_the_demo_answers_a_tools_follow_up_whose_assistant_content_is_null(client) -> None:
+    """The demo counted prompt words with ``content.split()``: a null content was a 500."""
+    body = {"messages": [USER, ASSISTANT, RESULT], "tools": [WEATHER]}
+    response = client.post("/api/chat", json=body)
+    assert response.status_code == 200
+    assert b"event: done" in response.get_data()
