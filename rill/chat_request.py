@@ -16,21 +16,30 @@ from typing import Any
 
 import orjson
 
+from . import chat_tools
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-ROLES = frozenset({"system", "user", "assistant"})
-KNOWN_FIELDS = frozenset({"messages", "model", "max_tokens", "temperature"})
+ROLES = frozenset({"system", "user", "assistant"})  # and "tool", with RILL_CLIENT_TOOLS
+KNOWN_FIELDS = frozenset({"messages", "model", "max_tokens", "temperature", "tools",
+                          "tool_choice"})
 LAST_EVENT_ID = re.compile(r"[0-9]{0,18}", re.ASCII)  # as the OpenAPI document's pattern
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A validated chat request: plain values, safe to hand to a greenlet."""
+    """A validated chat request: plain values, safe to hand to a greenlet.
 
-    messages: list[dict[str, str]]
+    ``messages`` are ``{"role", "content"}``, plus ``tool_call_id`` (role ``tool``) or
+    ``tool_calls`` (role ``assistant``, whose ``content`` may then be ``None``); ``tools``
+    and ``tool_choice`` as OpenAI's request has them, ``None`` when not offered.
+    """
+
+    messages: list[dict[str, Any]]
     model: str
     max_tokens: int | None = None
     temperature: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 def parse_body(raw: bytes, content_type: str | None, max_bytes: int) -> Any:
@@ -60,18 +69,23 @@ def validate(body: Any, config: Mapping[str, Any]) -> ChatRequest:
             f"Unknown field {unknown[0]!r}; allowed: {', '.join(sorted(KNOWN_FIELDS))}.",
             code="unknown_field", param=unknown[0],
         )
+    chat_tools.refuse_unless_enabled(body, config)
+    tools = chat_tools.tools(body.get("tools"), config)
     return ChatRequest(
         messages=_messages(body.get("messages"), config),
         model=_model(body.get("model"), config),
         max_tokens=_max_tokens(body.get("max_tokens"), config["RILL_MAX_TOKENS"]),
         temperature=_temperature(body.get("temperature")),
+        tools=tools,
+        tool_choice=chat_tools.tool_choice(body.get("tool_choice"), tools),
     )
 
 
-def _messages(value: Any, config: Mapping[str, Any]) -> list[dict[str, str]]:
-    most, per_message = config["RILL_MAX_MESSAGES"], config["RILL_MAX_MESSAGE_CHARS"]
+def _messages(value: Any, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    most = config["RILL_MAX_MESSAGES"]
     if not isinstance(value, list) or not 1 <= len(value) <= most:
         raise _bad("messages", f"`messages` must be a list of 1 to {most} messages.")
+    roles = ROLES | {"tool"} if config["RILL_CLIENT_TOOLS"] else ROLES
     total = 0
     messages = []
     for i, message in enumerate(value):
@@ -79,21 +93,47 @@ def _messages(value: Any, config: Mapping[str, Any]) -> list[dict[str, str]]:
         if not isinstance(message, dict):
             raise _bad("messages", f"`{where}` must be an object with `role` and `content`.",
                        where)
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(role, str) or role not in ROLES:  # a dict is unhashable
-            raise _bad("messages", f"`{where}.role` must be one of: system, user, assistant.",
-                       f"{where}.role")
-        if not isinstance(content, str):
-            raise _bad("messages", f"`{where}.content` must be a string.", f"{where}.content")
-        if len(content) > per_message:
-            raise _bad("messages", f"`{where}.content` is longer than {per_message} "
-                       "characters.", f"{where}.content")
-        total += len(content)
-        messages.append({"role": role, "content": content})
+        role = message.get("role")
+        if not isinstance(role, str) or role not in roles:  # a dict is unhashable
+            raise _bad("messages", f"`{where}.role` must be one of: "
+                       f"{', '.join(sorted(roles))}.", f"{where}.role")
+        kept, chars = _message(message, role, where, config)
+        total += chars
+        messages.append(kept)
     if total > config["RILL_MAX_TOTAL_CHARS"]:
         raise _bad("messages", "The messages together are longer than "
                    f"{config['RILL_MAX_TOTAL_CHARS']} characters.")
+    if config["RILL_CLIENT_TOOLS"]:
+        chat_tools.check_answers(messages)
     return messages
+
+
+def _message(message: dict[str, Any], role: str, where: str,
+             config: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """One message as relayed, and its characters (content and tool call arguments)."""
+    content, per_message = message.get("content"), config["RILL_MAX_MESSAGE_CHARS"]
+    calls = None
+    if message.get("tool_calls") is not None:  # only with client tools; null is absent
+        if role != "assistant":
+            raise _bad("messages", f"Only an assistant message may have `tool_calls`, not "
+                       f"`{where}`.", f"{where}.tool_calls")
+        calls = chat_tools.tool_calls(message["tool_calls"], f"{where}.tool_calls",
+                                      config["RILL_MAX_TOOL_CALLS"])
+    if not isinstance(content, str) and not (calls and content is None):
+        raise _bad("messages", f"`{where}.content` must be a string"
+                   f"{' (or null, with `tool_calls`)' if calls else ''}.", f"{where}.content")
+    chars = len(content or "") + sum(len(c["function"]["arguments"]) for c in calls or ())
+    if chars > per_message:
+        raise _bad("messages", f"`{where}.content` is longer than {per_message} characters"
+                   f"{' (with its tool call arguments)' if calls else ''}.",
+                   f"{where}.content")
+    kept: dict[str, Any] = {"role": role, "content": content}
+    if calls:
+        kept["tool_calls"] = calls
+    if role == "tool":
+        kept["tool_call_id"] = chat_tools.call_id_of(message.get("tool_call_id"),
+                                                     f"{where}.tool_call_id")
+    return kept, chars
 
 
 def allowed_models(config: Mapping[str, Any]) -> list[str]:

@@ -146,6 +146,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_MAX_MESSAGES", 256, int, "Most messages in one request."),
     Setting("RILL_MAX_MESSAGE_CHARS", 100_000, int, "Most characters in one message."),
     Setting("RILL_MAX_TOTAL_CHARS", 400_000, int, "Most characters in all messages together."),
+    Setting("RILL_CLIENT_TOOLS", False, _bool,
+            "Accept OpenAI-style tool calling from clients: `tools`, `tool_choice`, `tool` "
+            "messages and assistant `tool_calls` in a request, and the upstream's tool calls "
+            "streamed back as `tool_call` events; off: such a request is a 400 "
+            "`client_tools_disabled`."),
+    Setting("RILL_MAX_TOOLS", 32, _positive_int, "Most tools in one request's `tools`."),
+    Setting("RILL_MAX_TOOL_SCHEMA_BYTES", 16_384, _positive_int,
+            "Largest tool definition (its `function`: name, description and JSON Schema "
+            "`parameters`) as compact JSON, in bytes."),
+    Setting("RILL_MAX_TOOL_CALLS", 64, _positive_int,
+            "Most tool calls in one assistant message of a request."),
     Setting("RILL_MAX_TOKENS", 4096, int,
             "Largest `max_tokens` a request may ask for, and the `max_tokens` sent upstream "
             "when it names none (keep it within what your model can produce)."),

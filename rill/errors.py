@@ -52,6 +52,15 @@ class InvalidRequest(RillError):
     message = "The request is not valid."
 
 
+class ClientToolsDisabled(InvalidRequest):
+    """A request used tools (``tools``, ``tool_choice``, a ``tool`` message, an assistant's
+    ``tool_calls``) while ``RILL_CLIENT_TOOLS`` is off."""
+
+    code = "client_tools_disabled"
+    message = ("Tool calling is not enabled on this server: `tools`, `tool_choice`, `tool` "
+               "messages and assistant `tool_calls` are refused.")
+
+
 class RequestTimeout(RillError):
     status = 408
     code = "request_timeout"
@@ -182,11 +191,12 @@ class UpstreamMalformed(UpstreamError):
 
 
 class UpstreamUnsupported(UpstreamError):
-    """The provider answered in a form Rill does not relay (tool calls)."""
+    """The provider answered in a form Rill does not relay: tool calls to a request that
+    offered no tools, or a legacy ``function_call``."""
 
     code = "upstream_unsupported"
-    message = ("The model provider answered with tool calls, which Rill does not relay; "
-               "the answer is incomplete.")
+    message = ("The model provider answered with a tool call this request did not offer, "
+               "which Rill does not relay; the answer is incomplete.")
 
 
 class UpstreamStalled(UpstreamError):

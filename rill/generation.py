@@ -9,7 +9,9 @@ limit (``timeout``), a stall (``upstream_stalled``), a cancel, or an orphan past
 append to this worker's memory), so a producer may call it from an event-loop callback.
 
 Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta`` and
-``reasoning`` ``{"content"}``; then ``done`` ``{"finish_reason", "usage"}`` or ``error``
+``reasoning`` ``{"content"}``; ``tool_call`` ``{"index", "id", "name", "arguments"}`` (the
+first event of each call with its ``id`` and ``name``, later ones with them null: see
+:mod:`rill.upstreams.tool_calls`); then ``done`` ``{"finish_reason", "usage"}`` or ``error``
 ``{"code", "message"}``.
 """
 
@@ -92,7 +94,7 @@ class Generation:
         """Append events read together from the upstream (one read of its socket)."""
         if self.stopping:
             return
-        self._tokens += sum(1 for kind, _ in events if kind == "delta")
+        self._tokens += sum(1 for kind, _ in events if kind in ("delta", "tool_call"))
         self.last_chunk_at = time.monotonic()
         self._append(events)
 
@@ -220,19 +222,25 @@ class Generation:
             if type(claimed) is int and claimed >= 0:  # else the deltas counted stand
                 self._tokens = claimed
         self.hub.append(self.stream_id, records)
-        if self._first_token_at is None and any(r[1] in ("delta", "reasoning")
+        if self._first_token_at is None and any(r[1] in ("delta", "reasoning", "tool_call")
                                                 for r in records):
             self._first_token_at = time.monotonic()
 
 
 def _merge(events: list[Event], next_id: int) -> list[Record]:
-    """Number ``events`` from ``next_id``, merging runs of same-kind text events; nothing
-    after a terminal event."""
+    """Number ``events`` from ``next_id``, merging runs of same-kind text events, and a
+    ``tool_call`` fragment into the one before it of the same call (which keeps its ``id``
+    and ``name``: the merged event is still the call's first, or a later one); nothing after
+    a terminal event."""
     records: list[Record] = []
     for kind, payload in events:
-        if (kind in ("delta", "reasoning") and records and records[-1][1] == kind):
-            last = records[-1]
+        last = records[-1] if records else None
+        if last is not None and last[1] == kind and kind in ("delta", "reasoning"):
             records[-1] = (last[0], kind, {"content": last[2]["content"] + payload["content"]})
+        elif (last is not None and last[1] == kind == "tool_call" and payload["id"] is None
+              and last[2]["index"] == payload["index"]):
+            arguments = last[2]["arguments"] + payload["arguments"]
+            records[-1] = (last[0], kind, {**last[2], "arguments": arguments})
         else:
             records.append((next_id + len(records), kind, payload))
         if kind in TERMINAL:

@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .chat_request import LAST_EVENT_ID, allowed_models
+from .chat_tools import TOOL_CALL_ID, TOOL_CHOICES, TOOL_NAME
 
 ERROR_CODES: dict[int, list[str]] = {
     400: ["invalid_json", "invalid_body", "unknown_field", "invalid_messages",
           "invalid_model", "invalid_max_tokens", "invalid_temperature",
-          "invalid_last_event_id"],
+          "invalid_last_event_id", "client_tools_disabled", "invalid_tools",
+          "invalid_tool_choice"],
     401: ["unauthorized"],
     403: ["insufficient_scope", "cross_site_request", "csrf_failed"],
     404: ["stream_not_found", "not_found"],
@@ -44,6 +46,17 @@ EVENT_DATA: dict[str, dict[str, Any]] = {  # the JSON ``data`` of each event typ
               "properties": {"stream_id": {"type": "string"}, "model": {"type": "string"}}},
     "delta": _TEXT,
     "reasoning": _TEXT,
+    # A fragment of a tool call (RILL_CLIENT_TOOLS): the first of each call has its id and
+    # name, later ones have them null and carry more of its JSON arguments.
+    "tool_call": {"type": "object", "additionalProperties": False,
+                  "required": ["index", "id", "name", "arguments"], "properties": {
+                      "index": {"type": "integer", "minimum": 0},
+                      "id": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
+                      "arguments": {"type": "string"}},
+                  "oneOf": [{"properties": {"id": {"type": "string"},
+                                            "name": {"type": "string"}}},
+                            {"properties": {"id": {"type": "null"}, "name": {"type": "null"},
+                                            "arguments": {"minLength": 1}}}]},
     "done": {"type": "object", "additionalProperties": False,
              "required": ["finish_reason", "usage"], "properties": {
                  "finish_reason": {"type": ["string", "null"]},
@@ -74,10 +87,54 @@ def _error(status: int, codes: list[str]) -> dict[str, Any]:
 
 
 def _stream_response() -> dict[str, Any]:
-    return {"description": "Server-Sent Events: `start`, then `delta`/`reasoning`, then "
-                           "`done` or `error`; ids from 0; `: ping` comments in silences.",
+    return {"description": "Server-Sent Events: `start`, then `delta`/`reasoning` (and "
+                           "`tool_call`, with client tools), then `done` or `error`; ids "
+                           "from 0; `: ping` comments in silences.",
             "content": {"text/event-stream": {
                 "itemSchema": {"$ref": "#/components/schemas/StreamEvent"}}}}
+
+
+def _add_tools(request: dict[str, Any], message: dict[str, Any],
+               config: Mapping[str, Any]) -> None:
+    """Describe client tools in ``request`` (OpenAI's ``tools``, ``tool_choice``, ``tool``
+    messages and assistant ``tool_calls``). What JSON Schema cannot state is checked all
+    the same: distinct names, each ``function`` at most ``RILL_MAX_TOOL_SCHEMA_BYTES``,
+    ``tool_choice`` naming an offered tool, and each ``tool`` message answering a call of
+    the assistant message before it. A null ``tools``, ``tool_choice`` or ``tool_calls`` is
+    absent."""
+    name = {"type": "string", "pattern": f"^{TOOL_NAME.pattern}$"}
+    call_id = {"type": "string", "pattern": f"^{TOOL_CALL_ID.pattern}$"}
+    tool = {"type": "object", "additionalProperties": False, "required": ["type", "function"],
+            "properties": {"type": {"const": "function"}, "function": {
+                "type": "object", "additionalProperties": False, "required": ["name"],
+                "properties": {"name": name, "description": {"type": "string"},
+                               "parameters": {"type": "object",
+                                              "properties": {"type": {"const": "object"}}},
+                               "strict": {"type": "boolean"}}}}}
+    call = {"type": "object", "additionalProperties": True, "required": ["id", "function"],
+            "properties": {"id": call_id, "type": {"const": "function"}, "function": {
+                "type": "object", "additionalProperties": True,
+                "required": ["name", "arguments"],
+                "properties": {"name": name, "arguments": {"type": "string"}}}}}
+    content = message["properties"]["content"]
+    assistant = {"type": "object", "additionalProperties": True,
+                 "required": ["role", "tool_calls"], "properties": {
+                     "role": {"const": "assistant"},
+                     "content": {"oneOf": [content, {"type": "null"}]},
+                     "tool_calls": {"type": "array", "items": call, "minItems": 1,
+                                    "maxItems": config["RILL_MAX_TOOL_CALLS"]}}}
+    result = {"type": "object", "additionalProperties": True,
+              "required": ["role", "tool_call_id", "content"], "properties": {
+                  "role": {"const": "tool"}, "tool_call_id": call_id, "content": content}}
+    request["properties"]["messages"]["items"] = {"oneOf": [message, assistant, result]}
+    request["properties"]["tools"] = {"oneOf": [{"type": "null"}, {
+        "type": "array", "items": tool, "minItems": 1, "maxItems": config["RILL_MAX_TOOLS"]}]}
+    request["properties"]["tool_choice"] = {"oneOf": [
+        {"enum": [*TOOL_CHOICES, None]},
+        {"type": "object", "additionalProperties": False, "required": ["type", "function"],
+         "properties": {"type": {"const": "function"}, "function": {
+             "type": "object", "additionalProperties": False, "required": ["name"],
+             "properties": {"name": name}}}}]}
 
 
 def document(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,11 +142,11 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
     allowed = allowed_models(config)
     model = ({"type": "string", "minLength": 1, "maxLength": 256} if "*" in allowed
              else {"enum": allowed})
-    message = {"type": "object", "additionalProperties": True,
-               "required": ["role", "content"], "properties": {
-                   "role": {"enum": ["system", "user", "assistant"]},
-                   "content": {"type": "string",
-                               "maxLength": config["RILL_MAX_MESSAGE_CHARS"]}}}
+    content = {"type": "string", "maxLength": config["RILL_MAX_MESSAGE_CHARS"]}
+    message: dict[str, Any] = {"type": "object", "additionalProperties": True,
+                               "required": ["role", "content"], "properties": {
+                                   "role": {"enum": ["system", "user", "assistant"]},
+                                   "content": content, "tool_calls": {"type": "null"}}}
     request = {"type": "object", "additionalProperties": False, "required": ["messages"],
                "properties": {
                    "messages": {"type": "array", "items": message, "minItems": 1,
@@ -98,6 +155,8 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                    "max_tokens": {"type": "integer", "minimum": 1,
                                   "maximum": config["RILL_MAX_TOKENS"]},
                    "temperature": {"type": "number", "minimum": 0, "maximum": 2}}}
+    if config["RILL_CLIENT_TOOLS"]:
+        _add_tools(request, message, config)
     failures = {str(s): _error(s, c) for s, c in ERROR_CODES.items()}
     stream_id = {"name": "stream_id", "in": "path", "required": True,
                  "schema": {"type": "string", "minLength": 1, "maxLength": 64}}

@@ -54,7 +54,9 @@ LONG = "x" * (DEFAULTS["RILL_MAX_MESSAGE_CHARS"] + 1)
         ({"messages": [USER] * (DEFAULTS["RILL_MAX_MESSAGES"] + 1)}, "invalid_messages",
          "messages"),
         ({"messages": ["hi"]}, "invalid_messages", "messages[0]"),
-        ({"messages": [USER, {"role": "tool", "content": "x"}]}, "invalid_messages",
+        ({"messages": [USER, {"role": "tool", "content": "x"}]}, "client_tools_disabled",
+         "messages[1].role"),
+        ({"messages": [USER, {"role": "function", "content": "x"}]}, "invalid_messages",
          "messages[1].role"),
         ({"messages": [{"role": {"a": 1}, "content": "x"}]}, "invalid_messages",
          "messages[0].role"),  # unhashable: was a TypeError, so a 500

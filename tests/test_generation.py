@@ -66,3 +66,27 @@ def test_on_finish_runs_and_the_gauge_drops_whatever_the_accounting_raises(
     gen.close()
     gen.close()  # once
     assert len(finished) == 1 and active() == before
+
+
+def call(index: int, arguments: str, head: str | None = None) -> tuple[str, dict[str, object]]:
+    return ("tool_call", {"index": index, "id": head and f"call_{head}", "name": head,
+                          "arguments": arguments})
+
+
+def test_fragments_of_one_call_read_together_merge_into_one_event_keeping_its_head(
+        hub) -> None:
+    """As runs of tokens merge: a call's first event keeps its id and name, later ones stay
+    null; fragments of another call, or text between, are not merged across."""
+    gen = generation(hub, [])
+    gen.open()
+    gen.take([("delta", {"content": "Let me "}), ("delta", {"content": "look."}),
+              call(0, "", "f"), call(0, '{"a"'), call(0, ":1"), call(1, "", "g"), call(0, "}")])
+    gen.take([call(1, "{"), call(1, "}"), call(0, " ")])
+    gen.take([done(None)])
+    records = hub.read(gen.stream_id, 0, 0, 100)
+    assert [(kind, payload) for _, kind, payload in records] == [
+        ("delta", {"content": "Let me look."}),
+        call(0, '{"a":1', "f"), call(1, "", "g"), call(0, "}"),
+        call(1, "{}"), call(0, " "), done(None)]
+    assert [id_ for id_, _, _ in records] == list(range(1, 8))
+    gen.close()

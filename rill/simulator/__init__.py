@@ -26,6 +26,10 @@ words instead), ``ttft_ms``, ``itl_ms``, ``reasoning_tokens``, ``tag`` (to find 
   ``error_in_stream``, ``malformed``, ``no_done``, ``big_event`` (a
   ``BIG_EVENT_BYTES`` content chunk), ``multiline`` (data split over lines, CRLF),
   ``comments``.
+- ``tools`` (``openai``, ``vllm``, ``llamacpp``, ``litellm``, ``gemini``, ``parallel``): a
+  request that offers ``tools`` is answered with ``calls`` (default 1) tool calls streamed in
+  that server's shape, after ``pre`` content tokens (default 0); one whose last message is a
+  ``tool`` result, or without ``tools``, is answered with text (:mod:`.tool_replies`).
 
 ``GET /_sim/requests[?tag=…]`` lists the chat requests with their outcome (``running``,
 ``completed``, ``client_closed``, ``fault``); ``DELETE`` clears them. Every stream watches
@@ -33,7 +37,8 @@ its client socket, so a client that leaves is seen even while the simulator is s
 
 A gevent ``StreamServer`` with its own small HTTP/1.1 layer (:mod:`.server`, :mod:`.wire`;
 keep-alive, chunked bodies) gives exact control over cuts and stalls and holds thousands of
-streams; :mod:`.plan` reads the parameters and :mod:`.scenarios` writes the replies. Run it
+streams; :mod:`.plan` reads the parameters and :mod:`.scenarios` writes the replies (tool calls in
+:mod:`.tool_replies`). Run it
 with ``rill-simulator`` or ``python -m rill.simulator``; tests use :class:`SimulatorProcess`
 and :func:`slow_post` (a client that sends its body a byte at a time) from :mod:`.process`.
 """
@@ -51,7 +56,9 @@ from .plan import (
 )
 from .process import SimulatorProcess, SlowPost, slow_post
 from .server import MAX_BODY_BYTES, MAX_RECORDS, Simulator, main
+from .tool_replies import SHAPES as TOOL_SHAPES
+from .tool_replies import tool_call_arguments
 
 __all__ = ["BIG_EVENT_BYTES", "DEFAULT_MODEL", "FAULTS", "LONG_LINE_BYTES", "MAX_BODY_BYTES",
-           "MAX_RECORDS", "SHAPES", "Simulator", "SimulatorProcess", "SlowPost",
-           "expected_text", "main", "parse_params", "slow_post"]
+           "MAX_RECORDS", "SHAPES", "TOOL_SHAPES", "Simulator", "SimulatorProcess", "SlowPost",
+           "expected_text", "main", "parse_params", "slow_post", "tool_call_arguments"]

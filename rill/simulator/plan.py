@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .tool_replies import SHAPES as TOOL_SHAPES
+from .tool_replies import Call, plan_calls
+
 BIG_EVENT_BYTES = 150 * 1024
 DEFAULT_MODEL = "sim"
 LONG_LINE_BYTES = 4 * 1024 * 1024  # fault=long_line without size=
@@ -19,7 +22,7 @@ SHAPES = frozenset({
     "llamacpp", "finish_abort", "finish_null", "error_in_stream", "malformed", "no_done",
     "big_event", "multiline", "comments"})
 _INT_PARAMS = frozenset({"tokens", "ttft_ms", "itl_ms", "after", "status", "fail_first",
-                         "reasoning_tokens", "retry_after", "size"})
+                         "reasoning_tokens", "retry_after", "size", "calls", "pre"})
 _WORD = re.compile(r"\S+\s*|\s+")
 _FILTER_OK = {k: {"filtered": False, "severity": "safe"}
               for k in ("hate", "self_harm", "sexual", "violence")}
@@ -45,6 +48,8 @@ def parse_params(model: str, defaults: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key} must not be negative")
     if params.get("fault") not in FAULTS | {None}:
         raise ValueError(f"unknown fault {params['fault']!r}; one of {sorted(FAULTS)}")
+    if params.get("tools") not in (*TOOL_SHAPES, None):
+        raise ValueError(f"unknown tools shape {params['tools']!r}; one of {TOOL_SHAPES}")
     if unknown := shapes_of(params) - SHAPES:
         raise ValueError(f"unknown shape {sorted(unknown)}; one of {sorted(SHAPES)}")
     if not 400 <= params.get("status", 500) <= 599:
@@ -71,6 +76,7 @@ class Plan:
     include_usage: bool
     ttft: float
     itl: float
+    tool_calls: list[Call]  # (id, name, arguments): answered with these instead of text
 
 
 def make_plan(params: dict[str, Any], body: dict[str, Any], record_id: int) -> Plan:
@@ -80,6 +86,10 @@ def make_plan(params: dict[str, Any], body: dict[str, Any], record_id: int) -> P
         tokens = _WORD.findall(str(params["text"]))
     else:
         tokens = [f"tok{i} " for i in range(params.get("tokens", 20))]
+    calls = plan_calls(params, body, record_id)
+    if calls:
+        tokens = tokens[:params.get("pre", 0)]
+        shapes |= {"llamacpp"} if params["tools"] == "llamacpp" else set()
     finish: str | None = "stop"
     caps = [v for k in ("max_tokens", "max_completion_tokens")
             if isinstance(v := body.get(k), int) and v >= 0]
@@ -96,10 +106,10 @@ def make_plan(params: dict[str, Any], body: dict[str, Any], record_id: int) -> P
     options = body.get("stream_options")
     return Plan(f"chatcmpl-sim-{record_id}", str(body.get("model") or "").split("?")[0],
                 tokens, reasoning, finish, shapes, params,
-                {"prompt_tokens": prompt, "completion_tokens": len(tokens),
-                 "total_tokens": prompt + len(tokens)},
+                {"prompt_tokens": prompt, "completion_tokens": len(tokens) + len(calls),
+                 "total_tokens": prompt + len(tokens) + len(calls)},
                 isinstance(options, dict) and bool(options.get("include_usage")),
-                params.get("ttft_ms", 0) / 1000, params.get("itl_ms", 0) / 1000)
+                params.get("ttft_ms", 0) / 1000, params.get("itl_ms", 0) / 1000, calls)
 
 
 def chunk_maker(plan: Plan) -> Callable[..., dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from . import tool_replies
 from .plan import BIG_EVENT_BYTES, LONG_LINE_BYTES, Plan, azure_prompt_filter, chunk_maker
 from .wire import FLUSH_BYTES, STREAM_HEAD, Cut, Wire, json_response
 
@@ -48,6 +49,12 @@ def stream(wire: Wire, plan: Plan, record: dict[str, Any]) -> str:
     if (stop_at == len(plan.tokens)
             and (action := _fault_point(wire, plan, chunk, "")) not in (None, REPLACED)):
         return action
+    if plan.tool_calls:
+        if plan.tokens:
+            _pace(wire, plan, 1)
+        _finish(wire, chunk, plan, *tool_replies.send(wire, plan.params["tools"],
+                                                      plan.tool_calls, chunk, plan.itl))
+        return "completed"
     _finish(wire, chunk, plan)
     return "completed"
 
@@ -145,11 +152,12 @@ def _content_events(wire: Wire, chunk: Callable[..., dict[str, Any]],
 
 
 def _finish(wire: Wire, chunk: Callable[..., dict[str, Any]], plan: Plan,
-            finish: str | None = None) -> None:
-    """Send the finish chunk, the usage chunk, ``[DONE]`` and the end, as ``plan`` says."""
+            finish: str | None = None, delta: dict[str, Any] | None = None) -> None:
+    """Send the finish chunk (with ``delta``), the usage chunk, ``[DONE]`` and the end, as
+    ``plan`` says."""
     finish = finish or plan.finish
     if finish is not None:
-        last = chunk({}, finish)
+        last = chunk(delta or {}, finish)
         if "llamacpp" in plan.shapes:
             last["timings"] = {"prompt_n": plan.usage["prompt_tokens"],
                                "predicted_n": plan.usage["completion_tokens"],

@@ -5,6 +5,9 @@ yields Rill's own events, so the relay never sees a vendor's wire format:
 
 - ``("delta", {"content": str})`` — answer text, one or more tokens;
 - ``("reasoning", {"content": str})`` — a reasoning model's thinking;
+- ``("tool_call", {"index": int, "id": str | None, "name": str | None, "arguments": str})``
+  — a fragment of a tool call, when the request offered tools (see
+  :mod:`rill.upstreams.tool_calls`);
 - ``("done", {"finish_reason": str | None, "usage": dict | None})`` — the last event.
 
 ``open`` raises :class:`~rill.errors.UpstreamError` before anything streams (the view

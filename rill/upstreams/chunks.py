@@ -10,11 +10,11 @@ import orjson
 
 from .. import errors
 from . import Event
+from .tool_calls import ToolCallReader
 
 log = logging.getLogger(__name__)
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
-TOOL_FINISH_REASONS = frozenset({"tool_calls", "function_call"})
 
 
 class ChunkParser:
@@ -22,17 +22,25 @@ class ChunkParser:
 
     Rules, for each SSE ``data`` value, in order:
 
-    1. ``[DONE]``: ``done`` ``{"finish_reason", "usage"}`` (the last seen of each).
+    1. ``[DONE]``: ``done`` ``{"finish_reason", "usage"}`` (the last seen of each; after
+       tool calls, a ``stop`` or no finish reason is ``tool_calls``, as Gemini's OpenAI
+       compatibility finishes them ``stop``).
     2. Refused as malformed (``error`` ``upstream_malformed``): data that is not JSON (cut
        JSON included) or not a JSON object.
     3. An object with a truthy ``error``: ``error`` ``upstream_error``.
     4. Refused as malformed: ``choices`` present, not null and not a list; a choice that
        is not an object; ``delta`` present, not null and not an object; ``delta.content``
        neither a string nor null; ``finish_reason`` neither a string nor null.
-    5. Refused as unsupported (``error`` ``upstream_unsupported``), after the chunk's own
-       text: a non-empty ``delta.tool_calls`` or ``delta.function_call``, or
-       ``finish_reason`` ``tool_calls`` / ``function_call``. Rill asks for no tools, and a
-       call it cannot relay would otherwise end the answer as complete with nothing said.
+    5. Tool calls. When the request offered ``tools``, ``delta.tool_calls`` fragments become
+       ``tool_call`` events ``{"index", "id", "name", "arguments"}`` (after the chunk's text;
+       the shapes and what is refused as malformed: :mod:`rill.upstreams.tool_calls`), and
+       ``finish_reason`` ``tool_calls`` ends them; that finish reason with no call before it
+       is refused as malformed. Refused as unsupported (``error`` ``upstream_unsupported``),
+       after the chunk's own text: a non-empty ``delta.tool_calls`` or ``finish_reason``
+       ``tool_calls`` when the request offered no tools (a call Rill cannot relay would
+       otherwise end the answer as complete with nothing said), and always the legacy
+       ``delta.function_call`` and ``finish_reason`` ``function_call`` (deprecated by OpenAI;
+       Rill never sends ``functions``).
     6. Tolerated, as providers send them: no ``choices``, or an empty list (Azure's
        content-filter chunks, usage-only chunks); a choice without ``delta`` (Azure);
        null or empty content; extra keys anywhere (llama.cpp's ``timings``,
@@ -48,13 +56,15 @@ class ChunkParser:
     is returned, and nothing of it or after it. ``error`` holds the ending error.
     """
 
-    __slots__ = ("done", "error", "finish_reason", "usage")
+    __slots__ = ("done", "error", "finish_reason", "tool_calls", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, tools: bool = False) -> None:
+        """``tools``: the request offered tools, so tool calls are relayed (rule 5)."""
         self.done = False
         self.error: errors.UpstreamError | None = None
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
+        self.tool_calls = ToolCallReader() if tools else None
 
     def parse(self, data: list[bytes]) -> list[Event]:
         """Return the events of these SSE ``data`` values, up to ``done`` (which sets
@@ -62,8 +72,10 @@ class ChunkParser:
         events: list[Event] = []
         for raw in data:
             if raw == b"[DONE]":
-                events.append(("done", {"finish_reason": self.finish_reason,
-                                        "usage": self.usage}))
+                finish = self.finish_reason
+                if self.tool_calls and self.tool_calls.count and finish in (None, "stop"):
+                    finish = "tool_calls"
+                events.append(("done", {"finish_reason": finish, "usage": self.usage}))
                 self.done = True
                 break
             try:
@@ -108,8 +120,12 @@ class ChunkParser:
             delta = choice.get("delta")
             if delta is not None and not self._read_delta(delta, events):
                 return False
-            if finish in TOOL_FINISH_REASONS:
+            reader = self.tool_calls
+            if finish == "function_call" or (finish == "tool_calls" and reader is None):
                 return self._unsupported(f"finish_reason {finish}")
+            if finish == "tool_calls" and reader is not None and not reader.count:
+                self.refuse("finish_reason tool_calls without a tool call")
+                return False
             self.finish_reason = finish or self.finish_reason
         elif choices is not None and type(choices) is not list:
             self.refuse(f"`choices` is {choices!r:.20}, not a list")
@@ -120,6 +136,7 @@ class ChunkParser:
         return True
 
     def _read_delta(self, delta: Any, events: list[Event]) -> bool:
+        mark = len(events)
         if type(delta) is not dict:
             self.refuse(f"`delta` is a {type(delta).__name__}, not an object")
             return False
@@ -132,12 +149,20 @@ class ChunkParser:
             events.append(("reasoning", {"content": reasoning}))
         if content:
             events.append(("delta", {"content": content}))
-        if delta.get("tool_calls") or delta.get("function_call"):
+        if delta.get("function_call"):
+            return self._unsupported("delta.function_call")
+        fragments, reader = delta.get("tool_calls"), self.tool_calls
+        if fragments and reader is None:
             return self._unsupported("delta.tool_calls")
+        if fragments and reader is not None and (problem := reader.read(fragments, events)):
+            del events[mark:]  # nothing of a malformed chunk
+            self.refuse(problem)
+            return False
         return True
 
     def _unsupported(self, what: str) -> bool:
-        log.warning("upstream answered with tool calls (%s); ending the stream", what)
+        log.warning("upstream answered with tool calls it was not offered (%s); ending the "
+                    "stream", what)
         self.error = errors.UpstreamUnsupported()
         return False
 

@@ -47,7 +47,7 @@ REPLIES = (
 _TOKEN = re.compile(r"\S+\s*|\s+")
 
 
-def reply_for(messages: list[dict[str, str]]) -> str:
+def reply_for(messages: list[dict[str, Any]]) -> str:
     """Pick the canned reply for a conversation: stable for the same last user message."""
     last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     return REPLIES[zlib.crc32(last.encode("utf-8")) % len(REPLIES)]
@@ -68,7 +68,7 @@ class DemoStream:
     def __init__(self, text: str, request: ChatRequest, ttft: float, itl: float) -> None:
         self.model = MODEL
         self.tokens = _TOKEN.findall(text)
-        self.prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
+        self.prompt_tokens = sum(len((m["content"] or "").split()) for m in request.messages)
         self.max_tokens = request.max_tokens
         self.ttft, self.itl = ttft, itl
 

@@ -94,8 +94,13 @@ class OpenAIUpstream:
             body[self.max_tokens_param] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        if request.tools is not None:
+            body["tools"] = request.tools
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice
         response = _send(self.client, orjson.dumps(body), self.retries, self.retry_wait)
-        return OpenAIStream(response, request.model, self.max_event_bytes)
+        return OpenAIStream(response, request.model, self.max_event_bytes,
+                            tools=request.tools is not None)
 
 
 def _send(client: openai.OpenAI, body: bytes, retries: int = 0,
@@ -152,15 +157,16 @@ class OpenAIStream:
     """One streaming response, read as Rill events (see :mod:`rill.upstreams`)."""
 
     def __init__(self, response: httpx2.Response, model: str,
-                 max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+                 max_event_bytes: int = MAX_EVENT_BYTES, tools: bool = False) -> None:
         """``max_event_bytes``: the longest line or event the body may hold
-        (``RILL_UPSTREAM_MAX_EVENT_BYTES``); a longer one ends it as malformed."""
+        (``RILL_UPSTREAM_MAX_EVENT_BYTES``); a longer one ends it as malformed. ``tools``:
+        the request offered tools, so the upstream's tool calls are relayed."""
         self.model = model
         self._response = response
         self._body: Body | None = response.extensions.get(BODY_EXTENSION)
         if response.headers.get("content-encoding", "identity") != "identity":
             self._body = None  # httpx2 decodes it: only iteration gives the text
-        self._decoder, self._parser = DataDecoder(max_event_bytes), ChunkParser()
+        self._decoder, self._parser = DataDecoder(max_event_bytes), ChunkParser(tools)
         self._ended = False  # done or an error was returned: later reads only drain
         self._broken = False  # the body failed (a reset, or closed before its end)
 

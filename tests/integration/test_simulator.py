@@ -496,3 +496,81 @@ def test_simulator_exits_cleanly_on_sigterm() -> None:
 def test_a_simulator_that_cannot_start_raises_with_its_stderr() -> None:
     with pytest.raises(RuntimeError, match="invalid int value"):
         SimulatorProcess("--ttft-ms", "soon")
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"location": {"type": "string"}}}}},
+         {"type": "function", "function": {"name": "get_time"}}]
+
+
+def assemble(sse: Sse) -> list[list]:
+    """The calls of a stream as a client joins them: by index, or by id without one."""
+    calls: dict[Any, list] = {}
+    for chunk in sse.chunks:
+        for choice in chunk.get("choices", []):
+            for fragment in (choice.get("delta") or {}).get("tool_calls") or []:
+                function = fragment.get("function") or {}
+                key = fragment["index"] if "index" in fragment else fragment["id"]
+                call = calls.setdefault(key, [fragment.get("id"), function.get("name"), ""])
+                call[2] += function.get("arguments") or ""
+    return list(calls.values())
+
+
+def fragments(sse: Sse) -> list[dict]:
+    return [fragment for chunk in sse.chunks for choice in chunk.get("choices", [])
+            for fragment in (choice.get("delta") or {}).get("tool_calls") or []]
+
+
+@pytest.mark.parametrize("shape", ["openai", "vllm", "llamacpp", "litellm", "gemini",
+                                   "parallel"])
+def test_tools_answers_a_request_offering_tools_with_calls_in_each_servers_shape(
+        sim, shape) -> None:
+    from rill.simulator import tool_call_arguments
+
+    model, tag = sim_model(tools=shape, calls=3, pre=2)
+    sse = parse_sse(read_stream(sim, model, tools=TOOLS))
+    assert sse.text() == expected_text(2)
+    calls = assemble(sse)
+    assert [(name, arguments) for _, name, arguments in calls] == [
+        ("get_weather", tool_call_arguments(0)), ("get_time", tool_call_arguments(1)),
+        ("get_weather", tool_call_arguments(2))]
+    assert len({call_id for call_id, _, _ in calls}) == 3
+    assert json.loads(tool_call_arguments(1)) == {"location": "Tokyo", "call": 1}
+    assert sse.finish_reasons == ["stop" if shape == "gemini" else "tool_calls"]
+    assert sse.data[-1] == "[DONE]"
+    seen = fragments(sse)
+    if shape == "vllm":
+        assert any("id" in f and "name" not in f["function"] for f in seen[1:])  # repeated
+        last = sse.chunks[-1]["choices"][0]
+        assert last["finish_reason"] == "tool_calls" and last["delta"]["tool_calls"]
+    if shape == "gemini":
+        assert all("index" not in f for f in seen) and len(seen) == 3
+    if shape == "litellm":
+        assert any(f["id"] is None and f["function"]["name"] is None for f in seen)
+        assert seen[-1]["function"]["arguments"] == tool_call_arguments(2)  # whole
+    if shape == "parallel":
+        assert [f["index"] for f in seen[:5]] == [0, 1, 2, 0, 1]
+    if shape == "llamacpp":
+        assert any("timings" in c for c in sse.chunks)
+
+
+def test_tools_answers_text_without_tools_or_after_a_tool_result(sim) -> None:
+    model, _ = sim_model(tools="openai", tokens=4)
+    plain = parse_sse(read_stream(sim, model))
+    assert (plain.text(), fragments(plain)) == (expected_text(4), [])
+    called = parse_sse(read_stream(sim, model, tools=TOOLS))  # the same model, with tools
+    assert (called.text(), len(assemble(called))) == ("", 1)
+    messages = [{"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+    after = parse_sse(read_stream(sim, model, tools=TOOLS, messages=messages))
+    assert (after.text(), fragments(after)) == (expected_text(4), [])
+    assert after.finish_reasons == ["stop"]
+
+
+def test_an_unknown_tools_shape_is_a_400(sim) -> None:
+    with chat(sim, "sim?tools=mistral", tools=TOOLS) as response:
+        assert response.status_code == 400
+        assert "unknown tools shape" in response.json()["error"]["message"]
