@@ -58,6 +58,14 @@ class Task:
         unblock()
         self._thread.join(timeout)
 
+    def kill(self, timeout: float = 1.0) -> bool:
+        """Kill the greenlet, waiting up to ``timeout`` s for it to end: True if it has.
+        A thread cannot be killed: False, and it runs on (its caller drops its work)."""
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=timeout)
+            return bool(self._greenlet.dead)
+        return False
+
     def join(self, timeout: float | None = None) -> None:
         if self._greenlet is not None:
             self._greenlet.join(timeout)
