@@ -34,10 +34,11 @@ class ToolRegistry:
     def tool(self, function: F, /) -> F: ...
 
     @overload
-    def tool(self, *, name: str | None = None, description: str | None = None,
-             allow: Allow | None = None, timeout: float | None = None) -> Callable[[F], F]: ...
+    def tool(self, function: None = None, /, *, name: str | None = None,
+             description: str | None = None, allow: Allow | None = None,
+             timeout: float | None = None) -> Callable[[F], F]: ...
 
-    def tool(self, function: Any = None, /, *, name: str | None = None,
+    def tool(self, function: Callable[..., Any] | None = None, /, *, name: str | None = None,
              description: str | None = None, allow: Allow | None = None,
              timeout: float | None = None) -> Any:
         """Decorator: register a function as a tool, as ``@tool`` or ``@tool(name=…)``.
