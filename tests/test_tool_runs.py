@@ -125,6 +125,29 @@ def test_a_tool_past_its_timeout_is_stopped(driver, app) -> None:
     assert run.result is result  # what it returned late was dropped
 
 
+def test_a_run_ends_by_its_deadline_when_no_one_waits(driver, app) -> None:
+    """``on_done`` hears of every ending once, the deadline's too: a run needs no waiter."""
+    registry = ToolRegistry()
+    heard, release = [], threading.Event()
+
+    @registry.tool(timeout=0.2)
+    def stuck() -> str:
+        while not release.is_set():
+            _sleep(driver, 0.01)
+        return "late"
+
+    run = registry.start(call("stuck"), None, app, on_done=heard.append)
+    _wait_for(lambda: heard)
+    assert heard == [run.result] and heard[0].content.startswith("The tool stuck did not")
+    if driver == "greenlet":
+        assert run._task is not None and run._task.dead
+    release.set()
+    registry.start(call("stuck"), None, app, on_done=heard.append).wait()
+    assert [r.content for r in heard[1:]] == ["late"]
+    registry.start(call("nope"), None, app, on_done=heard.append)
+    assert heard[2].content == "No tool named 'nope' is available."
+
+
 def test_cancel_stops_a_running_tool(driver, app) -> None:
     registry = ToolRegistry()
     started, release = threading.Event(), threading.Event()

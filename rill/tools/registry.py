@@ -104,18 +104,21 @@ class ToolRegistry:
         call. ``allow`` predicates run here: call it where they can run (the request)."""
         return [tool.spec() for tool in self if tool.permits(user)]
 
-    def start(self, call: ToolCall, user: str | None, app: Flask) -> ToolRun:
+    def start(self, call: ToolCall, user: str | None, app: Flask,
+              on_done: Callable[[ToolResult], None] | None = None) -> ToolRun:
         """Start ``call`` for ``user`` in ``app`` (the host Flask app: its app context and
         ``RILL_TOOL_TIMEOUT_SECONDS`` / ``RILL_TOOL_RESULT_MAX_BYTES``); returns at once.
         An unknown tool is refused as a result, as one ``user`` may not call (checked in
-        the run, with ``allow``)."""
+        the run, with ``allow``). ``on_done``: see :class:`~rill.tools.run.ToolRun`."""
         tool = self._tools.get(call.name)
         config = app.config
         timeout = (tool.timeout if tool is not None and tool.timeout is not None
                    else config.get("RILL_TOOL_TIMEOUT_SECONDS",
                                    DEFAULTS["RILL_TOOL_TIMEOUT_SECONDS"]))
-        return ToolRun(call, tool, user, app, timeout=float(timeout), max_bytes=int(config.get(
-            "RILL_TOOL_RESULT_MAX_BYTES", DEFAULTS["RILL_TOOL_RESULT_MAX_BYTES"])))
+        max_bytes = config.get("RILL_TOOL_RESULT_MAX_BYTES",
+                               DEFAULTS["RILL_TOOL_RESULT_MAX_BYTES"])
+        return ToolRun(call, tool, user, app, timeout=float(timeout), max_bytes=int(max_bytes),
+                       on_done=on_done)
 
     def run(self, call: ToolCall, user: str | None, app: Flask) -> ToolResult:
         """:meth:`start` ``call`` and wait for its result (at most its timeout)."""

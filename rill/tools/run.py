@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,12 +84,19 @@ class ToolResult:
 class ToolRun:
     """``call`` of ``tool`` (None: no such tool for this user, refused at once) for ``user``
     in ``app``, started on creation. ``timeout`` in seconds; ``max_bytes`` bounds the
-    content of the result."""
+    content of the result.
+
+    A run ends by its deadline whether or not anyone waits: a watchdog task (greenlet or
+    thread, like the tool's) stops it then. ``on_done(result)``, if given, is called once
+    with the result by whatever decided it: the tool's task, the watchdog, or the caller of
+    :meth:`cancel` (for an unknown tool, before the constructor returns). It must not block.
+    """
 
     def __init__(self, call: ToolCall, tool: Tool | None, user: str | None, app: Flask, *,
-                 timeout: float, max_bytes: int) -> None:
+                 timeout: float, max_bytes: int,
+                 on_done: Callable[[ToolResult], None] | None = None) -> None:
         self.call, self.tool, self.user, self.app = call, tool, user, app
-        self.max_bytes = max_bytes
+        self.max_bytes, self.on_done = max_bytes, on_done
         self.result: ToolResult | None = None  # set once, by whatever ends the run first
         self._lock = threading.Lock()
         self._done = tasks.event()
@@ -100,45 +107,72 @@ class ToolRun:
             self._decide(False, f"No tool named {_shown(call.name)} is available.")
         else:
             self._task = tasks.spawn(self._work)
+            tasks.spawn(self._watch)
 
     @property
     def done(self) -> bool:
         return self.result is not None
 
     def wait(self) -> ToolResult:
-        """Block (this greenlet, or thread) until the result; at the deadline the tool is
-        stopped and the result says it timed out."""
-        if not self._done.wait(max(0.0, self.deadline - time.monotonic())):
-            seconds = self.deadline - self._started
-            if self._decide(False, f"The tool {self.call.name} did not finish within "
-                                   f"{seconds:g} s."):
-                log.warning("tool %s (call %s) timed out after %g s", self.call.name,
-                            self.call.id, seconds)
-                self._stop()
+        """Block this greenlet (or thread; never gevent's hub) until the result: by the
+        deadline at the latest, when the tool is stopped and the result says it timed
+        out."""
+        self._watch()
         assert self.result is not None
         return self.result
 
     def cancel(self) -> None:
         """Stop the run now (idempotent; from any greenlet or thread). A greenlet is killed;
         a thread cannot be: it is abandoned, and what it returns later is dropped."""
-        if self._decide(False, "The tool call was cancelled."):
-            self._stop()
+        self._end(False, "The tool call was cancelled.")
 
-    def _stop(self) -> None:
+    def _watch(self) -> None:
+        if self._done.wait(max(0.0, self.deadline - time.monotonic())):
+            return
+        seconds = self.deadline - self._started
+        if self._end(False, f"The tool {self.call.name} did not finish within {seconds:g} s."):
+            log.warning("tool %s (call %s) timed out after %g s", self.call.name,
+                        self.call.id, seconds)
+        else:  # the tool returned, or a cancel is stopping it: its result is moments away
+            self._done.wait()
+
+    def _end(self, ok: bool, content: str) -> bool:
+        """Decide the result and stop the tool, then publish the result (so whoever reads
+        it knows a greenlet is gone); True if this call decided it."""
+        if not self._claim(ok, content):
+            return False
         if self._task is not None and not self._task.kill(KILL_WAIT_SECONDS):
             log.warning("tool %s (call %s) runs on in its thread; its result will be dropped",
                         self.call.name, self.call.id)
+        self._publish()
+        return True
 
     def _decide(self, ok: bool, content: str) -> bool:
-        """Set the result unless one is set; True if this call set it."""
+        """Set and publish the result unless one is set; True if this call set it."""
+        if not self._claim(ok, content):
+            return False
+        self._publish()
+        return True
+
+    def _claim(self, ok: bool, content: str) -> bool:
         with self._lock:
             if self.result is not None:
                 return False
             elapsed = round((time.monotonic() - self._started) * 1000, 1)
             self.result = ToolResult(self.call.id, self.call.name, ok,
                                      bound(content, self.max_bytes), elapsed)
+            return True
+
+    def _publish(self) -> None:
+        result = self.result
+        assert result is not None
         self._done.set()
-        return True
+        if self.on_done is not None:
+            try:
+                self.on_done(result)
+            except Exception:
+                log.exception("tool %s (call %s): on_done failed", self.call.name,
+                              self.call.id)
 
     def _work(self) -> None:
         try:
