@@ -213,6 +213,7 @@ def tools_module(tmp_path: Path, monkeypatch, default_registry) -> Iterator[str]
     """A module of ``@rill.tool`` functions, importable by a fresh name."""
     name = f"rill_test_tools_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(
+        "from flask import current_app, g  # proxies: looking at them needs a context\n"
         "import rill\n\n"
         "@rill.tool\n"
         "def order_status(order_id: int) -> str:\n"
@@ -231,7 +232,7 @@ def test_rill_tools_modules_are_imported_at_start(tools_module, default_registry
 
     own = ToolRegistry()  # a second Rill app, with tools of its own
     host = Flask("host")
-    host.config.update({**TEST_CONFIG, "RILL_TOOLS": [tools_module]})
+    host.config.update({**TEST_CONFIG, "RILL_TOOLS": f" {tools_module} ,"})  # str: split
     Rill(host, tools=own)
     assert host.extensions["rill"].tools is own
     assert own.names() == ["order_status"]

@@ -11,6 +11,7 @@ its own registry; one app, the common case, needs nothing but the decorator.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
@@ -61,8 +62,7 @@ class ToolRegistry:
         function of the same module and name replaces its tool (``importlib.reload``).
         Raises :class:`ToolDefinitionError` when another tool has the name."""
         if not isinstance(tool, Tool):
-            marked = getattr(tool, MARK, None)
-            tool = marked if isinstance(marked, Tool) else define(tool)
+            tool = _marked(tool) or define(tool)
         existing = self._tools.get(tool.name)
         if existing is not None and existing is not tool and not _same_source(existing, tool):
             raise ToolDefinitionError(
@@ -77,6 +77,8 @@ class ToolRegistry:
         Raises :class:`~rill.config.ConfigError` naming a module that does not import, and
         :class:`ToolDefinitionError` for a name two modules use.
         """
+        if isinstance(modules, str):  # app.config["RILL_TOOLS"] = "a.tools, b.tools"
+            modules = [name.strip() for name in modules.split(",") if name.strip()]
         for name in modules:
             try:
                 module = importlib.import_module(name)
@@ -84,8 +86,9 @@ class ToolRegistry:
                 raise ConfigError(f"RILL_TOOLS names {name!r}, which does not import "
                                   f"({type(exc).__name__})") from exc
             for value in list(vars(module).values()):
-                if isinstance(getattr(value, MARK, None), Tool):
-                    self.add(value)
+                tool = _marked(value)
+                if tool is not None:
+                    self.add(tool)
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
@@ -123,6 +126,16 @@ class ToolRegistry:
     def run(self, call: ToolCall, user: str | None, app: Flask) -> ToolResult:
         """:meth:`start` ``call`` and wait for its result (at most its timeout)."""
         return self.start(call, user, app).wait()
+
+
+def _marked(value: Any) -> Tool | None:
+    """The Tool ``@tool`` put on ``value``, if any. Read statically: a module's names
+    include proxies (Flask's ``current_app``, ``g``) that raise when looked into."""
+    try:
+        tool = inspect.getattr_static(value, MARK, None)
+    except Exception:
+        return None
+    return tool if isinstance(tool, Tool) else None
 
 
 def _source(tool: Tool) -> str:
