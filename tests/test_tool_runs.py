@@ -193,6 +193,16 @@ def test_an_exception_reaches_the_model_as_its_class_name_only(driver, app, capl
     assert logged.count("[redacted]") == 2
 
 
+def test_a_tool_that_calls_sys_exit_fails_and_the_worker_lives_on(driver, app) -> None:
+    """SystemExit (argparse's way out, say) in a greenlet would reach gevent's hub and end
+    the worker; it is a failed call like any other."""
+    registry = ToolRegistry()
+    registry.tool(name="parse")(lambda: exit(2))
+    result = registry.run(call("parse"), None, app)
+    assert (result.ok, result.content) == (False, "The tool parse failed (SystemExit).")
+    gevent.sleep(0.05)  # the hub runs on
+
+
 def test_a_tool_failure_tells_the_model_in_the_tools_words(app) -> None:
     registry = ToolRegistry()
 

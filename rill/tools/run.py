@@ -196,7 +196,7 @@ class ToolRun:
             value = tool.function(**dict(arguments))
         except ToolFailure as exc:
             return False, str(exc) or f"The tool {tool.name} failed."
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # SystemExit would end a gevent worker
             return False, self._failed(exc)
         if isinstance(value, str):
             return True, value
@@ -207,7 +207,7 @@ class ToolRun:
                         call.id, type(value).__name__)
             return False, f"The tool {tool.name} returned a result that is not JSON."
 
-    def _failed(self, exc: Exception) -> str:
+    def _failed(self, exc: BaseException) -> str:
         """Log ``exc`` redacted; return the words the model gets (its class name only)."""
         log.warning("tool %s (call %s) raised %s\n%s", self.call.name, self.call.id,
                     type(exc).__name__, logs.redact("".join(traceback.format_exception(exc))))
