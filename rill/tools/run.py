@@ -131,7 +131,7 @@ class ToolRun:
             return
         seconds = self.deadline - self._started
         if self._end(False, f"The tool {self.call.name} did not finish within {seconds:g} s."):
-            log.warning("tool %s (call %s) timed out after %g s", self.call.name,
+            log.warning("tool %s (call %r) timed out after %g s", self.call.name,
                         self.call.id, seconds)
         else:  # the tool returned, or a cancel is stopping it: its result is moments away
             self._done.wait()
@@ -142,7 +142,7 @@ class ToolRun:
         if not self._claim(ok, content):
             return False
         if self._task is not None and not self._task.kill(KILL_WAIT_SECONDS):
-            log.warning("tool %s (call %s) runs on in its thread; its result will be dropped",
+            log.warning("tool %s (call %r) runs on in its thread; its result will be dropped",
                         self.call.name, self.call.id)
         self._publish()
         return True
@@ -171,7 +171,7 @@ class ToolRun:
             try:
                 self.on_done(result)
             except Exception:
-                log.exception("tool %s (call %s): on_done failed", self.call.name,
+                log.exception("tool %s (call %r): on_done failed", self.call.name,
                               self.call.id)
 
     def _work(self) -> None:
@@ -203,13 +203,13 @@ class ToolRun:
         try:
             return True, pydantic_core.to_json(value).decode()
         except pydantic_core.PydanticSerializationError:
-            log.warning("tool %s (call %s) returned a %s, which is not JSON", tool.name,
+            log.warning("tool %s (call %r) returned a %s, which is not JSON", tool.name,
                         call.id, type(value).__name__)
             return False, f"The tool {tool.name} returned a result that is not JSON."
 
     def _failed(self, exc: BaseException) -> str:
         """Log ``exc`` redacted; return the words the model gets (its class name only)."""
-        log.warning("tool %s (call %s) raised %s\n%s", self.call.name, self.call.id,
+        log.warning("tool %s (call %r) raised %s\n%s", self.call.name, self.call.id,
                     type(exc).__name__, logs.redact("".join(traceback.format_exception(exc))))
         return f"The tool {self.call.name} failed ({type(exc).__name__})."
 
