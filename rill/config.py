@@ -38,6 +38,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:  # NaN too
+        raise ValueError("expected a number above 0")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -187,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated modules (importable names, `myapp.tools`) imported at start; "
             "their `@rill.tool` functions become server-side tools. A module that does not "
             "import stops the start."),
-    Setting("RILL_TOOL_TIMEOUT_SECONDS", 30.0, float,
+    Setting("RILL_TOOL_TIMEOUT_SECONDS", 30.0, _positive_float,
             "Longest a server-side tool may run (a tool's own `timeout` overrides it); past "
             "it the model gets an `ok: false` result and the tool is stopped."),
     Setting("RILL_TOOL_RESULT_MAX_BYTES", 16_384, _positive_int,
