@@ -90,6 +90,13 @@ def test_arguments_are_validated_before_the_call(app, arguments, says) -> None:
     assert registry.run(call("refund", ' {"order_id": "7"} '), None, app).content == "refunded"
 
 
+def test_a_call_reads_from_an_assistant_messages_tool_calls_item() -> None:
+    assert ToolCall.from_openai({"id": "call_9", "type": "function", "function": {
+        "name": "refund", "arguments": '{"order_id": 7}'}}) == ToolCall(
+            "call_9", "refund", '{"order_id": 7}')
+    assert ToolCall.from_openai({"id": "call_9"}) == ToolCall("call_9", "", "")
+
+
 def test_empty_arguments_are_no_arguments(app) -> None:
     registry = ToolRegistry()
     registry.tool(name="now")(lambda: "noon")

@@ -120,6 +120,10 @@ def _good(city: str) -> str:
     return city
 
 
+def _private(_city: str) -> str:
+    return _city
+
+
 @pytest.mark.parametrize(("function", "options", "says"), [
     (_good, {"name": "has space"}, "1 to 64 letters"),
     (_good, {"name": "x" * 65}, "1 to 64 letters"),
@@ -131,8 +135,10 @@ def _good(city: str) -> str:
     (_no_schema, {}, "JSON Schema"),
     (_good, {"timeout": 0}, "timeout"),
     (_good, {"allow": "admins"}, "allow"),
+    (_private, {}, "starting with _"),
+    ("not callable", {"name": "x"}, "must be a function"),
 ], ids=["space", "long", "empty", "async", "positional", "star", "unhinted", "no-schema",
-        "timeout", "allow"])
+        "timeout", "allow", "private", "not-callable"])
 def test_a_function_that_cannot_be_a_tool_is_refused_where_it_is_registered(
         function, options, says) -> None:
     registry = ToolRegistry()
