@@ -13,6 +13,7 @@ import threading
 import time
 
 import gevent
+import gevent.event
 import pytest
 from flask import Flask, current_app, g
 from pydantic import BaseModel
@@ -175,6 +176,26 @@ def test_cancel_stops_a_running_tool(driver, app) -> None:
     if driver == "greenlet":
         assert run._task is not None and run._task.dead
     release.set()
+
+
+def test_cancel_from_a_callback_in_gevents_hub_does_not_block(app) -> None:
+    """The evented producer stops a generation from libev callbacks in gevent's hub, where
+    nothing may block: the kill is scheduled there, not awaited."""
+    registry = ToolRegistry()
+    started = gevent.event.Event()
+
+    @registry.tool
+    def forever() -> str:
+        started.set()
+        gevent.sleep(30)
+        return "late"
+
+    heard: list = []
+    run = registry.start(call("forever"), None, app, on_done=heard.append)
+    started.wait(5)
+    gevent.get_hub().loop.run_callback(run.cancel)
+    _wait_for(lambda: run._task is not None and run._task.dead)
+    assert [r.content for r in heard] == ["The tool call was cancelled."]
 
 
 def test_an_exception_reaches_the_model_as_its_class_name_only(driver, app, caplog,

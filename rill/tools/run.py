@@ -122,8 +122,9 @@ class ToolRun:
         return self.result
 
     def cancel(self) -> None:
-        """Stop the run now (idempotent; from any greenlet or thread). A greenlet is killed;
-        a thread cannot be: it is abandoned, and what it returns later is dropped."""
+        """Stop the run now (idempotent; from any greenlet or thread, or a callback in
+        gevent's hub, where the kill is scheduled rather than awaited). A greenlet is
+        killed; a thread cannot be: it is abandoned, and what it returns later is dropped."""
         self._end(False, "The tool call was cancelled.")
 
     def _watch(self) -> None:
