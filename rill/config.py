@@ -38,6 +38,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:  # NaN too
+        raise ValueError("expected a number above 0")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -194,6 +201,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_CSP_SOURCES", [], _str_list,
             "Comma-separated origins Rill's page may also load scripts, styles, fonts and "
             "images from (a host layout's CDN, say); empty: its own origin only."),
+    Setting("RILL_TOOLS", [], _str_list,
+            "Comma-separated modules (importable names, `myapp.tools`) imported at start; "
+            "their `@rill.tool` functions become server-side tools. A module that does not "
+            "import stops the start."),
+    Setting("RILL_TOOL_TIMEOUT_SECONDS", 30.0, _positive_float,
+            "Longest a server-side tool may run (a tool's own `timeout` overrides it); past "
+            "it the model gets an `ok: false` result and the tool is stopped."),
+    Setting("RILL_TOOL_RESULT_MAX_BYTES", 16_384, _positive_int,
+            "Largest tool result content the model and the page get, in UTF-8 bytes; a "
+            "longer one is cut and ends with a `[truncated …]` mark."),
+    Setting("RILL_MAX_TOOL_STEPS", 8, _positive_int,
+            "Most rounds of server-side tool calls in one answer: after that many, the "
+            "upstream is not called again with tool results."),
     Setting("RILL_LOGIN_URL", "", str,
             "Where the chat page sends a visitor no one signed in (a URL or an endpoint "
             "name, with `next`); empty: Flask-Login's `login_view`, if the host has one."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -21,6 +22,9 @@ from .limits import (
     rate_limit,
 )
 from .service import RillState
+from .tools import DEFAULT, ToolRegistry
+
+log = logging.getLogger(__name__)
 
 
 class Rill:
@@ -33,20 +37,27 @@ class Rill:
     route. Otherwise Rill is a guest, and they cover only its blueprints (``rill_page``,
     ``rill_api``, ``rill_health``); the host's routes, settings and responses stay as they
     were.
+
+    ``tools`` is where the app's server-side tools are registered: by default
+    :data:`rill.tools.DEFAULT`, where ``@rill.tool`` puts them; a host embedding two Rill
+    apps with different tools gives each its own :class:`~rill.tools.ToolRegistry`.
     """
 
     def __init__(self, app: Flask | None = None, *, url_prefix: str = "",
-                 user_loader: UserLoader | None = None, site_wide: bool = False) -> None:
+                 user_loader: UserLoader | None = None, site_wide: bool = False,
+                 tools: ToolRegistry | None = None) -> None:
         self.url_prefix = url_prefix.rstrip("/")
         self.user_loader = user_loader
         self.site_wide = site_wide
+        self.tools = tools if tools is not None else DEFAULT
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         """Configure ``app`` for Rill.
 
-        Raises ``ValueError`` for an unusable setting, and
+        Raises ``ValueError`` for an unusable setting (a ``RILL_TOOLS`` module that does not
+        import, a tool whose name is taken), and
         :class:`~rill.workers.WorkerSetupError` under a gunicorn setup Rill cannot work in
         (a sync worker; several workers with the memory hub).
         """
@@ -57,6 +68,10 @@ class Rill:
         config = app.config
         workers.check(config)
         from .blueprints import api, health, page
+
+        self.tools.load_modules(config["RILL_TOOLS"])
+        if len(self.tools):
+            log.info("tools: %s", ", ".join(self.tools.names()))
 
         scope = security.Scope(app, None if self.site_wide else
                                (api.bp.name, page.bp.name, health.bp.name))
@@ -70,6 +85,7 @@ class Rill:
                                   config["RILL_MAX_SUBSCRIBERS_PER_CLIENT"], 0),
             auth=Authenticator(config, self.user_loader),
             login_url=config["RILL_LOGIN_URL"] or _login_view(app),
+            tools=self.tools,
         )
         logs.install([config["RILL_JWT_SECRET"], config["RILL_SECRET_KEY"]])
         # A host app keeps its own Talisman: its headers stand (csp_nonce is Talisman's).

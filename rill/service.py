@@ -12,6 +12,7 @@ from .generation import Generation, Limits
 from .hub import Hub
 from .limits import StreamCaps
 from .producers import Producer
+from .tools import DEFAULT, ToolRegistry
 from .upstreams import Upstream, UpstreamStream
 
 
@@ -20,8 +21,10 @@ class RillState:
 
     def __init__(self, config: Mapping[str, Any], upstream: Upstream, hub: Hub,
                  caps: StreamCaps, auth: Authenticator, login_url: str = "",
-                 subscriber_caps: StreamCaps | None = None) -> None:
+                 subscriber_caps: StreamCaps | None = None,
+                 tools: ToolRegistry | None = None) -> None:
         self.upstream, self.hub, self.caps, self.auth = upstream, hub, caps, auth
+        self.tools = tools if tools is not None else DEFAULT  # server-side tools (rill.tools)
         # GET …/events subscriptions per client (the POST's own response counts in ``caps``)
         self.subscriber_caps = subscriber_caps or StreamCaps(0, 0)
         self.login_url = login_url  # a URL or an endpoint name; empty: none

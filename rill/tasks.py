@@ -58,6 +58,17 @@ class Task:
         unblock()
         self._thread.join(timeout)
 
+    def kill(self, timeout: float = 1.0) -> bool:
+        """Kill the greenlet, waiting up to ``timeout`` s for it to end: True if it has, or
+        if the kill is only scheduled because this runs in gevent's hub (a libev callback),
+        where nothing may wait. A thread cannot be killed: False, and it runs on (its
+        caller drops its work)."""
+        if self._greenlet is None:
+            return False
+        in_hub = gevent.getcurrent() is gevent.get_hub()
+        self._greenlet.kill(block=not in_hub, timeout=timeout)
+        return in_hub or bool(self._greenlet.dead)
+
     def join(self, timeout: float | None = None) -> None:
         if self._greenlet is not None:
             self._greenlet.join(timeout)

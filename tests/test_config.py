@@ -22,7 +22,9 @@ def test_environment_values_are_parsed_by_type() -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("RILL_MAX_STREAMS", "many"),
-                                             ("RILL_RATELIMIT_ENABLED", "maybe")])
+                                             ("RILL_RATELIMIT_ENABLED", "maybe"),
+                                             ("RILL_TOOL_TIMEOUT_SECONDS", "0"),
+                                             ("RILL_TOOL_RESULT_MAX_BYTES", "-1")])
 def test_a_bad_environment_value_names_the_variable(name, value) -> None:
     with pytest.raises(ConfigError, match=name):
         from_env({}, {name: value})
