@@ -36,6 +36,11 @@ workers = int(_env("WEB_CONCURRENCY", str(os.cpu_count() or 1) if _redis_hub els
 # worker_connections caps concurrent connections, so streams, per worker; gunicorn's
 # default of 1,000 is too low for long-lived SSE.
 worker_connections = int(_env("RILL_WORKER_CONNECTIONS", "10000"))
+# Connections the kernel queues before a worker accepts them (past it, a burst's new
+# connections are reset). gunicorn's 2,048 reset 15 % of bench's `held` burst (8,000
+# streams over 10 s) on two busy workers; 4,096 reset none (bench/PROFILE.md). The kernel
+# caps it at net.core.somaxconn (4,096 since Linux 5.4).
+backlog = int(_env("RILL_BACKLOG", "4096"))
 
 # PORT (Heroku, Cloud Run, ...) means "listen on every interface on this port".
 _port = os.environ.get("PORT")
