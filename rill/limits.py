@@ -99,13 +99,15 @@ def init_limiter(app: Flask, limits: Mapping[str, Callable[[], str]]) -> Limiter
         storage = config["RILL_RATELIMIT_STORAGE_URI"]
         if config["RILL_REDIS_URL"] and storage == "memory://":
             storage = config["RILL_REDIS_URL"]
-        # A Redis storage gets limits' own pool, a connection per concurrent check: a
-        # bounded pool starves under a burst (bench/PROFILE.md, "Redis connections").
+        if storage.split("://", 1)[0] in ("redis", "rediss"):
+            from .limit_storage import storage_uri  # registers the pipelined storage
+
+            storage = storage_uri(storage)
         timeout = config["RILL_REDIS_TIMEOUT_SECONDS"]  # a Redis storage's, as Rill's own
         limiter = Limiter(key_func=client_key, storage_uri=storage,
                           storage_options={"socket_timeout": timeout,
                                            "socket_connect_timeout": timeout}
-                          if storage.startswith("redis") else {},
+                          if storage.startswith(("redis", "rill+redis")) else {},
                           enabled=config["RILL_RATELIMIT_ENABLED"], strategy="fixed-window",
                           # A store that is down should not turn requests into 500s; the hub
                           # answers 503 hub_unavailable on its own when it is the same Redis.
@@ -223,10 +225,17 @@ class RedisStreamCaps(StreamCaps):
     def _acquire(self) -> Any:
         return self.redis.register_script(_ACQUIRE)
 
+    @functools.cached_property
+    def _batcher(self) -> Any:
+        """A burst's slot checks share round trips (:mod:`rill.hub.redis_batch`)."""
+        from .hub.redis_batch import ScriptBatcher
+
+        return ScriptBatcher(self.redis, 3 * self._timeout)
+
     def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
         caps_key = f"{self.counted.prefix}{key}"
         with self._io.guard():
-            if self._acquire(keys=[caps_key], args=[time.time(), cap, stream_id]):
+            if self._batcher.call(self._acquire, [caps_key], [time.time(), cap, stream_id]):
                 return True
             gone = self._gone(caps_key)
             return bool(gone) and bool(self._acquire(keys=[caps_key],

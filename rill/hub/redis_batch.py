@@ -1,0 +1,78 @@
+"""Redis script calls from many greenlets, one pipelined round trip per event-loop turn.
+
+A call through a connection pool holds its connection from sending the command until its
+greenlet runs again to read the reply: on a saturated worker, or while Redis stalls, that is
+a whole loop iteration or more. So under a burst a pool of *n* serves about *n* calls per
+iteration and the rest wait out ``RILL_REDIS_TIMEOUT_SECONDS`` (a bounded pool), or each
+waiting call opens a connection (an unbounded one: 214 from one worker in
+``tests/integration/test_redis_connections.py``). :class:`ScriptBatcher` queues each call
+and one greenlet sends every queued call in one pipeline (``EVALSHA`` each; a script Redis
+lost is loaded again and the batch sent once more), handing each reply back; calls queued
+meanwhile go in the next pipeline, as the hub's flusher does for events. One connection,
+however many calls wait. Used for the stream caps' slots and flask-limiter's counts
+(:mod:`rill.limit_storage`); measured in ``bench/PROFILE.md``, "Redis connections".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gevent
+import gevent.event
+import redis
+
+from .. import tasks
+
+Call = tuple[Any, Sequence[Any], Sequence[Any], gevent.event.AsyncResult]
+
+
+class ScriptBatcher:
+    """Runs ``redis.commands.core.Script`` calls for ``client`` (a ``redis.Redis``), batched
+    under gevent; directly outside it, or for a ``redis.RedisCluster`` (whose pipelines
+    split by slot). ``timeout``: seconds a call waits for its reply (past it,
+    ``redis.TimeoutError``); a reply that is an error is raised in its caller."""
+
+    def __init__(self, client: Any, timeout: float) -> None:
+        self.client, self.timeout = client, timeout
+        self._direct = isinstance(client, redis.RedisCluster)
+        self._queued: list[Call] = []
+        self._sender: gevent.Greenlet | None = None
+
+    def call(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """``script(keys=keys, args=args)``, its reply; raises a ``redis.RedisError``."""
+        if self._direct or not tasks.cooperative():
+            return script(keys=keys, args=args, client=self.client)
+        reply = gevent.event.AsyncResult()
+        self._queued.append((script, keys, args, reply))
+        if self._sender is None or self._sender.dead:
+            self._sender = gevent.spawn(self._send)
+        reply.wait(self.timeout)  # returns the value, which may be falsy
+        if not reply.ready():
+            raise redis.TimeoutError("no reply from Redis in time")
+        return reply.get()
+
+    def _send(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                replies = self._pipeline(batch)
+                lost = {id(s): s for (s, *_), r in zip(batch, replies, strict=True)
+                        if isinstance(r, redis.exceptions.NoScriptError)}
+                if lost:
+                    for script in lost.values():
+                        self.client.script_load(script.script)
+                    replies = self._pipeline(batch)
+            except Exception as exc:  # Redis away: every call of the batch fails alike
+                replies = [exc] * len(batch)
+            for (*_, reply), value in zip(batch, replies, strict=True):
+                if isinstance(value, Exception):
+                    reply.set_exception(value)
+                else:
+                    reply.set(value)
+
+    def _pipeline(self, batch: list[Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))

@@ -1,0 +1,68 @@
+"""ScriptBatcher: script calls from many greenlets share pipelined round trips
+(rill.hub.redis_batch), against a real redis-server."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+import redis
+
+from rill import tasks
+from rill.hub.redis_batch import ScriptBatcher
+
+ECHO = """if ARGV[1] == 'bad' then return redis.error_reply('refused') end
+return tonumber(ARGV[1])"""
+
+
+@pytest.fixture
+def batcher(redis_server, monkeypatch) -> ScriptBatcher:
+    monkeypatch.setattr(tasks, "cooperative", lambda: True)  # as in a gevent worker
+    client = redis.Redis.from_url(redis_server.url)
+    rounds: list[int] = []
+    pipeline = client.pipeline
+
+    def counted(*args, **kwargs):
+        rounds.append(1)
+        return pipeline(*args, **kwargs)
+
+    client.pipeline = counted  # type: ignore[method-assign]
+    batcher = ScriptBatcher(client, timeout=5)
+    batcher.rounds = rounds  # type: ignore[attr-defined]
+    return batcher
+
+
+def test_the_calls_of_one_turn_share_a_round_trip_and_each_gets_its_reply(batcher) -> None:
+    script = batcher.client.register_script(ECHO)
+    batcher.client.script_load(ECHO)
+    calls = [gevent.spawn(batcher.call, script, ["k"], [n]) for n in range(50)]
+    gevent.joinall(calls, raise_error=True)
+    assert [c.value for c in calls] == list(range(50))
+    assert len(batcher.rounds) == 1  # type: ignore[attr-defined]
+
+
+def test_a_falsy_reply_is_a_reply_not_a_timeout(batcher) -> None:
+    """AsyncResult.wait returns the value: a 0 (a cap reached) read as "no reply"."""
+    assert batcher.call(batcher.client.register_script(ECHO), ["k"], [0]) == 0
+
+
+def test_an_error_reply_is_raised_in_its_own_caller_only(batcher) -> None:
+    script = batcher.client.register_script(ECHO)
+    good, bad = (gevent.spawn(batcher.call, script, ["k"], [v]) for v in (7, "bad"))
+    gevent.joinall([good, bad])
+    assert good.value == 7
+    assert isinstance(bad.exception, redis.ResponseError)
+
+
+def test_a_script_redis_lost_is_loaded_again(batcher) -> None:
+    script = batcher.client.register_script(ECHO)
+    assert batcher.call(script, ["k"], [1]) == 1
+    batcher.client.script_flush()
+    assert batcher.call(script, ["k"], [2]) == 2
+
+
+def test_redis_away_fails_every_call_of_the_batch(batcher) -> None:
+    script = batcher.client.register_script(ECHO)
+    batcher.client = redis.Redis(port=1, socket_connect_timeout=0.5)  # nothing listens
+    calls = [gevent.spawn(batcher.call, script, ["k"], [n]) for n in range(3)]
+    gevent.joinall(calls)
+    assert all(isinstance(c.exception, redis.ConnectionError) for c in calls)
