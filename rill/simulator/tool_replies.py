@@ -5,8 +5,9 @@ is not a ``tool`` result) with N calls, of the offered tools in turn (or of the 
 ``call``, comma-separated), whose arguments are :func:`tool_call_arguments` (or ``args``,
 JSON text, for every call), after ``pre`` content tokens (default 0). With ``steps=S`` it
 answers with calls until the conversation holds S - 1 rounds of them (assistant messages
-with ``tool_calls``), then with text, whatever the last message is: S model steps. Shapes, as the servers
-send them (OpenAI API reference, "Chat completions: streaming"; the servers' own streams):
+with ``tool_calls``), then with text, whatever the last message is: S model steps. Shapes,
+as the servers send them (OpenAI API reference, "Chat completions: streaming"; the
+servers' own streams):
 
 - ``openai``: the id, ``type`` and name with ``arguments: ""``, then argument fragments;
   calls one after the other; ``finish_reason`` ``tool_calls``.
