@@ -77,6 +77,7 @@ class TaskProducer(Producer):
         generation = self.generation
         try:
             while self._read_step() and generation.between_steps:
+                self.upstream.close()
                 upstream = generation.next_step()  # blocks this task: tools, then the open
                 if upstream is None:
                     break
@@ -105,7 +106,6 @@ class TaskProducer(Producer):
         with contextlib.suppress(Exception):
             for _ in self._batches:
                 pass
-        self.upstream.close()
         return True
 
     def _supervise(self) -> None:
