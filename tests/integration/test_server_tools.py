@@ -154,11 +154,14 @@ def test_more_model_steps_than_allowed_end_with_an_error_after_all_that_was_said
 
 def test_a_client_tool_call_ends_the_stream_for_the_client_as_before(tools_rill, simulator):
     client_tool = {"type": "function", "function": {"name": "get_time"}}
-    model, _ = sim_model(tools="openai", calls=2, call="weather,get_time", steps=3)
+    model, tag = sim_model(tools="openai", calls=2, call="weather,get_time", steps=3)
     events = read(tools_rill.chat({"messages": [USER], "model": model,
                                    "tools": [client_tool]}))
     assert kinds(events) == ["start", "tool_call", "done"]
     assert events[-1].json["finish_reason"] == "tool_calls"
+    (only,) = simulator.requests(tag)  # offered the client's tools and the server's
+    offered = [t["function"]["name"] for t in only["body"]["tools"]]
+    assert offered[0] == "get_time" and {"weather", "dawdle"} <= set(offered)
 
 
 def test_a_client_tool_named_as_a_server_tool_is_a_400(tools_rill, simulator):
