@@ -15,10 +15,9 @@ first event of each call with its ``id`` and ``name``, later ones with them null
 "elapsed_ms"}`` (server-side tools); then ``done`` ``{"finish_reason", "usage"}`` or
 ``error`` ``{"code", "message"}``.
 
-With server-side tools (:mod:`rill.steps`) an answer has several model steps: a step that
-ends with server tool calls leaves the generation :attr:`~Generation.between_steps` (no stall
-deadline there: tools have their own), and the producer calls :meth:`Generation.next_step`
-in a task for the next step's stream. Every other rule holds across the steps.
+With server-side tools (:mod:`rill.steps`) a step ending in server tool calls leaves it
+``between_steps`` (no stall deadline: tools have their own) until the producer's task gets
+the next step's stream from :meth:`Generation.next_step`; every other rule holds across steps.
 """
 
 from __future__ import annotations
