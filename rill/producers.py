@@ -168,8 +168,9 @@ class EventedProducer(Producer):
         self._stream = cast(NonBlockingStream, upstream)
         fileno = getattr(upstream, "fileno", lambda: None)()
         if fileno is None:  # a later step's response that can only be iterated
-            raise errors.UpstreamUnsupported("The model provider's answer to a tool step "
-                                             "could not be read; the answer is incomplete.")
+            raise errors.UpstreamError("The model provider's answer to a tool step came "
+                                       "in a form Rill cannot read here; the answer is "
+                                       "incomplete.")
         self._io = self._loop.io(fileno, 1)  # 1: readable
         self._io.start(self._guard, self._on_readable)
         self._loop.run_callback(self._guard, self._on_readable)  # bytes read with the head

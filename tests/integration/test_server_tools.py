@@ -83,6 +83,8 @@ def test_server_tools_run_between_three_model_steps_in_one_stream(tools_rill, si
         *({"role": "tool", "tool_call_id": r["id"], "content": r["content"]}
           for r in results[:2])]
     assert third["body"]["messages"][-1]["tool_call_id"] == calls[3]["id"]
+    metrics = requests.get(f"{tools_rill.url}/metrics", timeout=5).text
+    assert 'rill_tool_calls_total{outcome="ok",tool="weather"}' in metrics
 
 
 @pytest.mark.parametrize(("tool", "content"), [
