@@ -142,3 +142,48 @@ def test_every_producer_runs_tool_steps_the_same(name: str, driver: str, hub_env
     assert run.producer.finished and run.finished == 1
     assert ([row.call[1]["mark"]] if row.stops_tool else []) == STOPPED
     assert len(server.requests) == (1 if row.stops_tool else 2)
+
+
+def _fragment(index: int, arguments: str, head: str | None = None) -> tuple[str, dict]:
+    return ("tool_call", {"index": index, "id": head, "name": head and "lookup",
+                          "arguments": arguments})
+
+
+def test_a_steps_calls_past_the_limits_are_refused_as_results_and_its_usage_is_summed() -> None:
+    """A call's arguments longer than RILL_MAX_MESSAGE_CHARS and calls past
+    RILL_MAX_TOOL_CALLS are not run: the model gets a refusal as their result. The answer's
+    usage is the steps' summed."""
+    from rill.chat_request import ChatRequest
+    from rill.steps import END, RUN, plan
+    from tests.conftest import FakeUpstream
+
+    app = Flask(__name__)
+    app.config.update({**DEFAULTS, "RILL_MAX_TOOL_CALLS": 2, "RILL_MAX_MESSAGE_CHARS": 20})
+    user = {"role": "user", "content": "Hi"}
+    upstream = FakeUpstream()
+    request, tool_steps = plan(ChatRequest(messages=[user], model="m"), TOOLS, upstream,
+                               None, app)
+    assert tool_steps is not None and request.tools == TOOLS.offered(None)
+    tool_steps.gather([("delta", {"content": "Let me see."}), _fragment(0, '{"q": ', "c0"),
+                       _fragment(1, '{"q": "', "c1"), _fragment(0, '"x"}'),
+                       _fragment(1, "y" * 30 + '"}'), _fragment(2, '{"q": "z"}', "c2")])
+    usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    assert tool_steps.finish({"finish_reason": "tool_calls", "usage": usage})[0] == RUN
+    recorded: list = []
+    stream = tool_steps.run(lambda events: recorded.extend(events) or True)
+    assert stream is not None
+    assert [(kind, data["id"], data["ok"], data["content"]) for kind, data in recorded] == [
+        ("tool_result", "c0", True, "found x"),
+        ("tool_result", "c1", False, "The arguments for lookup are longer than 20 "
+                                     "characters; the call was not run."),
+        ("tool_result", "c2", False, "Too many tool calls at once (at most 2); this one "
+                                     "was not run.")]
+    (sent,) = upstream.requests
+    assert sent.first_call == 3
+    assert sent.messages[1] == {"role": "assistant", "content": "Let me see.", "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": "lookup", "arguments": a}}
+        for i, a in enumerate(['{"q": "x"}', "", ""])]}
+    assert [m["tool_call_id"] for m in sent.messages[2:]] == ["c0", "c1", "c2"]
+    what, done = tool_steps.finish({"finish_reason": "stop", "usage": usage})
+    assert (what, done) == (END, ("done", {"finish_reason": "stop", "usage": {
+        "prompt_tokens": 6, "completion_tokens": 10, "total_tokens": 16}}))
