@@ -13,7 +13,7 @@ from flask_limiter import RateLimitExceeded
 from gevent import monkey
 from werkzeug.exceptions import HTTPException
 
-from rill import chat_request, metrics, relay, request_ids, state
+from rill import chat_request, metrics, relay, request_ids, state, steps
 from rill.auth import AuthError, current_user
 from rill.errors import InvalidRequest, PayloadTooLarge, RateLimited, RillError
 from rill.limits import client_key, read_body, stream_cap
@@ -38,6 +38,9 @@ def chat() -> Response:
     rill = state()
     rill.refuse_when_draining()
     user = current_user()
+    # Server-side tools this user is offered (their `allow` runs here, in the request).
+    params, tool_steps = steps.plan(params, rill.tools, rill.upstream, user,
+                                    current_app._get_current_object())  # type: ignore[attr-defined]
     stream_id = secrets.token_urlsafe(16)  # 128 random bits: the stream's capability
     slot = rill.caps.acquire(client_key(), stream_id, cap=stream_cap())
     try:
@@ -58,7 +61,8 @@ def chat() -> Response:
     try:
         rill.start_generation(stream_id, upstream, owner=user, on_finish=slot.release,
                               log_fields={"request_id": request_ids.current(),
-                                          "client": client_key()})
+                                          "client": client_key()},
+                              steps=tool_steps)
     except BaseException:
         upstream.close()
         slot.release()

@@ -32,6 +32,8 @@ class ChatRequest:
     ``messages`` are ``{"role", "content"}``, plus ``tool_call_id`` (role ``tool``) or
     ``tool_calls`` (role ``assistant``, whose ``content`` may then be ``None``); ``tools``
     and ``tool_choice`` as OpenAI's request has them, ``None`` when not offered.
+    ``first_call``: the ``index`` of the first ``tool_call`` event its answer gives (0; after
+    server-side tool steps, the calls of the steps before, :mod:`rill.steps`).
     """
 
     messages: list[dict[str, Any]]
@@ -40,6 +42,7 @@ class ChatRequest:
     temperature: float | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    first_call: int = 0
 
 
 def parse_body(raw: bytes, content_type: str | None, max_bytes: int) -> Any:

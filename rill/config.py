@@ -212,8 +212,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest tool result content the model and the page get, in UTF-8 bytes; a "
             "longer one is cut and ends with a `[truncated …]` mark."),
     Setting("RILL_MAX_TOOL_STEPS", 8, _positive_int,
-            "Most rounds of server-side tool calls in one answer: after that many, the "
-            "upstream is not called again with tool results."),
+            "Most model steps in one answer with server-side tools (the first request, and "
+            "one more after each round of tool results); a step past it that calls tools "
+            "ends the answer with `error` `tool_steps_exceeded`, its calls not run."),
     Setting("RILL_LOGIN_URL", "", str,
             "Where the chat page sends a visitor no one signed in (a URL or an endpoint "
             "name, with `next`); empty: Flask-Login's `login_view`, if the host has one."),

@@ -208,3 +208,11 @@ class StreamTimeout(RillError):
     status = 504
     code = "timeout"
     message = "The answer took longer than this server allows and was stopped."
+
+
+class ToolStepsExceeded(RillError):
+    code = "tool_steps_exceeded"
+    # After the model's last allowed step still asked for server-side tools: those calls
+    # are not run, and the answer so far stands (RILL_MAX_TOOL_STEPS).
+    message = ("The answer needed more model steps with tools than this server allows; it "
+               "stops here, incomplete.")

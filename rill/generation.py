@@ -11,8 +11,13 @@ append to this worker's memory), so a producer may call it from an event-loop ca
 Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta`` and
 ``reasoning`` ``{"content"}``; ``tool_call`` ``{"index", "id", "name", "arguments"}`` (the
 first event of each call with its ``id`` and ``name``, later ones with them null: see
-:mod:`rill.upstreams.tool_calls`); then ``done`` ``{"finish_reason", "usage"}`` or ``error``
-``{"code", "message"}``.
+:mod:`rill.upstreams.tool_calls`); ``tool_result`` ``{"id", "name", "ok", "content",
+"elapsed_ms"}`` (server-side tools); then ``done`` ``{"finish_reason", "usage"}`` or
+``error`` ``{"code", "message"}``.
+
+With server-side tools (:mod:`rill.steps`) a step ending in server tool calls leaves it
+``between_steps`` (no stall deadline: tools have their own) until the producer's task gets
+the next step's stream from :meth:`Generation.next_step`; every other rule holds across steps.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors, metrics
 from .hub import TERMINAL, Hub, Record
 from .sse import encode_json_event
-from .upstreams import Event
+from .upstreams import Event, UpstreamStream
+
+if TYPE_CHECKING:
+    from .steps import ToolSteps
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +72,11 @@ class Generation:
 
     def __init__(self, hub: Hub, stream_id: str, start: dict[str, Any], limits: Limits,
                  on_finish: Callable[[], None] = lambda: None,
-                 log_fields: Mapping[str, Any] | None = None) -> None:
+                 log_fields: Mapping[str, Any] | None = None,
+                 steps: ToolSteps | None = None) -> None:
         self.hub, self.stream_id, self.limits = hub, stream_id, limits
+        self.steps = steps  # server-side tool steps, if the user is offered any
+        self.between_steps = False  # a step ended with server tool calls: see next_step
         self.next_id = 0
         self.finished = False  # the terminal event is written
         self._start_event = start
@@ -92,11 +103,43 @@ class Generation:
 
     def take(self, events: list[Event]) -> None:
         """Append events read together from the upstream (one read of its socket)."""
-        if self.stopping:
+        if self.stopping or self.between_steps:
             return
         self._tokens += sum(1 for kind, _ in events if kind in ("delta", "tool_call"))
         self.last_chunk_at = time.monotonic()
+        if self.steps is not None and events:
+            self.steps.gather(events)
+            if events[-1][0] == "done":
+                what, last = self.steps.finish(events[-1][1])
+                self.between_steps = what == "run"
+                events = events[:-1] if self.between_steps else [*events[:-1], last]
         self._append(events)
+
+    def next_step(self) -> UpstreamStream | None:
+        """Between steps: run the tools, write their ``tool_result`` events and open the
+        next model step (:meth:`rill.steps.ToolSteps.run`). Blocks: call it in a task, never
+        in gevent's hub. Returns the next step's stream (the stall deadline counts from
+        now), or ``None`` if the generation ended meanwhile. Raises what the upstream's
+        ``open`` raises."""
+        assert self.steps is not None and self.between_steps
+        stream = self.steps.run(self._record)
+        if stream is not None:
+            self.last_chunk_at = time.monotonic()
+            self.between_steps = False
+        return stream
+
+    def _record(self, events: list[Event]) -> bool:
+        if self.stopping or self.finished:
+            return False
+        self._append(events)
+        return True
+
+    def halt(self) -> None:
+        """Ignore what the upstream does from now on (it is being stopped on purpose), and
+        stop a tool step."""
+        self.stopping = True
+        if self.steps is not None:
+            self.steps.cancel()
 
     def fail(self, exc: BaseException) -> None:
         """End with ``exc`` (an upstream's error, or anything else as ``internal``)."""
@@ -109,7 +152,10 @@ class Generation:
         self.end(Ending(exc))
 
     def end(self, ending: Ending) -> None:
-        """Write the terminal event for ``ending``, unless one is written already."""
+        """Write the terminal event for ``ending``, unless one is written already; a tool
+        step stops."""
+        if self.steps is not None:
+            self.steps.cancel()
         if not self.finished:
             self._append([ending.event()])
 
@@ -135,7 +181,7 @@ class Generation:
             return self._stop_request
         if now - self._started >= limits.max_seconds:
             return Ending(errors.StreamTimeout())
-        if now - self.last_chunk_at >= limits.stall_timeout:
+        if not self.between_steps and now - self.last_chunk_at >= limits.stall_timeout:
             return Ending(errors.UpstreamStalled())
         orphaned_at, signalled = self._orphaned_at, self._signalled
         if not (signalled or (not self._had_subscriber
@@ -160,8 +206,9 @@ class Generation:
     def wait_for(self, now: float) -> float:
         """Seconds until :meth:`due` may have something to say, without a signal."""
         limits = self.limits
-        deadlines = [self._started + limits.max_seconds,
-                     self.last_chunk_at + limits.stall_timeout]
+        deadlines = [self._started + limits.max_seconds]
+        if not self.between_steps:
+            deadlines.append(self.last_chunk_at + limits.stall_timeout)
         if not self._had_subscriber:
             deadlines.append(self._started + STARTUP_SECONDS)
         if self._orphaned_at is not None:

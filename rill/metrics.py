@@ -36,6 +36,9 @@ REFUSED = Counter("rill_refused_requests", "Requests answered with a JSON error 
 SSE_CONNECTIONS = Gauge("rill_sse_connections", "Event-stream responses open now (POSTs and "
                         "resumes; a generation may have several, or none).",
                         multiprocess_mode="livesum")
+TOOL_CALLS = Counter("rill_tool_calls", "Server-side tool calls run, by tool and outcome (ok, "
+                     "failed: the model got ok false; a tool no one has is `(unknown)`).",
+                     ["tool", "outcome"])
 SEND_TIMEOUTS = Counter("rill_send_timeouts", "Clients disconnected for taking nothing for "
                         "RILL_SEND_TIMEOUT_SECONDS.")
 

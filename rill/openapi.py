@@ -34,6 +34,7 @@ ERROR_CODES: dict[int, list[str]] = {
 }
 STREAM_ERROR_CODES = ["upstream_error", "upstream_cut", "upstream_stalled",
                       "upstream_malformed", "upstream_unsupported", "timeout",
+                      "tool_steps_exceeded",
                       "producer_lost", "shutdown", "hub_unavailable", "events_expired",
                       "internal"]
 
@@ -46,8 +47,8 @@ EVENT_DATA: dict[str, dict[str, Any]] = {  # the JSON ``data`` of each event typ
               "properties": {"stream_id": {"type": "string"}, "model": {"type": "string"}}},
     "delta": _TEXT,
     "reasoning": _TEXT,
-    # A fragment of a tool call (RILL_CLIENT_TOOLS): the first of each call has its id and
-    # name, later ones have them null and carry more of its JSON arguments.
+    # A fragment of a tool call (client or server-side tools): the first of each call has
+    # its id and name, later ones have them null and carry more of its JSON arguments.
     "tool_call": {"type": "object", "additionalProperties": False,
                   "required": ["index", "id", "name", "arguments"], "properties": {
                       "index": {"type": "integer", "minimum": 0},
@@ -57,6 +58,13 @@ EVENT_DATA: dict[str, dict[str, Any]] = {  # the JSON ``data`` of each event typ
                                             "name": {"type": "string"}}},
                             {"properties": {"id": {"type": "null"}, "name": {"type": "null"},
                                             "arguments": {"minLength": 1}}}]},
+    # A server-side tool's result (rill.steps): one per call, in call order, after the calls.
+    "tool_result": {"type": "object", "additionalProperties": False,
+                    "required": ["id", "name", "ok", "content", "elapsed_ms"], "properties": {
+                        "id": {"type": "string", "pattern": f"^{TOOL_CALL_ID.pattern}$"},
+                        "name": {"type": "string"}, "ok": {"type": "boolean"},
+                        "content": {"type": "string"},
+                        "elapsed_ms": {"type": "number", "minimum": 0}}},
     "done": {"type": "object", "additionalProperties": False,
              "required": ["finish_reason", "usage"], "properties": {
                  "finish_reason": {"type": ["string", "null"]},
@@ -88,8 +96,9 @@ def _error(status: int, codes: list[str]) -> dict[str, Any]:
 
 def _stream_response() -> dict[str, Any]:
     return {"description": "Server-Sent Events: `start`, then `delta`/`reasoning` (and "
-                           "`tool_call`, with client tools), then `done` or `error`; ids "
-                           "from 0; `: ping` comments in silences.",
+                           "`tool_call`, with client or server-side tools, and "
+                           "`tool_result` after a server-side step's calls), then `done` or "
+                           "`error`; ids from 0; `: ping` comments in silences.",
             "content": {"text/event-stream": {
                 "itemSchema": {"$ref": "#/components/schemas/StreamEvent"}}}}
 

@@ -11,6 +11,13 @@ Two drivers, one policy:
   over; a supervisor task waits for the next deadline or a wake-up and asks the same.
 
 Stopping closes the upstream request at once, then writes the terminal event.
+
+An answer of several model steps (server-side tools, :mod:`rill.steps`): when a step's
+stream ends with the generation :attr:`~rill.generation.Generation.between_steps`, the
+producer closes it and calls :meth:`~rill.generation.Generation.next_step` in a task (the
+reader task; the evented producer spawns one), then reads the next step's stream as the
+first. A stop during a tool step stops the step (its tools are cancelled) as it would close
+a model step's upstream.
 """
 
 from __future__ import annotations
@@ -69,26 +76,37 @@ class TaskProducer(Producer):
     def _read(self) -> None:
         generation = self.generation
         try:
-            read = 0
-            for batch in self._batches:
-                generation.take(batch)
-                if batch[-1][0] in TERMINAL:
+            while self._read_step() and generation.between_steps:
+                self.upstream.close()
+                upstream = generation.next_step()  # blocks this task: tools, then the open
+                if upstream is None:
                     break
-                read += len(batch)
-                if read >= YIELD_EVERY:
-                    read = 0
-                    tasks.pause()
-            else:
-                generation.fail(errors.UpstreamCut())
-            # After done: read the body to its end so the connection returns to the pool.
-            with contextlib.suppress(Exception):
-                for _ in self._batches:
-                    pass
+                self.upstream, self._batches = upstream, iter(batches_of(upstream))
         except Exception as exc:
             generation.fail(exc)
         finally:
             self.upstream.close()
             self.wake.set()
+
+    def _read_step(self) -> bool:
+        """Read one model step's stream to its end; False if it broke off."""
+        generation, read = self.generation, 0
+        for batch in self._batches:
+            generation.take(batch)
+            if batch[-1][0] in TERMINAL:
+                break
+            read += len(batch)
+            if read >= YIELD_EVERY:
+                read = 0
+                tasks.pause()
+        else:
+            generation.fail(errors.UpstreamCut())
+            return False
+        # After done: read the body to its end so the connection returns to the pool.
+        with contextlib.suppress(Exception):
+            for _ in self._batches:
+                pass
+        return True
 
     def _supervise(self) -> None:
         generation = self.generation
@@ -111,8 +129,9 @@ class TaskProducer(Producer):
 
     def _end(self, ending: Ending) -> None:
         # Killing the reader cannot interrupt an append: appends never switch greenlets. A
-        # reader thread is stopped by closing its upstream, and its broken read is ignored.
-        self.generation.stopping = True
+        # reader thread is stopped by closing its upstream (or stopping its tool step), and
+        # its broken read is ignored.
+        self.generation.halt()
         self._reader.stop(unblock=self.upstream.close)
         self.generation.end(ending)
 
@@ -138,12 +157,40 @@ class EventedProducer(Producer):
     def start(self) -> None:
         self._loop = gevent.get_hub().loop
         self._timer: Any = None
-        self._stream = cast(NonBlockingStream, self.upstream)
-        self._io: Any = self._loop.io(self._stream.fileno(), 1)  # 1: readable
+        self._io: Any = None
+        self._step: tasks.Task | None = None  # the task running a tool step
         self.generation.open()
+        self._attach(self.upstream)
+
+    def _attach(self, upstream: UpstreamStream) -> None:
+        """Read ``upstream`` (a model step's stream) on a read watcher."""
+        self.upstream = upstream
+        self._stream = cast(NonBlockingStream, upstream)
+        fileno = getattr(upstream, "fileno", lambda: None)()
+        if fileno is None:  # a later step's response that can only be iterated
+            raise errors.UpstreamError("The model provider's answer to a tool step came "
+                                       "in a form Rill cannot read here; the answer is "
+                                       "incomplete.")
+        self._io = self._loop.io(fileno, 1)  # 1: readable
         self._io.start(self._guard, self._on_readable)
         self._loop.run_callback(self._guard, self._on_readable)  # bytes read with the head
         self._arm(self.generation.wait_for(time.monotonic()))
+
+    def _next_step(self) -> None:
+        """In a task of its own: the tool step, then the next step's stream on a watcher."""
+        generation = self.generation
+        try:
+            upstream = generation.next_step()
+        except Exception as exc:
+            upstream = None
+            with contextlib.suppress(Exception):
+                generation.fail(exc)
+        if upstream is not None and not generation.finished:
+            self._guard(lambda: self._attach(upstream))
+        elif upstream is not None:
+            upstream.close()
+        if generation.finished:
+            self._finish()
 
     def _guard(self, step: Callable[[], None]) -> None:
         """Run ``step`` in the hub: an exception ends the generation, never the hub."""
@@ -172,7 +219,10 @@ class EventedProducer(Producer):
             return
         if events:
             generation.take(events)
-            if generation.finished:
+            if generation.between_steps:  # the timer keeps the deadlines: no drain
+                self._close_upstream()
+                self._step = tasks.spawn(self._next_step)
+            elif generation.finished:
                 if self._stream.body_ended:
                     self._close_upstream()
                 else:  # the rest of the body (the chunked terminator) may take a moment
@@ -205,6 +255,9 @@ class EventedProducer(Producer):
             io.stop()
             io.close()
             self.upstream.close()
+        step, self._step = self._step, None
+        if step is not None and not step.dead and not step.running_here:
+            step.kill()  # scheduled from the hub; its tools are cancelled as it unwinds
 
     def _finish(self) -> None:
         if self._io is None and self._timer is not None:

@@ -10,7 +10,8 @@ for every subscriber.
 :class:`Errand` gives up work done for a client (opening the upstream) when it leaves.
 
 Event contract (ids count from 0): ``start`` ``{"stream_id", "model"}``; ``delta`` and
-``reasoning`` ``{"content"}``; then ``done`` ``{"finish_reason", "usage"}`` or ``error``
+``reasoning`` ``{"content"}``, ``tool_call`` and ``tool_result`` (see
+:mod:`rill.generation`); then ``done`` ``{"finish_reason", "usage"}`` or ``error``
 ``{"code", "message"}``, and the stream ends.
 """
 

@@ -12,6 +12,7 @@ from .generation import Generation, Limits
 from .hub import Hub
 from .limits import StreamCaps
 from .producers import Producer
+from .steps import ToolSteps
 from .tools import DEFAULT, ToolRegistry
 from .upstreams import Upstream, UpstreamStream
 
@@ -46,8 +47,10 @@ class RillState:
 
     def start_generation(self, stream_id: str, upstream: UpstreamStream, owner: str | None,
                          on_finish: Callable[[], None],
-                         log_fields: Mapping[str, Any] | None = None) -> Producer:
-        """Open ``stream_id`` in the hub and run ``upstream`` into it.
+                         log_fields: Mapping[str, Any] | None = None,
+                         steps: ToolSteps | None = None) -> Producer:
+        """Open ``stream_id`` in the hub and run ``upstream`` into it (and the further model
+        steps of ``steps``, when server-side tools run: :mod:`rill.steps`).
 
         ``log_fields`` (the request id, the client key) go into the stream's summary log
         line. Raises :class:`~rill.errors.HubUnavailable` when the hub cannot be reached.
@@ -60,7 +63,8 @@ class RillState:
 
         generation = Generation(self.hub, stream_id,
                                 {"stream_id": stream_id, "model": upstream.model},
-                                self.limits, on_finish=finished, log_fields=log_fields)
+                                self.limits, on_finish=finished, log_fields=log_fields,
+                                steps=steps)
         producer = producers.create(generation, upstream)
         self.producers[stream_id] = producer  # before it can finish, or signal
         try:

@@ -47,6 +47,13 @@ class Task:
         assert self._thread is not None
         return not self._thread.is_alive()
 
+    @property
+    def running_here(self) -> bool:
+        """True when called from this task itself."""
+        if self._greenlet is not None:
+            return gevent.getcurrent() is self._greenlet
+        return self._thread is threading.current_thread()
+
     def stop(self, unblock: Callable[[], None] = lambda: None, timeout: float = 5.0) -> None:
         """End the task: kill the greenlet, or call ``unblock`` and wait for the thread."""
         if self._greenlet is not None:

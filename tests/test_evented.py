@@ -19,7 +19,9 @@ import gevent.event
 import gevent.ssl
 import orjson
 import pytest
+from flask import Flask
 
+from rill import steps
 from rill.chat_request import ChatRequest
 from rill.config import DEFAULTS
 from rill.generation import Generation, Limits
@@ -27,6 +29,7 @@ from rill.hub import Hub
 from rill.hub.memory import MemoryHub
 from rill.producers import EventedProducer, Producer, TaskProducer, create
 from rill.relay import subscribe
+from rill.tools import ToolRegistry
 from rill.upstreams.openai_compat import OpenAIUpstream
 from rill.upstreams.transport import UpstreamTransport
 from tests.sse_client import Event, events_only, parse, text_of
@@ -87,20 +90,25 @@ def upstream_for(server: Server) -> OpenAIUpstream:
 
 class Run:
     """One generation into a hub (a fresh memory hub unless given), driven by the producer
-    ``create`` picks (or by ``driver``), and what its finish callback saw."""
+    ``create`` picks (or by ``driver``), and what its finish callback saw; with ``tools``
+    (server-side, run in ``app``), in model steps (:mod:`rill.steps`)."""
 
     def __init__(self, server: Server, limits: Limits = LIMITS,
                  up: OpenAIUpstream | None = None, hub: Hub | None = None,
-                 driver: type[Producer] | None = None) -> None:
+                 driver: type[Producer] | None = None, tools: ToolRegistry | None = None,
+                 app: Flask | None = None) -> None:
         self.hub = hub or MemoryHub(DEFAULTS)
         self.stream_id = secrets.token_urlsafe(16)
         self.hub.open(self.stream_id, None)
         self.finished = 0
         up = up or upstream_for(server)
+        request, tool_steps = REQUEST, None
+        if tools is not None and app is not None:
+            request, tool_steps = steps.plan(REQUEST, tools, up, None, app)
         generation = Generation(self.hub, self.stream_id,
                                 {"stream_id": self.stream_id, "model": "m"}, limits,
-                                on_finish=self._finish)
-        upstream = up.open(REQUEST)
+                                on_finish=self._finish, steps=tool_steps)
+        upstream = up.open(request)
         self.producer: Producer = (create(generation, upstream) if driver is None
                                    else driver(generation, upstream))
         self.hub.on_signal(lambda s: self.producer.signal() if s == self.stream_id else None)

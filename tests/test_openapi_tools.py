@@ -87,3 +87,24 @@ def test_tool_call_events_are_valid_by_the_document_and_odd_ones_are_not() -> No
                 {"index": -1, "id": "c", "name": "f", "arguments": ""},
                 {"index": 0, "id": "c", "name": "f"}):
         assert not schema.is_valid(odd), odd
+
+
+def test_tool_result_events_are_valid_by_the_document_and_odd_ones_are_not() -> None:
+    """The ``tool_result`` event of a server-side tool step (issue 17, item 2), and the
+    error that ends an answer past RILL_MAX_TOOL_STEPS."""
+    from flask import Flask
+
+    from rill.errors import ToolStepsExceeded
+    from rill.tools import ToolCall, ToolRegistry, ToolResult
+
+    schema = Draft202012Validator(EVENT_DATA["tool_result"])
+    refused = ToolRegistry().start(ToolCall("call_1", "nope", "{}"), None, Flask(__name__))
+    for result in (refused.wait(), ToolResult("c-2", "weather", True, "Sunny", 12.5)):
+        schema.validate(result.to_dict())
+    good = ToolResult("c", "f", True, "x", 0.0).to_dict()
+    for odd in ({**good, "ok": "true"}, {**good, "elapsed_ms": -1}, {**good, "id": "a b"},
+                {k: v for k, v in good.items() if k != "content"}, {**good, "extra": 1}):
+        assert not schema.is_valid(odd), odd
+    Draft202012Validator(EVENT_DATA["error"]).validate(ToolStepsExceeded().to_dict())
+    stream = document(ON)["paths"]["/api/chat"]["post"]["responses"]["200"]
+    assert "`tool_result`" in stream["description"]

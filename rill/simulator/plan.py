@@ -22,7 +22,7 @@ SHAPES = frozenset({
     "llamacpp", "finish_abort", "finish_null", "error_in_stream", "malformed", "no_done",
     "big_event", "multiline", "comments"})
 _INT_PARAMS = frozenset({"tokens", "ttft_ms", "itl_ms", "after", "status", "fail_first",
-                         "reasoning_tokens", "retry_after", "size", "calls", "pre"})
+                         "reasoning_tokens", "retry_after", "size", "calls", "pre", "steps"})
 _WORD = re.compile(r"\S+\s*|\s+")
 _FILTER_OK = {k: {"filtered": False, "severity": "safe"}
               for k in ("hate", "self_harm", "sexual", "violence")}

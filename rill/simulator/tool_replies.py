@@ -1,9 +1,13 @@
 """The simulator's tool-call replies: streamed ``delta.tool_calls`` in each server's shape.
 
 ``sim?tools=<shape>&calls=N`` answers a request that offers ``tools`` (and whose last message
-is not a ``tool`` result) with N calls, of the offered tools in turn, whose arguments are
-:func:`tool_call_arguments`, after ``pre`` content tokens (default 0). Shapes, as the servers
-send them (OpenAI API reference, "Chat completions: streaming"; the servers' own streams):
+is not a ``tool`` result) with N calls, of the offered tools in turn (or of the names in
+``call``, comma-separated), whose arguments are :func:`tool_call_arguments` (or ``args``,
+JSON text, for every call), after ``pre`` content tokens (default 0). With ``steps=S`` it
+answers with calls until the conversation holds S - 1 rounds of them (assistant messages
+with ``tool_calls``), then with text, whatever the last message is: S model steps. Shapes,
+as the servers send them (OpenAI API reference, "Chat completions: streaming"; the
+servers' own streams):
 
 - ``openai``: the id, ``type`` and name with ``arguments: ""``, then argument fragments;
   calls one after the other; ``finish_reason`` ``tool_calls``.
@@ -45,16 +49,27 @@ def tool_call_arguments(i: int) -> str:
 
 def plan_calls(params: dict[str, Any], body: dict[str, Any], record_id: int) -> list[Call]:
     """The calls ``params`` ask for, if the request offers tools and does not end with a
-    tool result; else none (the reply is text)."""
+    tool result (with ``steps``: holds fewer than ``steps - 1`` rounds of calls); else none
+    (the reply is text)."""
     shape = params.get("tools")
     tools, messages = body.get("tools"), body.get("messages")
     names = [t["function"]["name"] for t in tools if isinstance(t, dict)
              and isinstance(t.get("function"), dict)] if isinstance(tools, list) else []
-    last = messages[-1] if isinstance(messages, list) and messages else None
-    if not shape or not names or (isinstance(last, dict) and last.get("role") == "tool"):
+    messages = messages if isinstance(messages, list) else []
+    last = messages[-1] if messages else None
+    if not shape or not names:
         return []
+    if "steps" in params:
+        rounds = sum(1 for m in messages if isinstance(m, dict) and m.get("tool_calls"))
+        if rounds >= params["steps"] - 1:
+            return []
+    elif isinstance(last, dict) and last.get("role") == "tool":
+        return []
+    if params.get("call"):
+        names = str(params["call"]).split(",")
     return [(_IDS[shape].format(r=record_id, i=i), names[i % len(names)],
-             tool_call_arguments(i)) for i in range(params.get("calls", 1))]
+             str(params["args"]) if "args" in params else tool_call_arguments(i))
+            for i in range(params.get("calls", 1))]
 
 
 def pieces(arguments: str) -> list[str]:

@@ -58,13 +58,14 @@ class ChunkParser:
 
     __slots__ = ("done", "error", "finish_reason", "tool_calls", "usage")
 
-    def __init__(self, tools: bool = False) -> None:
-        """``tools``: the request offered tools, so tool calls are relayed (rule 5)."""
+    def __init__(self, tools: bool = False, first_call: int = 0) -> None:
+        """``tools``: the request offered tools, so tool calls are relayed (rule 5);
+        ``first_call``: the ``index`` its first call gets (the calls of earlier steps)."""
         self.done = False
         self.error: errors.UpstreamError | None = None
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
-        self.tool_calls = ToolCallReader() if tools else None
+        self.tool_calls = ToolCallReader(first_call) if tools else None
 
     def parse(self, data: list[bytes]) -> list[Event]:
         """Return the events of these SSE ``data`` values, up to ``done`` (which sets

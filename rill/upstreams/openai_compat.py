@@ -100,7 +100,7 @@ class OpenAIUpstream:
             body["tool_choice"] = request.tool_choice
         response = _send(self.client, orjson.dumps(body), self.retries, self.retry_wait)
         return OpenAIStream(response, request.model, self.max_event_bytes,
-                            tools=request.tools is not None)
+                            tools=request.tools is not None, first_call=request.first_call)
 
 
 def _send(client: openai.OpenAI, body: bytes, retries: int = 0,
@@ -157,16 +157,19 @@ class OpenAIStream:
     """One streaming response, read as Rill events (see :mod:`rill.upstreams`)."""
 
     def __init__(self, response: httpx2.Response, model: str,
-                 max_event_bytes: int = MAX_EVENT_BYTES, tools: bool = False) -> None:
+                 max_event_bytes: int = MAX_EVENT_BYTES, tools: bool = False,
+                 first_call: int = 0) -> None:
         """``max_event_bytes``: the longest line or event the body may hold
         (``RILL_UPSTREAM_MAX_EVENT_BYTES``); a longer one ends it as malformed. ``tools``:
-        the request offered tools, so the upstream's tool calls are relayed."""
+        the request offered tools, so the upstream's tool calls are relayed, numbered from
+        ``first_call``."""
         self.model = model
         self._response = response
         self._body: Body | None = response.extensions.get(BODY_EXTENSION)
         if response.headers.get("content-encoding", "identity") != "identity":
             self._body = None  # httpx2 decodes it: only iteration gives the text
-        self._decoder, self._parser = DataDecoder(max_event_bytes), ChunkParser(tools)
+        self._decoder = DataDecoder(max_event_bytes)
+        self._parser = ChunkParser(tools, first_call)
         self._ended = False  # done or an error was returned: later reads only drain
         self._broken = False  # the body failed (a reset, or closed before its end)
 

@@ -22,7 +22,9 @@ fragment that is not an object, an ``index`` that is not a non-negative integer,
 ``name`` or ``arguments`` that is not a string or null, a ``function`` that is not an
 object, a ``type`` other than ``function``, a new call without a ``name``, and an ``id``
 outside ``rill.chat_tools.TOOL_CALL_ID`` (the client could not send it back). A new call
-without an ``id`` (some vLLM versions) gets ``call_rill_<index>``.
+without an ``id`` (some vLLM versions) gets ``call_rill_<index>``. An answer of several model
+steps (server-side tools, :mod:`rill.steps`) numbers its calls on across them: a step's
+reader starts at ``first``, the number of calls before it.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from . import Event
 class ToolCallReader:
     """The tool calls of one answer, read a ``delta.tool_calls`` list at a time."""
 
-    __slots__ = ("_by_id", "_by_index", "_last", "count")
+    __slots__ = ("_by_id", "_by_index", "_last", "count", "first")
 
-    def __init__(self) -> None:
+    def __init__(self, first: int = 0) -> None:
+        self.first = first  # Rill's index of this reader's first call
         self.count = 0  # calls seen
         self._by_index: dict[int, int] = {}
         self._by_id: dict[str, int] = {}
@@ -78,7 +81,7 @@ class ToolCallReader:
             return None
         if not name:
             return "a tool call's first fragment has no function name"
-        number = self.count
+        number = self.first + self.count
         call_id = call_id or f"call_rill_{number}"
         if not TOOL_CALL_ID.fullmatch(call_id):
             return "a tool call's id is not 1 to 256 printable ASCII characters"
