@@ -61,8 +61,9 @@ export function startEdit(item, text) {
     event.preventDefault();
     const edited = input.value.trim();
     if (!edited) return;
-    close(sendEdit(conversation, id, edited, () => reopen(edited)));
-    // (refused now: the notice says why, and the editor reopens with the text below)
+    // Refused now, the editor stays open under the notice saying why; refused by the
+    // server, it opens again with the text.
+    if (sendEdit(conversation, id, edited, () => reopen(edited))) close(true);
   });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
