@@ -26,13 +26,16 @@ pytestmark = pytest.mark.integration
 SHORT, OTHER = 12, 7  # two models whose answers differ: tok0 … tok11, tok0 … tok6
 MODEL = f"sim?tokens={SHORT}&itl_ms=30&ttft_ms=50"
 OTHER_MODEL = f"sim?tokens={OTHER}&itl_ms=30&ttft_ms=50"
-SLOW = "sim?tokens=80&itl_ms=50"
+SLOW_TOKENS = 160
+SLOW = f"sim?tokens={SLOW_TOKENS}&itl_ms=50"
+ENDLESS = "sim?tokens=5000&itl_ms=50"  # written until stopped
 DONE = re.compile("^Done")
 
 
 @pytest.fixture(scope="module")
 def edit_rill(simulator) -> Iterator[RillServer]:
-    env = page_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=f"{MODEL},{OTHER_MODEL},{SLOW}")
+    env = page_env(simulator, RILL_MODEL=MODEL,
+                   RILL_MODELS=f"{MODEL},{OTHER_MODEL},{SLOW},{ENDLESS}")
     with run_rill(env, "page-edit") as server:
         yield server
 
@@ -165,7 +168,7 @@ def test_regenerate_keeps_both_answers_and_a_second_tab_follows(edit_rill, conte
     assert on_screen(first) == on_screen(second)
 
 
-def test_edits_and_version_switches_wait_for_an_answer_written_in_another_tab(
+def test_edits_regenerates_and_version_switches_wait_for_an_answer_in_another_tab(
         edit_rill, context) -> None:
     tag = uuid.uuid4().hex[:8]
     first = context.new_page()
@@ -175,7 +178,7 @@ def test_edits_and_version_switches_wait_for_an_answer_written_in_another_tab(
     turn(first, 0).get_by_role("textbox", name="Edit message").fill(f"{tag} one, edited")
     first.keyboard.press("Enter")
     expect(first.locator("#status")).to_have_text(DONE, timeout=15_000)
-    first.select_option("#model", SLOW)
+    first.select_option("#model", ENDLESS)
     send(first, f"{tag} two")
     expect(turn(first, 3).locator(".turn-text")).to_have_text(re.compile(r"tok2\b"))
     second = context.new_page()
@@ -194,7 +197,8 @@ def test_edits_and_version_switches_wait_for_an_answer_written_in_another_tab(
     expect(notice).to_have_text(re.compile("still being written.*another version"))
     assert on_screen(second)[0] == ("user", f"{tag} one, edited", "2/2")
     expect(turn(second, 3)).to_have_attribute("aria-busy", "true")
-    expect(second.locator("#status")).to_have_text(DONE, timeout=20_000)
+    second.click("#stop")
+    expect(second.locator("#status")).to_have_text("Stopped.")
     question.get_by_role("button", name="Save & send").click()
     expect(notice).to_be_hidden()
     expect(second.locator("#status")).to_have_text(DONE, timeout=20_000)
@@ -202,6 +206,21 @@ def test_edits_and_version_switches_wait_for_an_answer_written_in_another_tab(
                                      ("assistant", text(SHORT), "")]  # this tab's model
     expect(turn(first, 2).locator(".turn-text")).to_have_text(f"{tag} two, edited")
     assert on_screen(first) == on_screen(second)
+    # Regenerate in the instant another tab's answer began, before this tab shows it.
+    second.evaluate("""() => addEventListener('storage', function started(event) {
+        if (!/"status":"streaming"/.test(event.newValue || '')) return;
+        removeEventListener('storage', started);
+        document.getElementById('regenerate').click();
+        window.regenerated = document.getElementById('notice').textContent;
+    })""")
+    send(first, f"{tag} three")
+    second.wait_for_function("window.regenerated !== undefined")
+    assert "still being written" in second.evaluate("window.regenerated")
+    first.click("#stop")
+    expect(second.locator("#transcript > .turn")).to_have_count(6)
+    expect(turn(second, 5)).to_have_class(re.compile("stopped"))
+    assert on_screen(second)[3:5] == [("assistant", text(SHORT), ""), ("user", f"{tag} three", "")
+                                      ], "no new version"
 
 
 def test_an_answer_on_an_edited_branch_resumes_after_a_reload(edit_rill, page) -> None:
@@ -214,12 +233,13 @@ def test_an_answer_on_an_edited_branch_resumes_after_a_reload(edit_rill, page) -
     page.keyboard.press("Enter")
     expect(turn(page, 1).locator(".turn-text")).to_have_text(re.compile(r"tok5\b"))
     page.reload()
-    expect(turn(page, 1).locator(".turn-text")).to_have_text(text(80), timeout=20_000)
+    expect(turn(page, 1).locator(".turn-text")).to_have_text(text(SLOW_TOKENS), timeout=20_000)
     expect(page.locator("#status")).to_have_text(DONE, timeout=5_000)
-    assert on_screen(page) == [("user", f"{tag} after", "2/2"), ("assistant", text(80), "")]
+    assert on_screen(page) == [("user", f"{tag} after", "2/2"),
+                               ("assistant", text(SLOW_TOKENS), "")]
     conversation = current_conversation(page)
     assert [(t["content"], t["status"]) for t in stored(page)[conversation]] == [
-        (f"{tag} after", None), (expected_text(80), None)]
+        (f"{tag} after", None), (expected_text(SLOW_TOKENS), None)]
 
 
 # Turns as the page stored them before versions: one line, ordered by (at, pair, n).
