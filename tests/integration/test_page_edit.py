@@ -287,3 +287,45 @@ def test_conversations_stored_before_versions_load_unchanged_and_branch(edit_ril
     turn(page, 3).get_by_role("button", name="Previous version").click()
     assert on_screen(page)[3] == ("assistant", "Cut", "1/2")
     expect(turn(page, 3)).to_have_class(re.compile("stopped"))
+
+
+@pytest.fixture(scope="module")
+def one_stream_rill(simulator) -> Iterator[RillServer]:
+    env = page_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=f"{MODEL},{ENDLESS}",
+                   RILL_MAX_STREAMS_PER_CLIENT="1")
+    with run_rill(env, "page-edit-one-stream") as server:
+        yield server
+
+
+def test_a_new_version_the_server_refuses_gives_the_screen_back(one_stream_rill, browser,
+                                                                 page) -> None:
+    page.goto(one_stream_rill.url)
+    asked(page, "Refused versions")
+    before = on_screen(page)
+    # Another browser of the same client holds the one stream the server allows it.
+    other = browser.new_context()
+    try:
+        elsewhere = other.new_page()
+        elsewhere.goto(one_stream_rill.url)
+        elsewhere.select_option("#model", ENDLESS)
+        send(elsewhere, "Hold the stream")
+        expect(elsewhere.locator(".turn-assistant .turn-text")).to_have_text(
+            re.compile(r"tok1\b"))
+        page.click("#regenerate")
+        status = page.locator("#status")
+        expect(status).to_have_class(re.compile("status-error"))
+        assert on_screen(page) == before, "the answer before, and no version"
+        turn(page, 0).get_by_role("button", name="Edit message").click()
+        turn(page, 0).get_by_role("textbox", name="Edit message").fill("Refused, edited")
+        page.keyboard.press("Enter")
+        box = turn(page, 0).get_by_role("textbox", name="Edit message")
+        expect(box).to_have_value("Refused, edited")  # open again, with the text
+        expect(status).to_have_text(re.compile(r"already have 1 answers? streaming"))
+        page.keyboard.press("Escape")
+        assert on_screen(page) == before
+        turns, picks = tree(page)
+        assert [len(found) for found in turns.values()] == [2] and picks == {}
+        elsewhere.click("#stop")
+        expect(elsewhere.locator("#status")).to_have_text("Stopped.")
+    finally:
+        other.close()
