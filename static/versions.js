@@ -26,6 +26,12 @@ function focusOn(id, name) {
 export function startEdit(item, text) {
   if (item.classList.contains("editing")) return;
   const id = item.dataset.turn;
+  const open = ui.transcript.querySelector(".editing");
+  if (open) { // one editor at a time: the other one is cancelled (which may redraw)
+    open.closeEditor(false);
+    item = itemOf(id);
+    if (!item) return;
+  }
   const conversation = state.currentId;
   const stored = store.getTurn(conversation, id);
   const body = item.querySelector(".turn-text");
@@ -45,6 +51,7 @@ export function startEdit(item, text) {
   // Closed: the transcript catches up with what changed meanwhile, and the focus goes to
   // the prompt after a send, or back to Edit.
   const close = (sent) => {
+    delete item.closeEditor;
     form.remove();
     body.hidden = false;
     actions.hidden = false;
@@ -77,6 +84,7 @@ export function startEdit(item, text) {
   });
   input.addEventListener("input", () => { save.disabled = !input.value.trim(); });
   cancel.addEventListener("click", () => close(false));
+  item.closeEditor = close;
   item.classList.add("editing");
   body.hidden = true;
   actions.hidden = true;

@@ -94,6 +94,10 @@ def test_an_edit_is_a_new_branch_and_upstream_gets_the_branch_shown(edit_rill, p
     assert on_screen(page) == [("user", first, ""), ("assistant", text(SHORT), ""),
                                ("user", second, ""), ("assistant", text(SHORT), "")]
     question.get_by_role("button", name="Edit message").click()
+    turn(page, 2).get_by_role("button", name="Edit message").click()  # one editor at a time
+    expect(page.get_by_role("textbox", name="Edit message")).to_have_value(second)
+    page.keyboard.press("Escape")
+    question.get_by_role("button", name="Edit message").click()
     box.fill(edited)
     question.get_by_role("button", name="Save & send").click()
     expect(page.locator("#prompt")).to_be_focused()
