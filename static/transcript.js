@@ -92,11 +92,13 @@ function signature(conversation) {
 }
 
 // The transcript is out of date: another tab changed the conversation on screen, or the
-// answer this tab reads there is not on screen yet.
+// answer this tab reads there, on the branch shown, is not on screen yet.
 export function stale() {
+  const conversation = store.get(state.currentId);
   const run = currentRun();
-  return ui.transcript.dataset.shown !== signature(store.get(state.currentId))
-    || Boolean(run && run.turn && !run.turn.item.isConnected);
+  const unshown = run && run.turn && !run.turn.item.isConnected && conversation
+    && conversation.messages.some((m) => m.id === run.base.id);
+  return ui.transcript.dataset.shown !== signature(conversation) || Boolean(unshown);
 }
 
 // A question is being edited on screen (drawing the transcript anew would lose it).
