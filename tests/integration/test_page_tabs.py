@@ -257,7 +257,7 @@ def test_conversations_in_the_format_before_are_converted_once(tabs_rill, contex
     assert stored(page) == conversations
 
 
-def test_regenerate_replaces_the_answer_in_every_tab(tabs_rill, context) -> None:
+def test_regenerate_shows_the_new_answer_in_every_tab(tabs_rill, context) -> None:
     first = context.new_page()
     first.goto(tabs_rill.url)
     send(first, "Answer twice")
