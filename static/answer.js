@@ -5,7 +5,7 @@ import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
 import { notify, runStatus, signInLink, state, ui, updateButtons } from "./state.js";
-import { following, markShown, noteOn, placeRegenerate, scrollToEnd,
+import { following, markShown, noteOn, placeRegenerate, scrollToEnd, showConversation,
          showTurn } from "./transcript.js";
 import { doneText, progressText, refusalText } from "./wording.js";
 
@@ -15,9 +15,9 @@ const SAVE_EVERY_MS = 250;
 // stored text ends (lastId, content); stream.js reads on after lastId.
 export function newRun(turn) {
   return {
-    turn: null, base: {
+    turn: null, base: { // pair and n: an answer stored before versions (see migrate.js)
       id: turn.id, conversation: turn.conversation, role: "assistant", at: turn.at,
-      pair: turn.pair, n: 1, model: turn.model,
+      parent: turn.parent, pair: turn.pair, n: turn.n,
     },
     conversation: turn.conversation, model: turn.model, streamId: turn.streamId || null,
     lastId: Number.isInteger(turn.lastId) ? turn.lastId : -1, source: turn.content || "",
@@ -26,8 +26,8 @@ export function newRun(turn) {
     reasoningStarted: turn.reasoningStarted || (turn.reasoning ? turn.started : 0),
     reasoningEnded: turn.reasoningEnded || 0, outcome: null, payload: null,
     controller: null, attempts: 0, timer: 0, hiddenTimer: 0, frame: 0, savedAt: 0,
-    phase: "connecting", shutdown: null, retryAfterMs: 0, question: null, replaced: null,
-    finished: false, status: ["", ""],
+    phase: "connecting", shutdown: null, retryAfterMs: 0, question: null, unpick: null,
+    refusedThen: null, finished: false, status: ["", ""],
   };
 }
 
@@ -40,13 +40,15 @@ function thoughtMs(r) {
   return r.reasoningEnded ? r.reasoningEnded - r.reasoningStarted : null;
 }
 
-// Make the run's turn (shown when its conversation is on screen) and count it in.
+// Make the run's turn and count it in. It is shown at once when its conversation is on
+// screen and ends with its question; else the next showConversation shows it.
 export function attachTurn(r) {
   state.runs.set(r.conversation, r);
   r.turn = render.createTurn("assistant", r.source, r.model);
   r.turn.item.setAttribute("aria-busy", "true");
   r.turn.item.dataset.turn = r.base.id;
-  if (r.conversation === state.currentId) {
+  const last = ui.transcript.lastElementChild;
+  if (r.conversation === state.currentId && last && last.dataset.turn === r.base.parent) {
     showTurn(r.turn, r.base.id);
     scrollToEnd();
   }
@@ -90,7 +92,7 @@ export function saveProgress(r, force) {
   if (!force && now - r.savedAt < SAVE_EVERY_MS) return;
   r.savedAt = now;
   const stored = store.putTurn({
-    ...r.base, content: r.source, status: "streaming", streamId: r.streamId,
+    ...r.base, content: r.source, model: r.model, status: "streaming", streamId: r.streamId,
     lastId: r.lastId, reasoning: r.reasoning, tokens: r.tokens, started: r.started,
     firstTokenAt: r.firstTokenAt, reasoningStarted: r.reasoningStarted,
     reasoningEnded: r.reasoningEnded, tab: state.tab, seen: now,
@@ -98,22 +100,21 @@ export function saveProgress(r, force) {
   if (!stored || stored.status !== "streaming") settle(r, stored, null);
 }
 
-// Refused before streaming: the question was never answered, so it leaves the
-// conversation and goes back into the composer (a regenerated answer comes back).
+// Refused before streaming: the answer (and its question) leave the conversation. A new
+// version gives the screen back to the one before (r.unpick: {parent, child}), then
+// r.refusedThen() runs (an edit reopens); a question asked goes back into the composer.
 export async function refused(r, response) {
   r.finished = true;
   const message = await refusalText(response);
   const here = r.conversation === state.currentId;
   r.turn.item.remove();
   store.removeTurn(r.conversation, r.base.id);
-  if (r.replaced) {
-    store.putTurn(r.replaced, { create: true });
-    if (here) {
-      const turn = render.createTurn("assistant", r.replaced.content, r.replaced.model);
-      showTurn(turn, r.replaced.id);
-    }
+  if (r.question) store.removeTurn(r.conversation, r.question.id);
+  if (r.unpick) {
+    store.pick(r.conversation, r.unpick.parent, r.unpick.child);
+    if (here) showConversation(r.conversation);
+    if (r.refusedThen) r.refusedThen();
   } else if (r.question) {
-    store.removeTurn(r.conversation, r.question.id);
     if (r.question.view) r.question.view.item.classList.add("unsent");
     if (here && !ui.prompt.value.trim()) ui.prompt.value = r.question.content;
   }

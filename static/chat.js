@@ -7,7 +7,8 @@
 //   tabs.js        tabs together: follow what is stored      render.js   turns and Markdown
 //   transcript.js  the conversation on screen               sidebar.js  the conversation list
 //   answer.js      an answer in flight, and how it settles  stream.js   its SSE connections
-//   composer.js    ask, regenerate, stop, retry             sse.js      the SSE parser
+//   composer.js    ask, edit, regenerate, stop, retry       sse.js      the SSE parser
+//   versions.js    edit a question, browse versions
 import * as store from "./store.js";
 import { abandonLost, regenerateLast, stop, wireComposer } from "./composer.js";
 import { renderSidebar, setSidebar, wireSidebar } from "./sidebar.js";
@@ -15,6 +16,7 @@ import { state, ui, updateButtons } from "./state.js";
 import { watchPageLifecycle } from "./stream.js";
 import { cancelAll, open, watchTabs } from "./tabs.js";
 import { showConversation, wireTranscript } from "./transcript.js";
+import { startEdit, switchVersion } from "./versions.js";
 
 function deleteConversation(id) {
   const run = state.runs.get(id);
@@ -27,7 +29,7 @@ function deleteConversation(id) {
 
 function startChat() {
   wireComposer();
-  wireTranscript({ regenerate: regenerateLast });
+  wireTranscript({ regenerate: regenerateLast, edit: startEdit, switchVersion });
   wireSidebar({ open, remove: deleteConversation });
   ui.newChat.addEventListener("click", () => {
     abandonLost();

@@ -1,15 +1,16 @@
-// The composer and what it starts: ask a question, regenerate the last answer, stop an
-// answer in flight, retry a lost one. A send waits while its conversation's answer is still
+// The composer and what it starts: ask a question, send an edited one, regenerate the last
+// answer, stop an answer in flight, retry a lost one. An edit or a regenerate is a new version
+// of its turn, shown in its place. A send waits while its conversation's answer is still
 // being written (in any tab), and while this browser has as many answers in flight as the
-// server allows it.
+// server allows it. What goes upstream is the branch on screen down to the question.
 import * as store from "./store.js";
 import * as render from "./render.js";
 import { attachTurn, finish, newRun } from "./answer.js";
 import { renderSidebar } from "./sidebar.js";
 import { cancelOnServer, connect, resume } from "./stream.js";
 import { apiUrl, busy, chosenModel, csrfHeaders, currentRun, focusPrompt, maxStreams, notify,
-         runStatus, state, ui, updateButtons } from "./state.js";
-import { markShown, scrollToEnd, showTurn } from "./transcript.js";
+         runStatus, state, ui, updateButtons, writing } from "./state.js";
+import { markShown, scrollToEnd, showConversation, showTurn, stale } from "./transcript.js";
 import { LOST, STILL_WRITING, atCapacity } from "./wording.js";
 
 // Only what the API takes: roles and text, without empty (failed) answers or one in flight.
@@ -18,11 +19,16 @@ function apiHistory(messages) {
     .map(({ role, content }) => ({ role, content }));
 }
 
-function post(r, messages) {
-  const body = { messages: apiHistory(messages) };
+// Start the run r (its answer stored in flight), the turns before it history ([turn]).
+function post(r, history) {
+  const body = { messages: apiHistory(history) };
   if (ui.modelPicker) body.model = ui.modelPicker.value;
   attachTurn(r);
-  markShown();
+  if (r.conversation === state.currentId && !r.turn.item.isConnected) {
+    showConversation(r.conversation); // a new version, in place of the one before
+  } else {
+    markShown();
+  }
   runStatus(r, "Connecting…", "busy");
   renderSidebar();
   connect(r, (signal) => fetch(apiUrl, {
@@ -46,19 +52,25 @@ export function abandonLost() {
 // Why a new answer in conversation id may not start now (null: it may): one is still being
 // written there, in this tab or another, or this browser is at its cap.
 function refusal(id) {
-  const inFlight = store.streaming();
-  if (id && (state.runs.has(id) || inFlight.some((t) => t.conversation === id))) {
-    return STILL_WRITING;
-  }
-  if (maxStreams && inFlight.length >= maxStreams) return atCapacity(maxStreams);
+  if (id && writing(id)) return STILL_WRITING;
+  const inFlight = store.streaming().length;
+  if (maxStreams && inFlight >= maxStreams) return atCapacity(maxStreams);
   return null;
 }
 
+// What a new answer of this tab starts with.
+function answerFields() {
+  return { model: chosenModel(), started: Date.now(), tab: state.tab, seen: Date.now() };
+}
+
+// A question after the last turn on screen.
 function ask(question) {
+  if (stale()) showConversation(state.currentId); // what is sent is what is shown
   const id = state.currentId || store.newId();
-  const { question: asked, answer } = store.addExchange(id, question, {
-    model: chosenModel(), started: Date.now(), tab: state.tab, seen: Date.now(),
-  });
+  const shown = store.get(id);
+  const last = shown ? shown.messages[shown.messages.length - 1] : null;
+  const { question: asked, answer } = store.addExchange(id, question, answerFields(),
+                                                        last ? last.id : null);
   state.currentId = id;
   store.setCurrent(id);
   const view = render.createTurn("user", question);
@@ -66,9 +78,37 @@ function ask(question) {
   scrollToEnd();
   const r = newRun(answer);
   r.question = { id: asked.id, content: question, view };
-  post(r, store.get(id).messages);
+  post(r, store.path(id, asked.id));
 }
 
+// Start a new version of a turn (its parent's newest child, on screen in every tab): the run
+// of its answer, which gives the screen back to the version before if refused.
+function newVersion(id, parent, answer, question) {
+  const before = store.picked(id, parent);
+  store.pick(id, parent, question ? question.id : answer.id);
+  const r = newRun(answer);
+  r.unpick = { parent, child: before };
+  if (question) r.question = { id: question.id, content: question.content, view: null };
+  return r;
+}
+
+// Send question turnId of conversation id again as text: a new version of it, with a new
+// answer. False (and a notice) if refused now; then() runs if the server refuses it.
+export function sendEdit(id, turnId, text, then) {
+  abandonLost();
+  const why = refusal(id);
+  notify(why || "");
+  const above = why ? [] : store.path(id, turnId);
+  if (!above.length) return false;
+  const parent = above.length > 1 ? above[above.length - 2].id : null;
+  const { question, answer } = store.addExchange(id, text, answerFields(), parent);
+  const r = newVersion(id, parent, answer, question);
+  r.refusedThen = then;
+  post(r, store.path(id, question.id));
+  return true;
+}
+
+// A new version of the last answer on screen; the ones before stay, a click away.
 export function regenerateLast() {
   abandonLost();
   const id = state.currentId;
@@ -77,19 +117,10 @@ export function regenerateLast() {
   const conversation = id && !why ? store.get(id) : null;
   const last = conversation && conversation.messages[conversation.messages.length - 1];
   if (!last || last.role !== "assistant" || last.status === "streaming") return;
-  store.removeTurn(id, last.id);
-  const answer = store.putTurn({
-    id: store.newId(), conversation: id, role: "assistant", content: "", at: last.at,
-    pair: last.pair, n: 1, model: chosenModel(), status: "streaming", lastId: -1,
-    started: Date.now(), tab: state.tab, seen: Date.now(),
-  }, { create: true });
   if (document.activeElement === ui.regenerate) focusPrompt(); // the button goes with the answer
   ui.regenerate.remove();
-  const shown = ui.transcript.querySelector(`[data-turn="${last.id}"]`);
-  if (shown) shown.remove();
-  const r = newRun(answer);
-  r.replaced = last;
-  post(r, store.get(id).messages);
+  const answer = store.addAnswer(id, last.parent, answerFields());
+  post(newVersion(id, last.parent, answer, null), store.path(id, last.parent));
 }
 
 // Stop cancels the generation on the server (closing a connection only orphans it,

@@ -1,5 +1,7 @@
-// The conversations of the format before (one list under <prefix>conversations, and the
-// answers in flight under <prefix>pending), converted once into turns (see store.js).
+// The formats before, for store.js. Turns without a parent (before versions: {at, pair (its
+// exchange's id), n (0 the question, 1 the answer)}) are read as one line; the conversations of
+// the format before that (one list under <prefix>conversations, and the answers in flight
+// under <prefix>pending) are converted once into turns.
 //   conversations  [{id, title, updated (ms), messages: [{role, content, model?, status?,
 //                  note?, reasoning?, thoughtMs?}]}]
 //   pending        {[stream_id]: {conversation, index, streamId, lastId, source, reasoning,
@@ -7,19 +9,26 @@
 //                  tab, seen}}
 // The old keys go once converted, so this runs at most once per browser and user.
 
-// Each question and the answer after it share an exchange (pair), at the conversation's
-// time plus the exchange's place, so the order survives.
+// The parent of each turn without one: the turn before it in the order (at, pair, n) of
+// those turns. Returns Map(turn id: parent id, null for the first).
+export function lineParents(turns) {
+  const byPair = (a, b) => (a.pair < b.pair ? -1 : a.pair > b.pair ? 1 : 0);
+  const line = turns.filter((t) => t.parent === undefined)
+    .sort((a, b) => a.at - b.at || byPair(a, b) || (a.n || 0) - (b.n || 0));
+  return new Map(line.map((t, index) => [t.id, index ? line[index - 1].id : null]));
+}
+
+// Each message follows the one before it, at the conversation's time plus its place.
 function convert(conversation, pending, { putTurn, newId, write, prefix }) {
   const at = Number(conversation.updated) || Date.now();
   const messages = conversation.messages.filter((m) => m && typeof m.content === "string");
   const inFlight = pending.filter((p) => p.conversation === conversation.id);
-  let pair = null;
-  let n = 0;
+  let parent = null;
   const add = (turn, index) => {
-    if (turn.role === "user" || !pair) pair = newId();
-    n = turn.role === "user" ? 0 : 1;
-    putTurn({ ...turn, id: newId(), conversation: conversation.id, at: at + index,
-              pair, n }, { create: true });
+    const id = newId();
+    putTurn({ ...turn, id, conversation: conversation.id, at: at + index, parent },
+            { create: true });
+    parent = id;
   };
   messages.forEach((m, index) => add({ ...m, role: m.role === "user" ? "user" : "assistant" },
                                      index));

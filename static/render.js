@@ -160,10 +160,59 @@ export function createTurn(role, content, model) {
     if (content) renderMarkdown(body, content);
   } else {
     body.textContent = content || "";
-    item.append(label, body);
+    turn.actions = element("div", "turn-actions");
+    turn.actions.append(button("edit-message", "Edit", "Edit message"));
+    item.append(label, body, turn.actions);
   }
   if (model) setModel(turn, model);
   return turn;
+}
+
+// A turn with several versions gets ‹ index/count › (index from 1) at the head of its
+// actions; a turn with one, none.
+export function setVersions(turn, index, count) {
+  let box = turn.actions.querySelector(".versions");
+  if (count < 2) {
+    if (box) box.remove();
+    return;
+  }
+  if (!box) {
+    box = element("div", "versions");
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Versions");
+    const label = element("span", "version-label");
+    label.setAttribute("aria-live", "polite");
+    box.append(button("version-prev", "‹", "Previous version"), label,
+               button("version-next", "›", "Next version"));
+    turn.actions.prepend(box);
+  }
+  box.querySelector(".version-label").textContent = `${index}/${count}`;
+  box.querySelector(".version-prev").disabled = index <= 1;
+  box.querySelector(".version-next").disabled = index >= count;
+}
+
+// Show another version in a turn's <li> (item) in place: its parts are turn's, but item and
+// its version switcher stay (set anew), so the focus and the live label stay with them.
+export function replaceTurn(item, turn, index, count) {
+  const box = item.querySelector(".versions");
+  const actions = box.parentElement;
+  item.className = turn.item.className;
+  for (const name of ["turn", "role"]) item.dataset[name] = turn.item.dataset[name];
+  const busy = turn.item.getAttribute("aria-busy");
+  if (busy) item.setAttribute("aria-busy", busy);
+  else item.removeAttribute("aria-busy");
+  for (const child of [...item.children]) if (child !== actions) child.remove();
+  for (const child of [...actions.children]) if (child !== box) child.remove();
+  turn.actions.querySelector(".versions")?.remove();
+  actions.append(...turn.actions.children);
+  let before = actions;
+  for (const child of [...turn.item.children]) {
+    if (child === turn.actions) before = null; // what follows the actions (a note) goes after
+    else item.insertBefore(child, before);
+  }
+  turn.item = item;
+  turn.actions = actions;
+  setVersions(turn, index, count);
 }
 
 export function setModel(turn, model) {

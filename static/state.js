@@ -95,6 +95,11 @@ export function busy() {
   return Boolean(run) && run.phase !== "lost";
 }
 
+// An answer of conversation id is being written, in this tab or another.
+export function writing(id) {
+  return state.runs.has(id) || store.streaming().some((t) => t.conversation === id);
+}
+
 export function chosenModel() {
   return ui.modelPicker ? ui.modelPicker.value : null;
 }

@@ -8,7 +8,7 @@ import { attachTurn, finish, newRun, settle } from "./answer.js";
 import { refreshSidebar } from "./sidebar.js";
 import { cancelOnServer, resume } from "./stream.js";
 import { state, updateButtons } from "./state.js";
-import { showConversation, stale } from "./transcript.js";
+import { redraw, showConversation } from "./transcript.js";
 import { NEVER_STARTED } from "./wording.js";
 
 const STALE_MS = 20000; // an answer in flight nobody has stored progress of for this long
@@ -21,7 +21,7 @@ function follow(turn) {
   if (state.runs.has(turn.conversation) || !turn.streamId) return;
   const r = newRun(turn);
   attachTurn(r);
-  if (turn.conversation === state.currentId) showConversation(state.currentId);
+  if (turn.conversation === state.currentId) redraw();
   resume(r);
 }
 
@@ -64,7 +64,7 @@ export function refresh() {
     for (const turn of store.streaming()) {
       if (turn.conversation === state.currentId) follow(turn);
     }
-    if (stale()) showConversation(state.currentId);
+    redraw();
   }
   refreshSidebar();
   updateButtons();

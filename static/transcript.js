@@ -1,5 +1,5 @@
-// The transcript: the turns of the conversation on screen, following the answer as it grows,
-// and the Copy and Regenerate buttons on its turns.
+// The transcript: the turns of the conversation on screen (the branch shown, each turn with
+// its versions), following the answer as it grows, and the buttons on its turns.
 import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
@@ -81,17 +81,59 @@ export function placeRegenerate() {
   else ui.regenerate.remove();
 }
 
-// What of a conversation the transcript shows: its turns, and each settled one's text.
+// What of a conversation the transcript shows: its turns, how many versions each has, and
+// each settled one's text.
 function signature(conversation) {
   if (!conversation) return "";
-  return conversation.messages.map((m) => (m.status === "streaming" ? `${m.id}~`
-    : `${m.id}:${m.status || ""}:${m.content.length}:${m.reasoning ? m.reasoning.length : 0}`))
-    .join(",");
+  return conversation.messages.map((m) => (m.status === "streaming"
+    ? `${m.id}/${m.versions.length}~`
+    : `${m.id}/${m.versions.length}:${m.status || ""}:${m.content.length}:`
+      + `${m.reasoning ? m.reasoning.length : 0}`)).join(",");
 }
 
-// The transcript is out of date: another tab changed the conversation on screen.
+// The transcript is out of date: another tab changed the conversation on screen, or the
+// answer this tab reads there, on the branch shown, is not on screen yet.
 export function stale() {
-  return ui.transcript.dataset.shown !== signature(store.get(state.currentId));
+  const conversation = store.get(state.currentId);
+  const run = currentRun();
+  const unshown = run && run.turn && !run.turn.item.isConnected && conversation
+    && conversation.messages.some((m) => m.id === run.base.id);
+  return ui.transcript.dataset.shown !== signature(conversation) || Boolean(unshown);
+}
+
+// A question is being edited on screen (drawing the transcript anew would lose it).
+export function editing() {
+  return Boolean(ui.transcript.querySelector(".editing"));
+}
+
+// Bring the transcript up to what is stored, unless a question is being edited there (its
+// editor does when it closes).
+export function redraw() {
+  if (stale() && !editing()) showConversation(state.currentId);
+}
+
+// A stored turn's view: its text, model, how it ended, its reasoning, its versions. The
+// answer this tab reads is its run's turn.
+function viewOf(message, run) {
+  const turn = run && run.base.id === message.id ? run.turn
+    : render.createTurn(message.role, message.content, message.model);
+  if (turn !== (run && run.turn)) {
+    if (message.status === "streaming") turn.item.setAttribute("aria-busy", "true");
+    else if (message.status) turn.item.classList.add(message.status);
+    if (message.note) noteOn(turn.item, message.note);
+    if (message.reasoning) render.setThinking(turn, message.reasoning, message.thoughtMs);
+  }
+  turn.item.dataset.turn = message.id;
+  render.setVersions(turn, message.versions.indexOf(message.id) + 1, message.versions.length);
+  return turn;
+}
+
+// After what the transcript shows changed here: its controls, and what it was drawn from.
+function shown(conversation) {
+  ui.transcript.dataset.shown = signature(conversation);
+  ui.emptyState.hidden = ui.transcript.children.length > 0;
+  placeRegenerate();
+  updateButtons();
 }
 
 // Show a stored conversation (or none: a new chat), with its answer in flight if this tab
@@ -104,24 +146,33 @@ export function showConversation(id) {
   const run = currentRun();
   ui.transcript.replaceChildren();
   for (const message of conversation ? conversation.messages : []) {
-    if (run && run.base.id === message.id) {
-      showTurn(run.turn, message.id);
-      continue;
-    }
-    const turn = render.createTurn(message.role, message.content, message.model);
-    if (message.status === "streaming") turn.item.setAttribute("aria-busy", "true");
-    else if (message.status) turn.item.classList.add(message.status);
-    if (message.note) noteOn(turn.item, message.note);
-    if (message.reasoning) render.setThinking(turn, message.reasoning, message.thoughtMs);
-    showTurn(turn, message.id);
+    showTurn(viewOf(message, run), message.id);
   }
-  ui.transcript.dataset.shown = signature(conversation);
-  ui.emptyState.hidden = ui.transcript.children.length > 0;
   setStatus(...(run ? run.status : ["", ""]));
   renderSidebar();
-  placeRegenerate();
-  updateButtons();
+  shown(conversation);
   scrollToEnd();
+}
+
+// The version on screen of the turn item changed (item shows a turn of the stored branch):
+// item shows the new one in place, and the turns after it are drawn anew.
+export function showVersion(item) {
+  const conversation = store.get(state.currentId);
+  const at = [...ui.transcript.children].indexOf(item);
+  const message = conversation && conversation.messages[at];
+  if (!message || message.versions.indexOf(item.dataset.turn) < 0
+      || !item.querySelector(".versions")) {
+    showConversation(state.currentId);
+    return;
+  }
+  while (item.nextElementSibling) item.nextElementSibling.remove();
+  const turn = viewOf(message, null);
+  render.replaceTurn(item, turn, message.versions.indexOf(message.id) + 1,
+                     message.versions.length);
+  for (const later of conversation.messages.slice(at + 1)) {
+    showTurn(viewOf(later, currentRun()), later.id);
+  }
+  shown(conversation);
 }
 
 // The transcript shows the conversation as stored now (after this tab changed it).
@@ -137,8 +188,9 @@ function sourceOf(item) {
   return turn ? turn.content : item.querySelector(".turn-text").textContent;
 }
 
-// Clicks on the transcript's buttons; regenerate() is called for Regenerate.
-export function wireTranscript({ regenerate }) {
+// Clicks on the transcript's buttons: regenerate() for Regenerate, edit(item) for a
+// question's Edit, switchVersion(item, step) for ‹ (step -1) and › (+1).
+export function wireTranscript({ regenerate, edit, switchVersion }) {
   wireFollowing();
   ui.transcript.addEventListener("click", (event) => {
     const target = event.target.closest("button");
@@ -146,6 +198,12 @@ export function wireTranscript({ regenerate }) {
     const item = target.closest(".turn");
     if (target === ui.regenerate) {
       regenerate();
+    } else if (target.classList.contains("edit-message") && item) {
+      edit(item);
+    } else if (target.classList.contains("version-prev") && item) {
+      switchVersion(item, -1);
+    } else if (target.classList.contains("version-next") && item) {
+      switchVersion(item, 1);
     } else if (target.classList.contains("copy-code")) {
       const code = target.closest(".code-block").querySelector("pre");
       render.copyWithFeedback(target, code ? code.textContent : "");

@@ -8,6 +8,9 @@ export const GONE = "This answer is no longer on the server (it expired, or the 
 export const STILL_WRITING = "The answer in this conversation is still being written. "
   + "Wait for it to finish, or stop it, then send.";
 
+export const STILL_WRITING_VERSIONS = "The answer in this conversation is still being "
+  + "written. Wait for it to finish, or stop it, then choose another version.";
+
 // Said when this browser already has as many answers in flight as the server allows it.
 export function atCapacity(most) {
   return `${plural(most, "answer is", "answers are")} being written already, the most at once. `

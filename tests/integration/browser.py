@@ -33,28 +33,62 @@ def violations(page) -> list[str]:
     return list(found)
 
 
-# The conversations as stored (static/store.js: a key per turn, ordered by at, pair, n):
-# {conversation id: [{role, content, status}]}.
-STORED = """() => {
-    const turns = [];
+# Every stored turn (static/store.js: a key per turn) and pick, read independently of the
+# page's code: {"turns": {conversation: [turn]}, "picks": {conversation: {parent: child}}}.
+# A turn of the format before versions has no parent: it follows the one before it in the
+# order (at, pair, n) of those turns.
+TREE = """() => {
+    const turns = {};
+    const picks = {};
     for (let i = 0; i < localStorage.length; i += 1) {
         const key = localStorage.key(i);
-        const turn = /^rill\\.(u\\.[^.]+\\.)?turn\\./.test(key);
-        if (turn) turns.push(JSON.parse(localStorage.getItem(key)));
+        const found = /^rill\\.(?:u\\.[^.]+\\.)?(turn|pick)\\.([^.]+)\\.([^.]+)$/.exec(key);
+        if (!found) continue;
+        const value = JSON.parse(localStorage.getItem(key));
+        if (found[1] === 'turn') (turns[found[2]] = turns[found[2]] || []).push(value);
+        else (picks[found[2]] = picks[found[2]] || {})[found[3]] = value.child;
     }
     const byPair = (a, b) => (a.pair < b.pair ? -1 : a.pair > b.pair ? 1 : 0);
-    turns.sort((a, b) => a.at - b.at || byPair(a, b) || a.n - b.n);
-    const byId = {};
-    for (const t of turns) {
-        (byId[t.conversation] = byId[t.conversation] || []).push(
-            {role: t.role, content: t.content, status: t.status || null});
+    for (const list of Object.values(turns)) {
+        const line = list.filter((t) => t.parent === undefined)
+            .sort((a, b) => a.at - b.at || byPair(a, b) || a.n - b.n);
+        line.forEach((t, i) => { t.parent = i ? line[i - 1].id : null; });
     }
-    return byId;
+    return {turns, picks};
 }"""
 
 
+def tree(page) -> tuple[dict[str, list[dict]], dict[str, dict[str, str]]]:
+    """The stored turns by conversation ({id, role, content, status, parent, at, …}; the
+    parent null for a first question), and the picks: {conversation: {parent id or "root":
+    the version shown}}."""
+    found = page.evaluate(TREE)
+    return found["turns"], found["picks"]
+
+
+def branch(turns: list[dict], picks: dict[str, str]) -> list[dict]:
+    """The branch a conversation shows: from the root, the picked version of each turn (else
+    its newest), each as {role, content, status, id, version: (n, of)}."""
+    children: dict[str, list[dict]] = {}
+    for turn in sorted(turns, key=lambda t: (t["at"], t["id"])):
+        children.setdefault(turn["parent"] or "root", []).append(turn)
+    shown, key = [], "root"
+    while key in children:
+        versions = children[key]
+        chosen = next((t for t in versions if t["id"] == picks.get(key)), versions[-1])
+        shown.append({"role": chosen["role"], "content": chosen["content"],
+                      "status": chosen.get("status"), "id": chosen["id"],
+                      "version": (versions.index(chosen) + 1, len(versions))})
+        key = chosen["id"]
+    return shown
+
+
 def stored(page) -> dict[str, list[dict]]:
-    return page.evaluate(STORED)
+    """The conversations as stored, each the branch it shows: {id: [{role, content, status,
+    id, version}]}."""
+    turns, picks = tree(page)
+    return {conversation: branch(found, picks.get(conversation, {}))
+            for conversation, found in turns.items()}
 
 
 def shown(page) -> list[dict]:

@@ -91,6 +91,23 @@ def test_a_second_tab_opened_mid_stream_shows_the_live_answer(tabs_rill, context
     assert shown(first) == shown(second)
 
 
+@pytest.fixture(scope="module")
+def one_model_rill(simulator) -> Iterator[RillServer]:
+    """No model picker: the page learns the model from the stream's start event."""
+    with run_rill(page_env(simulator, RILL_MODEL=MODEL), "page-tabs-one-model") as server:
+        yield server
+
+
+def test_a_tab_following_another_tabs_answer_shows_its_model(one_model_rill, context) -> None:
+    first, second = two_tabs(context, one_model_rill.url, "Which model?", "tok2")
+    assert first.locator("#model").count() == 0
+    badge = first.locator("#transcript .turn-assistant .turn-model")
+    expect(badge).to_have_text(re.compile(r"\S"))
+    expect(answer(second)).to_have_text(re.compile(r"tok\d+"))
+    expect(second.locator("#transcript .turn-assistant .turn-model")).to_have_text(
+        badge.inner_text())
+
+
 def test_three_conversations_stream_at_once_and_stop_stops_only_its_own(
         tabs_rill, context, simulator) -> None:
     page = context.new_page()
@@ -240,7 +257,7 @@ def test_conversations_in_the_format_before_are_converted_once(tabs_rill, contex
     assert stored(page) == conversations
 
 
-def test_regenerate_replaces_the_answer_in_every_tab(tabs_rill, context) -> None:
+def test_regenerate_shows_the_new_answer_in_every_tab(tabs_rill, context) -> None:
     first = context.new_page()
     first.goto(tabs_rill.url)
     send(first, "Answer twice")
