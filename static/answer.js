@@ -5,6 +5,7 @@ import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
 import { notify, runStatus, signInLink, state, ui, updateButtons } from "./state.js";
+import { paintAnswer } from "./tools.js";
 import { following, markShown, noteOn, placeRegenerate, scrollToEnd,
          showTurn } from "./transcript.js";
 import { doneText, progressText, refusalText } from "./wording.js";
@@ -22,6 +23,7 @@ export function newRun(turn) {
     conversation: turn.conversation, model: turn.model, streamId: turn.streamId || null,
     lastId: Number.isInteger(turn.lastId) ? turn.lastId : -1, source: turn.content || "",
     reasoning: turn.reasoning || "", tokens: turn.tokens || 0,
+    tools: Array.isArray(turn.tools) ? turn.tools : [], // its tool steps (tools.js)
     started: turn.started || Date.now(), firstTokenAt: turn.firstTokenAt || 0,
     reasoningStarted: turn.reasoningStarted || (turn.reasoning ? turn.started : 0),
     reasoningEnded: turn.reasoningEnded || 0, outcome: null, payload: null,
@@ -43,7 +45,8 @@ function thoughtMs(r) {
 // Make the run's turn (shown when its conversation is on screen) and count it in.
 export function attachTurn(r) {
   state.runs.set(r.conversation, r);
-  r.turn = render.createTurn("assistant", r.source, r.model);
+  r.turn = render.createTurn("assistant", "", r.model);
+  paintAnswer(r.turn, r.source, r.tools, true);
   r.turn.item.setAttribute("aria-busy", "true");
   r.turn.item.dataset.turn = r.base.id;
   if (r.conversation === state.currentId) {
@@ -69,7 +72,7 @@ export function schedulePaint(r) {
 
 export function paint(r) {
   const draw = () => {
-    render.renderMarkdown(r.turn.body, r.source);
+    paintAnswer(r.turn, r.source, r.tools, true);
     paintThinking(r);
   };
   if (r.conversation === state.currentId) following(draw);
@@ -92,6 +95,7 @@ export function saveProgress(r, force) {
   const stored = store.putTurn({
     ...r.base, content: r.source, status: "streaming", streamId: r.streamId,
     lastId: r.lastId, reasoning: r.reasoning, tokens: r.tokens, started: r.started,
+    tools: r.tools.length ? r.tools : undefined,
     firstTokenAt: r.firstTokenAt, reasoningStarted: r.reasoningStarted,
     reasoningEnded: r.reasoningEnded, tab: state.tab, seen: now,
   });
@@ -110,6 +114,7 @@ export async function refused(r, response) {
     store.putTurn(r.replaced, { create: true });
     if (here) {
       const turn = render.createTurn("assistant", r.replaced.content, r.replaced.model);
+      paintAnswer(turn, r.replaced.content, r.replaced.tools, false);
       showTurn(turn, r.replaced.id);
     }
   } else if (r.question) {
@@ -156,6 +161,7 @@ export function finish(r, status, note) {
     kind = "";
   }
   const answer = { ...r.base, content: r.source, model: r.model };
+  if (r.tools.length) answer.tools = r.tools;
   if (status) answer.status = status;
   if (status === "failed") answer.note = message;
   if (r.reasoning) Object.assign(answer, { reasoning: r.reasoning, thoughtMs: thoughtMs(r) });
@@ -186,7 +192,7 @@ export function settle(r, stored, said) {
     r.source = stored.content;
     if (!said) said = storedStatus(stored);
     const update = () => {
-      render.renderMarkdown(r.turn.body, r.source);
+      paintAnswer(r.turn, r.source, stored.tools, false);
       render.setThinking(r.turn, stored.reasoning || "", stored.thoughtMs);
       r.turn.item.removeAttribute("aria-busy");
       if (stored.status) r.turn.item.classList.add(stored.status);
