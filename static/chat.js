@@ -8,6 +8,7 @@
 //   transcript.js  the conversation on screen               sidebar.js  the conversation list
 //   answer.js      an answer in flight, and how it settles  stream.js   its SSE connections
 //   composer.js    ask, regenerate, stop, retry             sse.js      the SSE parser
+//   tools.js       an answer's tool steps
 import * as store from "./store.js";
 import { abandonLost, regenerateLast, stop, wireComposer } from "./composer.js";
 import { renderSidebar, setSidebar, wireSidebar } from "./sidebar.js";

@@ -4,7 +4,8 @@
 // the other user's conversations are deleted from this browser.
 //   <prefix>turn.<conversation>.<turn>  one turn: {id, conversation, role, content, at (ms:
 //       its exchange's time), pair (its exchange's id), n (0 the question, 1 the answer),
-//       model?, status?, note?, reasoning?, thoughtMs?, v (its version), updated (ms)}; status
+//       model?, status?, note?, reasoning?, thoughtMs?, tools? (an answer's tool steps, see
+//       tools.js; absent: none), v (its version), updated (ms)}; status
 //       "streaming" (then streamId, lastId, tokens, started, firstTokenAt, reasoningStarted,
 //       reasoningEnded, tab, seen: the answer in flight, its text up to event lastId), or
 //       "failed" (note: why) or "stopped" for an unfinished answer
