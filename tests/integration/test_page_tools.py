@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.browser import AXE, expect, send, violations
-from tests.integration.conftest import RillServer, page_env, run_rill
+from tests.integration.conftest import ARTIFACTS, RillServer, page_env, run_rill
 from tests.integration.tool_steps import (
     EXPECTED,
     EXPECTED_DETAILS,
@@ -119,5 +119,7 @@ def test_axe_finds_no_violation_with_tool_steps(tools_rill, browser, width, sche
     expect(steps(page).nth(2).locator(".tool-result")).to_be_visible()
     found = violations(page)
     assert found == [], "expanded:\n" + "\n".join(found)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"page-tools-{width}-{scheme}.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     context.close()
