@@ -5,6 +5,7 @@ import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
 import { notify, runStatus, signInLink, state, ui, updateButtons } from "./state.js";
+import { paintAnswer } from "./tools.js";
 import { following, markShown, noteOn, placeRegenerate, scrollToEnd, showConversation,
          showTurn } from "./transcript.js";
 import { doneText, progressText, refusalText } from "./wording.js";
@@ -22,6 +23,7 @@ export function newRun(turn) {
     conversation: turn.conversation, model: turn.model, streamId: turn.streamId || null,
     lastId: Number.isInteger(turn.lastId) ? turn.lastId : -1, source: turn.content || "",
     reasoning: turn.reasoning || "", tokens: turn.tokens || 0,
+    tools: Array.isArray(turn.tools) ? turn.tools : [], // its tool steps (tools.js)
     started: turn.started || Date.now(), firstTokenAt: turn.firstTokenAt || 0,
     reasoningStarted: turn.reasoningStarted || (turn.reasoning ? turn.started : 0),
     reasoningEnded: turn.reasoningEnded || 0, outcome: null, payload: null,
@@ -44,7 +46,8 @@ function thoughtMs(r) {
 // screen and ends with its question; else the next showConversation shows it.
 export function attachTurn(r) {
   state.runs.set(r.conversation, r);
-  r.turn = render.createTurn("assistant", r.source, r.model);
+  r.turn = render.createTurn("assistant", "", r.model);
+  paintAnswer(r.turn, r.source, r.tools, true);
   r.turn.item.setAttribute("aria-busy", "true");
   r.turn.item.dataset.turn = r.base.id;
   const last = ui.transcript.lastElementChild;
@@ -71,7 +74,7 @@ export function schedulePaint(r) {
 
 export function paint(r) {
   const draw = () => {
-    render.renderMarkdown(r.turn.body, r.source);
+    paintAnswer(r.turn, r.source, r.tools, true);
     paintThinking(r);
   };
   if (r.conversation === state.currentId) following(draw);
@@ -94,6 +97,7 @@ export function saveProgress(r, force) {
   const stored = store.putTurn({
     ...r.base, content: r.source, model: r.model, status: "streaming", streamId: r.streamId,
     lastId: r.lastId, reasoning: r.reasoning, tokens: r.tokens, started: r.started,
+    tools: r.tools.length ? r.tools : undefined,
     firstTokenAt: r.firstTokenAt, reasoningStarted: r.reasoningStarted,
     reasoningEnded: r.reasoningEnded, tab: state.tab, seen: now,
   });
@@ -157,6 +161,7 @@ export function finish(r, status, note) {
     kind = "";
   }
   const answer = { ...r.base, content: r.source, model: r.model };
+  if (r.tools.length) answer.tools = r.tools;
   if (status) answer.status = status;
   if (status === "failed") answer.note = message;
   if (r.reasoning) Object.assign(answer, { reasoning: r.reasoning, thoughtMs: thoughtMs(r) });
@@ -187,7 +192,7 @@ export function settle(r, stored, said) {
     r.source = stored.content;
     if (!said) said = storedStatus(stored);
     const update = () => {
-      render.renderMarkdown(r.turn.body, r.source);
+      paintAnswer(r.turn, r.source, stored.tools, false);
       render.setThinking(r.turn, stored.reasoning || "", stored.thoughtMs);
       r.turn.item.removeAttribute("aria-busy");
       if (stored.status) r.turn.item.classList.add(stored.status);

@@ -9,6 +9,7 @@
 //   answer.js      an answer in flight, and how it settles  stream.js   its SSE connections
 //   composer.js    ask, edit, regenerate, stop, retry       sse.js      the SSE parser
 //   versions.js    edit a question, browse versions
+//   tools.js       an answer's tool steps
 import * as store from "./store.js";
 import { abandonLost, regenerateLast, stop, wireComposer } from "./composer.js";
 import { renderSidebar, setSidebar, wireSidebar } from "./sidebar.js";

@@ -80,7 +80,7 @@ const toFragment = createMarkdown();
 
 // A region that may scroll gets the focus from the keyboard, which can then scroll it, and a
 // name that focus announces.
-function scrollable(node, label) {
+export function scrollable(node, label) {
   node.tabIndex = 0;
   node.setAttribute("role", "group");
   node.setAttribute("aria-label", label);
@@ -110,16 +110,21 @@ function enhance(root) {
   }
 }
 
-// Show Markdown source in a .turn-text element (plain text without the libraries).
-export function renderMarkdown(target, source) {
+// Markdown source as nodes for a .turn-text element (a text node without the libraries:
+// then the element shows it as plain text).
+export function markdownNodes(target, source) {
   if (!toFragment) {
     target.classList.add("plain");
-    target.textContent = source;
-    return;
+    return document.createTextNode(source);
   }
   const fragment = toFragment(source);
   enhance(fragment);
-  target.replaceChildren(fragment);
+  return fragment;
+}
+
+// Show Markdown source in a .turn-text element.
+export function renderMarkdown(target, source) {
+  target.replaceChildren(markdownNodes(target, source));
 }
 
 function createThinking() {

@@ -4,8 +4,9 @@
 // the other user's conversations are deleted from this browser.
 //   <prefix>turn.<conversation>.<turn>  one turn: {id, conversation, role, content, at (ms:
 //       when it was asked), parent (the id of the turn before it in its branch; null for a
-//       first question), model?, status?, note?, reasoning?, thoughtMs?, v (its stored
-//       version), updated (ms)}; status
+//       first question), model?, status?, note?, reasoning?, thoughtMs?, tools? (an
+//       answer's tool steps, see tools.js; absent: none), v (its stored version), updated
+//       (ms)}; status
 //       "streaming" (then streamId, lastId, tokens, started, firstTokenAt, reasoningStarted,
 //       reasoningEnded, tab, seen: the answer in flight, its text up to event lastId), or
 //       "failed" (note: why) or "stopped" for an unfinished answer

@@ -4,6 +4,7 @@
 import * as sse from "./sse.js";
 import { setModel } from "./render.js";
 import { endReasoning, finish, paint, refused, saveProgress, schedulePaint } from "./answer.js";
+import { onToolCall, onToolResult } from "./tools.js";
 import { apiUrl, csrfHeaders, runStatus, state, ui, updateButtons } from "./state.js";
 import { GONE, LOST, NEVER_STARTED, progressText, retryAfterSeconds } from "./wording.js";
 
@@ -35,6 +36,11 @@ const handlers = {
     if (!r.reasoningStarted) r.reasoningStarted = Date.now();
     r.reasoning += payload.content;
   },
+  tool_call(r, payload) {
+    endReasoning(r);
+    onToolCall(r, payload);
+  },
+  tool_result: onToolResult,
   done(r, payload) {
     r.outcome = "done";
     r.payload = payload;

@@ -4,6 +4,7 @@ import * as store from "./store.js";
 import * as render from "./render.js";
 import { renderSidebar } from "./sidebar.js";
 import { currentRun, focusPrompt, notify, setStatus, state, ui, updateButtons } from "./state.js";
+import { paintAnswer } from "./tools.js";
 
 // Follow the answer as it grows while the reader is at the bottom. Scrolling up stops that
 // and, while an answer streams below the fold, shows "Jump to latest"; scrolling back to the
@@ -118,6 +119,8 @@ function viewOf(message, run) {
   const turn = run && run.base.id === message.id ? run.turn
     : render.createTurn(message.role, message.content, message.model);
   if (turn !== (run && run.turn)) {
+    if (message.tools) paintAnswer(turn, message.content, message.tools,
+                                   message.status === "streaming");
     if (message.status === "streaming") turn.item.setAttribute("aria-busy", "true");
     else if (message.status) turn.item.classList.add(message.status);
     if (message.note) noteOn(turn.item, message.note);

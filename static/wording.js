@@ -71,11 +71,16 @@ export function doneText(run, payload) {
   return text;
 }
 
-// The summary of an answer's reasoning once it has ended: "Thought for 2.4 s" (whole seconds
-// from 10 s on).
-export function thoughtText(ms) {
+// A duration (ms) for people: "37 ms" under 0.1 s, "2.4 s", whole seconds from 10 s on.
+export function secondsText(ms) {
+  if (ms < 100) return `${Math.round(ms)} ms`;
   const seconds = ms / 1000;
-  return `Thought for ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+  return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+}
+
+// The summary of an answer's reasoning once it has ended: "Thought for 2.4 s".
+export function thoughtText(ms) {
+  return `Thought for ${secondsText(ms)}`;
 }
 
 // A conversation's time in the sidebar: the hour today, the day before.
