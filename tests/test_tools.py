@@ -27,8 +27,10 @@ from tests.conftest import TEST_CONFIG
 
 @pytest.fixture
 def default_registry() -> Iterator[ToolRegistry]:
-    """:data:`rill.tools.DEFAULT` as it was before the test, after it."""
+    """:data:`rill.tools.DEFAULT`, empty for the test (another test file of this process may
+    have imported a module of tools), and as it was after it."""
     saved = dict(tools.DEFAULT._tools)
+    tools.DEFAULT._tools.clear()
     yield tools.DEFAULT
     tools.DEFAULT._tools.clear()
     tools.DEFAULT._tools.update(saved)
