@@ -20,6 +20,7 @@ from tests.integration.tool_steps import (
     route_chat,
     shown_answer,
 )
+from tests.sse_client import events_only, parse
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +124,36 @@ def test_axe_finds_no_violation_with_tool_steps(tools_rill, browser, width, sche
     page.screenshot(path=str(ARTIFACTS / f"page-tools-{width}-{scheme}.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     context.close()
+
+
+def test_real_server_tools_show_in_order_and_their_result_stays_text(simulator, page) -> None:
+    """End to end: gunicorn runs a host's tool between two model steps of the simulator;
+    the page shows the text, the step and the text after it, as the API streams them."""
+    import json
+
+    import requests
+
+    model = "sim?tools=openai&steps=2&call=read_note&pre=3&tokens=5&itl_ms=20"
+    env = page_env(simulator, RILL_TOOLS="tests.integration.page_tools", RILL_MODEL=model)
+    with run_rill(env, "page-tools-e2e") as server:
+        with requests.post(f"{server.url}/api/chat", json={
+                "messages": [{"role": "user", "content": "Where is my order?"}]},
+                stream=True, timeout=30) as api:
+            parsed = [(e.event, json.loads(e.data)) for e in events_only(
+                parse(api.iter_content(chunk_size=None)))]
+        kinds = [k for k, _ in parsed]
+        first_call, result = kinds.index("tool_call"), kinds.index("tool_result")
+        before = "".join(d["content"] for k, d in parsed[:first_call] if k == "delta")
+        after = "".join(d["content"] for k, d in parsed[result:] if k == "delta")
+        assert parsed[result][1]["content"] == HOSTILE and before and after
+        page.goto(server.url)
+        send(page, "Where is my order?")
+        expect(page.locator("#status")).to_have_text(DONE, timeout=15_000)
+        shown = shown_answer(page)
+        assert [k for k, _ in shown] == ["text", "step", "text"], shown
+        assert (shown[0][1], shown[2][1]) == (before.strip(), after.strip())
+        assert re.fullmatch(r"🔧 read_note · [\d.]+ (ms|s) · ok", shown[1][1]), shown
+        steps(page).first.locator("summary").click()
+        expect(steps(page).first.locator(".tool-result")).to_have_text(HOSTILE)
+        assert page.locator(".turn-assistant .turn-text").locator("img, script").count() == 0
+        assert page.evaluate("window.__pwned") is None
