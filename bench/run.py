@@ -1,6 +1,6 @@
 """The side-by-side benchmark: Rill next to what a user would pick instead.
 
-Run everything (about 8 minutes)::
+Run everything (about 13 minutes)::
 
     .venv/bin/python bench/run.py
 

@@ -22,7 +22,7 @@ import pytest
 from rill import errors, tasks
 from rill.config import DEFAULTS
 from rill.generation import Limits
-from rill.hub import create
+from rill.hub import Hub, create
 from rill.producers import EventedProducer, Producer, TaskProducer
 from tests.conftest import RedisServer
 from tests.sse_client import Event, events_only, parse, text_of
@@ -147,6 +147,17 @@ def env(hub_kind: str) -> Iterator[Env]:
         redis.stop()
 
 
+def driven(driver: str, env: Env, monkeypatch) -> tuple[type[Producer], Hub]:
+    """The producer class for ``driver`` (``evented``, ``greenlets``, ``threads``: stopped
+    as a thread is) and a hub on ``env`` (memory, or its Redis)."""
+    if driver == "threads":
+        monkeypatch.setattr(tasks.Task, "stop", _stop_like_a_thread)
+    config = {**DEFAULTS, "RILL_HEARTBEAT_SECONDS": 0.3, "RILL_PRODUCER_LEASE_SECONDS": 1.0}
+    if env.redis is not None:
+        config["RILL_REDIS_URL"] = env.redis.url
+    return (EventedProducer if driver == "evented" else TaskProducer), create(config)
+
+
 @pytest.mark.parametrize("driver", ["evented", "greenlets", "threads"])
 @pytest.mark.parametrize("name", list(ROWS))
 def test_every_producer_behaves_the_same(name: str, driver: str, env: Env,
@@ -156,13 +167,7 @@ def test_every_producer_behaves_the_same(name: str, driver: str, env: Env,
     read must not become the answer. (The tasks stay greenlets here: this process's
     sockets are gevent's, which threads may not share; only the stopping is the thread's.)"""
     row = ROWS[name]
-    kind: type[Producer] = EventedProducer if driver == "evented" else TaskProducer
-    if driver == "threads":
-        monkeypatch.setattr(tasks.Task, "stop", _stop_like_a_thread)
-    config = {**DEFAULTS, "RILL_HEARTBEAT_SECONDS": 0.3, "RILL_PRODUCER_LEASE_SECONDS": 1.0}
-    if env.redis is not None:
-        config["RILL_REDIS_URL"] = env.redis.url
-    hub = create(config)
+    kind, hub = driven(driver, env, monkeypatch)
     closed = gevent.event.Event()
     server = Server(_handler(_script(row.script, closed)))
     try:

@@ -18,16 +18,14 @@ import orjson
 import pytest
 from flask import Flask
 
-from rill import errors, tasks
+from rill import errors
 from rill.config import DEFAULTS
 from rill.generation import Limits
-from rill.hub import create
-from rill.producers import EventedProducer, Producer, TaskProducer
 from rill.tools import ToolRegistry
 from tests.conftest import RedisServer
 from tests.sse_client import events_only, parse, text_of
 from tests.test_evented import CHUNKED, END, TERMINATOR, Run, Server, sse, token
-from tests.test_producers import FAST, SLOW, Env, _leave, _stop_like_a_thread, _subscribe
+from tests.test_producers import FAST, SLOW, Env, _leave, _subscribe, driven
 
 TOOLS = ToolRegistry()
 STOPPED: list[str] = []  # the tool calls killed mid-way
@@ -106,15 +104,9 @@ def test_every_producer_runs_tool_steps_the_same(name: str, driver: str, hub_env
                                                  monkeypatch) -> None:
     env = hub_env
     row = ROWS[name]
-    kind: type[Producer] = EventedProducer if driver == "evented" else TaskProducer
-    if driver == "threads":
-        monkeypatch.setattr(tasks.Task, "stop", _stop_like_a_thread)
-    config = {**DEFAULTS, "RILL_HEARTBEAT_SECONDS": 0.3, "RILL_PRODUCER_LEASE_SECONDS": 1.0}
-    if env.redis is not None:
-        config["RILL_REDIS_URL"] = env.redis.url
+    kind, hub = driven(driver, env, monkeypatch)
     app = Flask(__name__)
     app.config.update(DEFAULTS)
-    hub = create(config)
 
     def handle(server: Server, sock: socket.socket, index: int) -> None:
         with sock:

@@ -182,3 +182,11 @@ def page(browser) -> Iterator:
     page.on("console", lambda m: page.console_messages.append(m.text))
     yield page
     context.close()
+
+
+@pytest.fixture
+def context(browser) -> Iterator:
+    """One browser context at 1280 px: its pages are tabs sharing localStorage."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    yield context
+    context.close()

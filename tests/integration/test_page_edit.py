@@ -40,12 +40,6 @@ def edit_rill(simulator) -> Iterator[RillServer]:
         yield server
 
 
-@pytest.fixture
-def context(browser) -> Iterator:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    yield context
-    context.close()
-
 
 def text(tokens: int) -> str:
     return expected_text(tokens).strip()

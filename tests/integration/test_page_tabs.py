@@ -38,13 +38,6 @@ def tabs_rill(simulator) -> Iterator[RillServer]:
         yield server
 
 
-@pytest.fixture
-def context(browser) -> Iterator:
-    """One browser context: its pages are tabs sharing localStorage."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    yield context
-    context.close()
-
 
 def answer(page):
     return page.locator("#transcript .turn-assistant .turn-text").last
