@@ -134,6 +134,8 @@ class RedisHub:
         if not self.healthy:
             with guard():
                 self.redis.set(worker_key(self.worker), 1, px=self._lease_ttl_ms)
+                self.flushing.ping()  # connected now, not at the first flush (a cluster's
+                # client finds its slots when made)
             self.healthy = True
         self.local.open(stream_id, owner)
 
