@@ -305,7 +305,9 @@ def test_rate_limit_counts_in_redis_on_one_node_and_on_a_cluster(store, request)
         client.application.extensions["rill"].upstream = fake
         client.environ_base["REMOTE_ADDR"] = address  # its own count in the shared Redis
         fake.enqueue([DONE])
-        assert client.post("/api/chat", json=USER).status_code == 200
+        response = client.post("/api/chat", json=USER)
+        assert response.status_code == 200
+        response.get_data()  # the stream read to its end, inside its request
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
     assert client.post("/api/chat", json=USER).json["error"]["code"] == "rate_limited"
