@@ -39,8 +39,7 @@ class PipelinedRedisStorage(RedisStorage):
 
     def __init__(self, uri: str, **options: Any) -> None:
         super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
-        self._batcher = ScriptBatcher(self.storage,
-                                      3 * float(options.get("socket_timeout") or 5.0))
+        self._batcher = ScriptBatcher(self.storage, float(options.get("socket_timeout") or 5))
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         return int(self._batcher.call(self.lua_incr_expire, [self.prefixed_key(key)],

@@ -230,7 +230,7 @@ class RedisStreamCaps(StreamCaps):
         """A burst's slot checks share round trips (:mod:`rill.hub.redis_batch`)."""
         from .hub.redis_batch import ScriptBatcher
 
-        return ScriptBatcher(self.redis, 3 * self._timeout)
+        return ScriptBatcher(self.redis, self._timeout)
 
     def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
         caps_key = f"{self.counted.prefix}{key}"

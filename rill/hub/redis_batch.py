@@ -30,11 +30,13 @@ Call = tuple[Any, Sequence[Any], Sequence[Any], gevent.event.AsyncResult]
 class ScriptBatcher:
     """Runs ``redis.commands.core.Script`` calls for ``client`` (a ``redis.Redis``), batched
     under gevent; directly outside it, or for a ``redis.RedisCluster`` (whose pipelines
-    split by slot). ``timeout``: seconds a call waits for its reply (past it,
-    ``redis.TimeoutError``); a reply that is an error is raised in its caller."""
+    split by slot). ``timeout``: the client's reply timeout in seconds
+    (``RILL_REDIS_TIMEOUT_SECONDS``); a call waits three times it for its reply (the round
+    trip, and its turns in a busy event loop), past it ``redis.TimeoutError``. A reply
+    that is an error is raised in its caller."""
 
     def __init__(self, client: Any, timeout: float) -> None:
-        self.client, self.timeout = client, timeout
+        self.client, self.timeout = client, 3 * timeout
         self._direct = isinstance(client, redis.RedisCluster)
         self._queued: list[Call] = []
         self._sender: gevent.Greenlet | None = None
