@@ -2,7 +2,7 @@
 generation serves its own subscribers from memory.
 
 A stream produced here lives in this worker's memory (:class:`~rill.hub.memory.MemoryHub`,
-deferred) and in Redis. The :class:`~rill.hub.redis_io.Flusher` writes every stream's new
+deferred) and in Redis. The :class:`~rill.hub.redis_flush.Flusher` writes every stream's new
 records in one pipelined round trip per flush; subscribers here read a record once Redis
 holds it, so whatever a client saw can be resumed anywhere. Subscribers elsewhere read Redis
 and are woken by the flushing worker's notice (:class:`~rill.hub.redis_listener.Listener`).
@@ -46,9 +46,9 @@ from ..errors import EventsExpired, HubUnavailable, StreamNotFound
 from . import Record, State
 from .heartbeat import Heartbeat
 from .memory import MemoryHub
+from .redis_flush import Flusher
 from .redis_io import (
     SIGNAL_CHANNEL,
-    Flusher,
     connect,
     disconnect,
     events_key,

@@ -3,9 +3,10 @@
 - :func:`shared`: the worker's one request-time client (:func:`connect`: one Redis or a Redis
   Cluster, ``redis+cluster://``), a blocking pool of ``POOL_SIZE`` connections that the hub
   (remote reads, owner checks, cancels) and the stream caps share.
-- :class:`Flusher`: one greenlet writing every stream's new records in one pipelined round
-  trip per flush, then one ``PUBLISH`` naming the streams it wrote, on a connection of its
-  own: a burst of requests waiting for the shared pool never delays a flush.
+- :class:`~rill.hub.redis_flush.Flusher`: one greenlet writing every stream's new records in
+  one pipelined round trip per flush, then one ``PUBLISH`` naming the streams it wrote, on a
+  connection of its own: a burst of requests waiting for the shared pool never delays a
+  flush.
 - :class:`~rill.hub.redis_listener.Listener`: one pub/sub connection for cancels and leaves
   meant for producers here, and the flush notices of workers whose streams are followed here.
 - :class:`~rill.hub.heartbeat.Heartbeat`: one native thread renewing this worker's lease key,
@@ -20,13 +21,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 import redis
 
-from .. import tasks
 from ..errors import HubUnavailable
-from . import TERMINAL
-from .memory import MemoryHub, Stream
 
 log = logging.getLogger(__name__)
 
@@ -141,106 +138,3 @@ def worker_key(worker: str) -> str:
 
 def notice_channel(worker: str) -> str:
     return f"rill:notice:{worker}"
-
-
-class Flusher:
-    """Writes what producers here appended: every flush is one pipeline for all the streams
-    with new records (one ``XADD`` each, its entry holding those records), and one
-    ``PUBLISH`` of their ids on this worker's notice channel, on the hub's ``flushing``
-    client (a connection of its own). Records appended during a round trip go in the next
-    one, so a slow Redis gets fewer, larger flushes."""
-
-    def __init__(self, hub: Any, local: MemoryHub) -> None:
-        self.hub, self.local = hub, local
-        self.dirty: dict[str, Stream] = {}
-        self._wake = tasks.event()
-        self._task: tasks.Task | None = None
-        self.busy = False
-
-    def mark(self, stream_id: str, stream: Stream) -> None:
-        """``stream`` has records to write (called by :meth:`MemoryHub.append`)."""
-        if not self.dirty:
-            self._wake.set()
-            if self._task is None or self._task.dead:
-                self._task = tasks.spawn(self._run)
-        self.dirty[stream_id] = stream
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self.dirty:
-                batch, self.dirty = self.dirty, {}
-                self.busy = True
-                try:
-                    self._write(batch)
-                except ERRORS as exc:
-                    self._unreachable(exc, batch)
-                except Exception:
-                    log.exception("the Redis flush failed")
-                    self._fail(batch)
-                finally:
-                    self.busy = False
-
-    def _unreachable(self, exc: BaseException, batch: dict[str, Stream]) -> None:
-        if self.hub.healthy:
-            log.warning("Redis is unreachable (%r): %d streams end with hub_unavailable",
-                        exc, len(batch))
-        self.hub.healthy = False
-        self._fail(batch)
-
-    def _write(self, batch: dict[str, Stream]) -> None:
-        hub = self.hub
-        pipe = hub.flushing.pipeline(transaction=False)
-        plan: list[tuple[str, Stream, int, int]] = []  # stream, its end, its XADD's index
-        for stream_id, stream in batch.items():
-            start, end = stream.sent_end, stream.end
-            if stream.failed or start >= end:
-                continue
-            events = events_key(stream_id)
-            terminal = stream.records[-1][1] in TERMINAL
-            if start == 0 or terminal:
-                meta = meta_key(stream_id)
-            if start == 0:
-                pipe.hset(meta, mapping={"owner": stream.owner or "", "worker": hub.worker,
-                                         "finished": 0, "cancel": 0})
-                pipe.expire(meta, hub.live_ttl)
-            # Never more than a stream keeps (the older ones were never readable here).
-            records = stream.records[max(start - stream.first_id,
-                                         len(stream.records) - hub.max_events):]
-            plan.append((stream_id, stream, end, len(pipe.command_stack)))
-            # XADD straight (redis-py's xadd() checks its keywords per call): one entry for
-            # this flush's records; past RILL_STREAM_MAX_EVENTS, trimmed to the entries
-            # holding the last of them.
-            trim = () if end <= hub.max_events else ("MINID", "=",
-                                                      f"0-{end - hub.max_events + 1}")
-            pipe.execute_command("XADD", events, *trim, f"0-{end}", "d",
-                                 orjson.dumps(records))
-            if terminal:
-                pipe.hset(meta, "finished", 1)
-                for key in (events, meta, subs_key(stream_id)):
-                    pipe.expire(key, hub.ttl)
-            elif start == 0:
-                pipe.expire(events, hub.live_ttl)
-            stream.sent_end = end
-        if not plan:
-            return
-        notice = (notice_channel(hub.worker), " ".join(p[0] for p in plan))
-        try:
-            results = execute(hub.flushing, pipe, notice, raise_on_error=False)
-        except ERRORS as exc:
-            self._unreachable(exc, {p[0]: p[1] for p in plan})
-            return
-        hub.healthy = True
-        for stream_id, stream, end, index in plan:
-            if isinstance(results[index], Exception):  # e.g. a producer_lost took the id
-                log.warning("stream %s: Redis refused its events (%s)", stream_id[:6],
-                            results[index])
-                self._fail({stream_id: stream})
-            else:
-                self.local.made_durable(stream, end)
-
-    def _fail(self, batch: dict[str, Stream]) -> None:
-        for stream_id, stream in batch.items():
-            self.local.fail(stream)
-            self.local.signal(stream_id)  # its producer stops: cancel_requested raises
