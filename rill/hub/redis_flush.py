@@ -12,6 +12,7 @@ each call holds one stream (a script's keys must share a slot; a stream's keys d
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -24,6 +25,10 @@ from .redis_io import ERRORS, events_key, meta_key, notice_channel, subs_key
 
 log = logging.getLogger(__name__)
 
+# A flush starts at most this long after the one before (an idle worker's first record
+# goes at once): under a steady load, a worker flushing at each round trip spent a third
+# of its CPU on flushes of a few streams each (bench/PROFILE.md, "The flush as a script").
+FLUSH_INTERVAL_SECONDS = 0.005
 STREAMS_PER_CALL = 256  # on one Redis node; a call holds Redis for ~0.1 ms per stream
 
 # KEYS: per stream, its events, meta and subs keys. ARGV: this worker, the live TTL, the
@@ -71,8 +76,9 @@ Plan = list[tuple[str, Stream, int]]  # a call's streams: id, stream, its new en
 
 class Flusher:
     """Writes what producers here appended (the module's docstring), on the hub's
-    ``flushing`` client (a connection of its own). Records appended during a round trip go
-    in the next one, so a slow Redis gets fewer, larger flushes."""
+    ``flushing`` client (a connection of its own), at most one flush each
+    ``FLUSH_INTERVAL_SECONDS``. Records appended during a round trip go in the next one, so
+    a slow Redis gets fewer, larger flushes."""
 
     def __init__(self, hub: Any, local: MemoryHub) -> None:
         self.hub, self.local = hub, local
@@ -92,10 +98,14 @@ class Flusher:
         self.dirty[stream_id] = stream
 
     def _run(self) -> None:
+        last = -FLUSH_INTERVAL_SECONDS
         while True:
             self._wake.wait()
             self._wake.clear()
             while self.dirty:
+                if (wait := last + FLUSH_INTERVAL_SECONDS - time.monotonic()) > 0:
+                    tasks.sleep(wait)  # more records, of more streams, ride this flush
+                last = time.monotonic()
                 batch, self.dirty = self.dirty, {}
                 self.busy = True
                 try:
