@@ -424,3 +424,68 @@ def test_redis_flushes_go_on_while_requests_hold_every_pooled_connection(redis_s
         for connection in taken:
             pool.release(connection)
         hub.close()
+
+
+@pytest.fixture(params=["redis_server", "redis_cluster"])
+def redis_nodes(request) -> tuple[str, list[int]]:
+    """A real Redis, or a real Redis Cluster: its URL and every node's port."""
+    server = request.getfixturevalue(request.param)
+    return server.url, list(getattr(server, "ports", None) or [server.port])
+
+
+def test_redis_flushes_go_on_after_redis_forgets_the_flush_script(redis_nodes) -> None:
+    """The flusher writes with ``EVALSHA``; a restarted Redis, a promoted replica or a
+    ``SCRIPT FLUSH`` has no such script, and the flush loads it again and is retried once:
+    no stream fails."""
+    import redis
+
+    url, ports = redis_nodes
+    hub = create({**DEFAULTS, "RILL_REDIS_URL": url})
+    stream = sid()
+    hub.open(stream, None)
+    hub.append(stream, records(0, 2))
+    flushed(hub)
+    for port in ports:
+        redis.Redis(port=port).script_flush()
+    hub.append(stream, records(2, 2, terminal=True))
+    flushed(hub)
+    try:
+        assert [r[0] for r in hub.read(stream, -1, 0.1, 100)] == [0, 1, 2, 3, 4]
+        assert hub.healthy  # type: ignore[attr-defined]
+        elsewhere = create({**DEFAULTS, "RILL_REDIS_URL": url})
+        assert [r[0] for r in elsewhere.read(stream, -1, 0.1, 100)] == [0, 1, 2, 3, 4]
+        assert elsewhere.state(stream) == "finished"
+        elsewhere.close()  # type: ignore[attr-defined]
+    finally:
+        hub.close()  # type: ignore[attr-defined]
+
+
+def test_redis_one_flush_fails_only_the_stream_redis_refused(redis_nodes) -> None:
+    """Streams go to Redis many to a script call; when Redis refuses one stream's entry (a
+    subscriber elsewhere wrote ``producer_lost`` at its next id), that stream ends with
+    ``hub_unavailable`` and the others in the same flush are written."""
+    url, _ = redis_nodes
+    hub = create({**DEFAULTS, "RILL_REDIS_URL": url})
+    elsewhere = create({**DEFAULTS, "RILL_REDIS_URL": url})
+    streams = [sid() for _ in range(5)]
+    for stream in streams:
+        hub.open(stream, None)
+        hub.append(stream, records(0, 3))
+    flushed(hub)
+    refused = streams[2]
+    elsewhere.append_if_next(refused, (3, "error", errors.ProducerLost().to_dict()))
+    for stream in streams:
+        hub.append(stream, records(3, 1))
+    flushed(hub)
+    try:
+        for stream in streams:
+            if stream == refused:
+                with pytest.raises(errors.HubUnavailable):
+                    hub.read(stream, 2, 0.1, 100)
+                assert elsewhere.read(stream, 2, 0.1, 100)[0][2]["code"] == "producer_lost"
+            else:
+                assert [r[0] for r in hub.read(stream, 2, 0.1, 100)] == [3]
+                assert [r[0] for r in elsewhere.read(stream, -1, 0.1, 100)] == [0, 1, 2, 3]
+    finally:
+        hub.close()  # type: ignore[attr-defined]
+        elsewhere.close()  # type: ignore[attr-defined]
