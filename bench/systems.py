@@ -176,8 +176,6 @@ def _uvicorn(app: str) -> tuple[str, ...]:
 SYSTEMS = {s.name: s for s in (
     System("rill", "Rill (gunicorn, 1 gevent worker, memory hub)", RILL_ARGV, RILL_ENV,
            hub="memory"),
-    System("rill-2w", "Rill (gunicorn, 2 gevent workers on one core, memory hub)", RILL_ARGV,
-           {**RILL_ENV, "WEB_CONCURRENCY": "2", "XEXP": "1"}, hub="memory", workers=2),
     # The Redis hub: gunicorn's default is then a worker per core, so the count is set.
     System("rill-redis", "Rill (gunicorn, 1 gevent worker, Redis hub)", RILL_ARGV,
            {**RILL_ENV, "RILL_REDIS_URL": "{redis_url}", "WEB_CONCURRENCY": "1"}, hub="redis"),

@@ -64,7 +64,7 @@ def check(config: Mapping[str, Any], settings: Any | None = None) -> None:
             "other request waits, and the worker timeout cuts streams). Use the gevent worker "
             "(`-k gevent`, or `-c python:rill.gunicorn_conf`), or gthread with threads for the "
             "streams you expect (`-k gthread --threads 32`).")
-    if settings.workers > 1 and not config["RILL_REDIS_URL"] and not __import__("os").environ.get("XEXP"):
+    if settings.workers > 1 and not config["RILL_REDIS_URL"]:
         raise WorkerSetupError(
             f"rill: {settings.workers} gunicorn workers need RILL_REDIS_URL: with the memory "
             "hub a stream lives in the worker that started it, and a resume or cancel that "
