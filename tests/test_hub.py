@@ -446,7 +446,8 @@ def test_redis_flushes_go_on_after_redis_forgets_the_flush_script(redis_nodes) -
     hub.append(stream, records(0, 2))
     flushed(hub)
     for port in ports:
-        redis.Redis(port=port).script_flush()
+        with redis.Redis(port=port) as node:
+            node.script_flush()
     hub.append(stream, records(2, 2, terminal=True))
     flushed(hub)
     try:
