@@ -433,36 +433,8 @@ def redis_nodes(request) -> tuple[str, list[int]]:
     return server.url, list(getattr(server, "ports", None) or [server.port])
 
 
-def test_redis_flushes_go_on_after_redis_forgets_the_flush_script(redis_nodes) -> None:
-    """The flusher writes with ``EVALSHA``; a restarted Redis, a promoted replica or a
-    ``SCRIPT FLUSH`` has no such script, and the flush loads it again and is retried once:
-    no stream fails."""
-    import redis
-
-    url, ports = redis_nodes
-    hub = create({**DEFAULTS, "RILL_REDIS_URL": url})
-    stream = sid()
-    hub.open(stream, None)
-    hub.append(stream, records(0, 2))
-    flushed(hub)
-    for port in ports:
-        with redis.Redis(port=port) as node:
-            node.script_flush()
-    hub.append(stream, records(2, 2, terminal=True))
-    flushed(hub)
-    try:
-        assert [r[0] for r in hub.read(stream, -1, 0.1, 100)] == [0, 1, 2, 3, 4]
-        assert hub.healthy  # type: ignore[attr-defined]
-        elsewhere = create({**DEFAULTS, "RILL_REDIS_URL": url})
-        assert [r[0] for r in elsewhere.read(stream, -1, 0.1, 100)] == [0, 1, 2, 3, 4]
-        assert elsewhere.state(stream) == "finished"
-        elsewhere.close()  # type: ignore[attr-defined]
-    finally:
-        hub.close()  # type: ignore[attr-defined]
-
-
 def test_redis_one_flush_fails_only_the_stream_redis_refused(redis_nodes) -> None:
-    """Streams go to Redis many to a script call; when Redis refuses one stream's entry (a
+    """A flush writes many streams at once; when Redis refuses one stream's entry (a
     subscriber elsewhere wrote ``producer_lost`` at its next id), that stream ends with
     ``hub_unavailable`` and the others in the same flush are written."""
     url, _ = redis_nodes
