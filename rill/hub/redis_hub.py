@@ -111,8 +111,9 @@ class RedisHub:
 
     @functools.cached_property
     def flushing(self) -> Any:
-        """The flusher's: one round trip at a time, never behind requests in the pool."""
-        return connect(self.url, self.timeout, pool_size=2)
+        """The flusher's: one round trip at a time, never behind requests in the pool. On one
+        Redis node the flusher holds a connection of it, and ``open()``'s ping uses another."""
+        return connect(self.url, self.timeout, pool_size=1)
 
     @functools.cached_property
     def signals(self) -> Any:
