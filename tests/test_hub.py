@@ -462,3 +462,30 @@ def test_redis_one_flush_fails_only_the_stream_redis_refused(redis_nodes) -> Non
     finally:
         hub.close()  # type: ignore[attr-defined]
         elsewhere.close()  # type: ignore[attr-defined]
+
+
+def test_redis_heartbeat_beats_in_a_gevent_script_whose_first_hub_it_would_make(
+        redis_server) -> None:
+    """A monkey-patched process whose first stream opens before any gevent hub exists (a
+    script, a host app's job runner): the heartbeat's native thread made the first hub,
+    whose settings import a module under a gevent lock that needs a hub, and recursed; the
+    lease was never renewed, so every stream of that process was reported lost."""
+    import subprocess
+    import sys
+
+    script = """from gevent import monkey; monkey.patch_all()
+import sys, time
+from rill.config import DEFAULTS
+from rill.hub import create
+hub = create({**DEFAULTS, "RILL_REDIS_URL": sys.argv[1]})
+hub.open("s", None)
+deadline = time.monotonic() + 10
+while not hub._heartbeat.beats and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("beats", hub._heartbeat.beats)
+hub.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script, redis_server.url], timeout=60,
+                          capture_output=True, text=True, check=False)
+    assert done.stdout.split() == ["beats", "1"], done.stderr[-2000:]
+    assert "heartbeat failed" not in done.stderr

@@ -33,8 +33,14 @@ class Heartbeat:
         self._wake.acquire()
         self._done.acquire()
         _HEARTBEATS.add(self)
-        start = monkey.get_original("_thread", "start_new_thread") if tasks.cooperative() \
-            else _start_daemon
+        if tasks.cooperative():
+            # This thread's hub first: making one resolves gevent's settings, which imports
+            # (pprint); a native thread making the process's first hub took the import lock
+            # with a gevent lock, which needs a hub, and recursed until it failed.
+            gevent.get_hub()
+            start = monkey.get_original("_thread", "start_new_thread")
+        else:
+            start = _start_daemon
         start(self._run, ())
 
     def _run(self) -> None:
