@@ -34,10 +34,13 @@ class Heartbeat:
         self._done.acquire()
         _HEARTBEATS.add(self)
         if tasks.cooperative():
-            # This thread's hub first: making one resolves gevent's settings, which imports
-            # (pprint); a native thread making the process's first hub took the import lock
-            # with a gevent lock, which needs a hub, and recursed until it failed.
-            gevent.get_hub()
+            # What the thread's first connect imports, imported here first: a hub's settings
+            # (pprint), the resolver's and the thread pool's modules. A native thread
+            # importing them took the import lock with a gevent lock: making the process's
+            # first hub so recursed until it failed, and this thread, importing the same
+            # module at once, waited on a lock its own loop could not release (LoopExit).
+            hub = gevent.get_hub()
+            hub.resolver_class, hub.threadpool_class  # noqa: B018 (imported when first read)
             start = monkey.get_original("_thread", "start_new_thread")
         else:
             start = _start_daemon
