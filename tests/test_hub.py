@@ -489,3 +489,24 @@ hub.close()
                           capture_output=True, text=True, check=False)
     assert done.stdout.split() == ["beats", "1"], done.stderr[-2000:]
     assert "heartbeat failed" not in done.stderr
+
+
+def test_redis_flushes_go_on_after_redis_closes_the_flushers_connection(redis_server) -> None:
+    """The flusher holds its connection; Redis closing it (a restart, its idle ``timeout``)
+    must not end the streams of the next flush with ``hub_unavailable``."""
+    import redis
+
+    hub = create({**DEFAULTS, "RILL_REDIS_URL": redis_server.url})
+    stream = sid()
+    hub.open(stream, None)
+    hub.append(stream, records(0, 2))
+    flushed(hub)
+    try:
+        with redis.Redis.from_url(redis_server.url) as admin:
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        hub.append(stream, records(2, 2, terminal=True))
+        flushed(hub)
+        assert [r[0] for r in hub.read(stream, -1, 0.1, 100)] == [0, 1, 2, 3, 4]
+        assert hub.healthy  # type: ignore[attr-defined]
+    finally:
+        hub.close()  # type: ignore[attr-defined]

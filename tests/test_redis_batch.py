@@ -9,6 +9,7 @@ import redis
 
 from rill import tasks
 from rill.hub.redis_batch import ScriptBatcher
+from rill.hub.redis_io import HeldConnection
 
 ECHO = """if ARGV[1] == 'bad' then return redis.error_reply('refused') end
 return tonumber(ARGV[1])"""
@@ -17,16 +18,15 @@ return tonumber(ARGV[1])"""
 @pytest.fixture
 def batcher(redis_server, monkeypatch) -> ScriptBatcher:
     monkeypatch.setattr(tasks, "cooperative", lambda: True)  # as in a gevent worker
-    client = redis.Redis.from_url(redis_server.url)
     rounds: list[int] = []
-    pipeline = client.pipeline
+    round_trip = HeldConnection.round_trip
 
-    def counted(*args, **kwargs):
-        rounds.append(1)
-        return pipeline(*args, **kwargs)
+    def counted(self, commands, **options):
+        rounds.append(len(commands))
+        return round_trip(self, commands, **options)
 
-    client.pipeline = counted  # type: ignore[method-assign]
-    batcher = ScriptBatcher(client, timeout=5)
+    monkeypatch.setattr(HeldConnection, "round_trip", counted)
+    batcher = ScriptBatcher(redis.Redis.from_url(redis_server.url), timeout=5)
     batcher.rounds = rounds  # type: ignore[attr-defined]
     return batcher
 
@@ -37,7 +37,7 @@ def test_the_calls_of_one_turn_share_a_round_trip_and_each_gets_its_reply(batche
     calls = [gevent.spawn(batcher.call, script, ["k"], [n]) for n in range(50)]
     gevent.joinall(calls, raise_error=True)
     assert [c.value for c in calls] == list(range(50))
-    assert len(batcher.rounds) == 1  # type: ignore[attr-defined]
+    assert batcher.rounds == [50]  # type: ignore[attr-defined]
 
 
 def test_a_falsy_reply_is_a_reply_not_a_timeout(batcher) -> None:
@@ -62,7 +62,17 @@ def test_a_script_redis_lost_is_loaded_again(batcher) -> None:
 
 def test_redis_away_fails_every_call_of_the_batch(batcher) -> None:
     script = batcher.client.register_script(ECHO)
-    batcher.client = redis.Redis(port=1, socket_connect_timeout=0.5)  # nothing listens
+    batcher = ScriptBatcher(redis.Redis(port=1, socket_connect_timeout=0.5), timeout=5)
     calls = [gevent.spawn(batcher.call, script, ["k"], [n]) for n in range(3)]
     gevent.joinall(calls)
     assert all(isinstance(c.exception, redis.ConnectionError) for c in calls)
+
+
+def test_a_connection_redis_closed_is_made_again(batcher, redis_server) -> None:
+    """The batcher holds one connection; Redis closing it (a restart, its idle ``timeout``)
+    must not fail the next calls."""
+    script = batcher.client.register_script(ECHO)
+    assert batcher.call(script, ["k"], [1]) == 1
+    with redis.Redis.from_url(redis_server.url) as admin:
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert batcher.call(script, ["k"], [2]) == 2

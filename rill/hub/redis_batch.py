@@ -6,10 +6,10 @@ a whole loop iteration or more. So under a burst a pool of *n* serves about *n* 
 iteration and the rest wait out ``RILL_REDIS_TIMEOUT_SECONDS`` (a bounded pool), or each
 waiting call opens a connection (an unbounded one: 214 from one worker in
 ``tests/integration/test_redis_connections.py``). :class:`ScriptBatcher` queues each call
-and one greenlet sends every queued call in one pipeline (``EVALSHA`` each; a script Redis
-lost is loaded again and the batch sent once more), handing each reply back; calls queued
-meanwhile go in the next pipeline, as the hub's flusher does for events. One connection,
-however many calls wait. Used for the stream caps' slots and flask-limiter's counts
+and one greenlet sends every queued call in one write on a connection it holds (``EVALSHA``
+each; a script Redis lost is loaded again and the batch sent once more), handing each reply
+back; calls queued meanwhile go in the next write, as the hub's flusher does for events.
+One connection, however many calls wait. Used for the stream caps' slots and flask-limiter's counts
 (:mod:`rill.limit_storage`); measured in ``bench/PROFILE.md``, "Redis connections".
 """
 
@@ -23,6 +23,7 @@ import gevent.event
 import redis
 
 from .. import tasks
+from .redis_io import HeldConnection
 
 Call = tuple[Any, Sequence[Any], Sequence[Any], gevent.event.AsyncResult]
 
@@ -40,6 +41,7 @@ class ScriptBatcher:
         self._direct = isinstance(client, redis.RedisCluster)
         self._queued: list[Call] = []
         self._sender: gevent.Greenlet | None = None
+        self._held = HeldConnection(client)  # the sender's (connected when first used)
 
     def call(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """``script(keys=keys, args=args)``, its reply; raises a ``redis.RedisError``."""
@@ -74,7 +76,5 @@ class ScriptBatcher:
                     reply.set(value)
 
     def _pipeline(self, batch: list[Call]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+        return self._held.round_trip([("EVALSHA", script.sha, len(keys), *keys, *args)
+                                      for script, keys, args, _ in batch])

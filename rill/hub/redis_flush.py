@@ -20,7 +20,7 @@ import redis
 from .. import tasks
 from . import TERMINAL
 from .memory import MemoryHub, Stream
-from .redis_io import ERRORS, events_key, meta_key, notice_channel, subs_key
+from .redis_io import ERRORS, HeldConnection, events_key, meta_key, notice_channel, subs_key
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Flusher:
         self._wake = tasks.event()
         self._task: tasks.Task | None = None
         self.busy = False
-        self._connection: Any = None  # on one Redis node: the flushing client's, held
+        self._held: HeldConnection | None = None  # on one Redis node
 
     def mark(self, stream_id: str, stream: Stream) -> None:
         """``stream`` has records to write (called by :meth:`MemoryHub.append`)."""
@@ -129,10 +129,10 @@ class Flusher:
                 self.local.made_durable(stream, end)
 
     def _round_trip(self, commands: list[tuple[Any, ...]], notice: tuple[str, ...]) -> list[Any]:
-        """Each command's reply or error, then ``PUBLISH`` ``notice``. On one Redis node, on a
-        connection the flusher holds: a pool's checkout polls the socket for stray data
-        (``can_read``) each time, about 60 µs of CPU here. A cluster's pipeline splits the
-        commands by node, and cannot carry a ``PUBLISH``."""
+        """Each command's reply or error, then ``PUBLISH`` ``notice``: on one Redis node on a
+        connection the flusher holds (:class:`~rill.hub.redis_io.HeldConnection`); on a
+        cluster in a pipeline, which splits the commands by node and cannot carry a
+        ``PUBLISH``."""
         client = self.hub.flushing
         if isinstance(client, redis.RedisCluster):
             pipe = client.pipeline(transaction=False)
@@ -141,22 +141,9 @@ class Flusher:
             results: list[Any] = pipe.execute(raise_on_error=False)
             client.execute_command(*notice)
             return results
-        if self._connection is None:
-            self._connection = client.connection_pool.make_connection()  # closed with it
-        connection = self._connection
-        try:
-            connection.send_packed_command(connection.pack_commands([*commands, notice]))
-            results = []
-            for _ in commands:
-                try:
-                    results.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    results.append(exc)
-            connection.read_response()
-        except BaseException:
-            connection.disconnect()  # no reply left half read; it connects again when used
-            raise
-        return results
+        if self._held is None:
+            self._held = HeldConnection(client)
+        return self._held.round_trip([*commands, notice])[:-1]
 
     def _fail(self, batch: dict[str, Stream]) -> None:
         for stream_id, stream in batch.items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,3 +139,44 @@ def worker_key(worker: str) -> str:
 
 def notice_channel(worker: str) -> str:
     return f"rill:notice:{worker}"
+
+
+class HeldConnection:
+    """One connection of ``client``'s pool (a ``redis.Redis``), kept for the round trips of
+    one greenlet at a time (the flusher, a :class:`~rill.hub.redis_batch.ScriptBatcher`'s
+    sender): a pool's checkout polls the socket for stray data (``can_read``) every time,
+    about half of a round trip's client CPU here (``bench/PROFILE.md``, "The flush"). It is
+    closed with the pool, and made again in a forked child."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._connection: Any = None
+        self._pid = 0
+
+    def round_trip(self, commands: list[tuple[Any, ...]], again: bool = True) -> list[Any]:
+        """Send ``commands`` packed in one write, then read each one's reply: the reply, or
+        the ``redis.ResponseError`` Redis answered. A connection Redis closed meanwhile (a
+        restart, its idle ``timeout``) is found by the round trip and made again once, as
+        redis-py's own retry does, unless a reply was already read. Raises any other error
+        (e.g. in :data:`ERRORS`), after disconnecting: no reply is left half read."""
+        if self._connection is None or self._pid != os.getpid():
+            self._connection = self.client.connection_pool.make_connection()
+            self._pid = os.getpid()
+        connection = self._connection
+        replies: list[Any] = []
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except redis.ConnectionError:
+            connection.disconnect()
+            if again and not replies:
+                return self.round_trip(commands, again=False)
+            raise
+        except BaseException:
+            connection.disconnect()
+            raise
+        return replies
