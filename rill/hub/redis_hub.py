@@ -79,8 +79,9 @@ return 1
 
 class RedisHub:
     """Streams in Redis, and the ones produced here in memory too (the module's docstring).
-    Connections per worker: ``POOL_SIZE`` for requests, one flusher's (from that pool), one
-    listener's and one heartbeat thread's, whatever the number of streams."""
+    Connections per worker, whatever the number of streams: ``POOL_SIZE`` for requests (and
+    one that the stream caps' batcher holds), two for the flusher (one it holds, one for
+    ``open``'s pings), one listener's and one heartbeat thread's."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.url = config["RILL_REDIS_URL"]
