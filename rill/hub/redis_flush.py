@@ -20,7 +20,15 @@ import redis
 from .. import tasks
 from . import TERMINAL
 from .memory import MemoryHub, Stream
-from .redis_io import ERRORS, HeldConnection, events_key, meta_key, notice_channel, subs_key
+from .redis_io import (
+    ERRORS,
+    HeldConnection,
+    events_key,
+    execute,
+    meta_key,
+    notice_channel,
+    subs_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +146,7 @@ class Flusher:
             pipe = client.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
-            results: list[Any] = pipe.execute(raise_on_error=False)
-            client.execute_command(*notice)
-            return results
+            return execute(client, pipe, (notice[1], notice[2]), raise_on_error=False)
         if self._held is None:
             self._held = HeldConnection(client)
         return self._held.round_trip([*commands, notice])[:-1]
