@@ -45,7 +45,8 @@ from .. import metrics, tasks
 from ..errors import EventsExpired, HubUnavailable, StreamNotFound
 from . import Record, State
 from .heartbeat import Heartbeat
-from .memory import MemoryHub
+from .memory import MemoryHub, Stream
+from .redis_fetch import Fetcher, entry_records, extend
 from .redis_flush import Flusher
 from .redis_io import (
     SIGNAL_CHANNEL,
@@ -97,6 +98,7 @@ class RedisHub:
         self.flusher = Flusher(self, self.local)
         self.local.on_append = self.flusher.mark
         self.listener = Listener(self, self.local)
+        self.fetcher = Fetcher(self, self.local.wake)
         self.healthy = False  # the last round trip worked; until one has, open() asks
         self._reachable, self._pinged_at = False, -READY_CACHE_SECONDS
         self._pid = 0
@@ -201,22 +203,44 @@ class RedisHub:
         if stream is not None and after + 1 >= stream.first_id:
             return self.local.read(stream_id, after, timeout, count)
         follow = self.listener.follows.get(stream_id)
-        changed = follow[1].changed if follow is not None else None  # before looking
-        records = self._range(stream_id, after, count)
-        if not records and changed is not None and timeout > 0:
+        if follow is None:  # not joined here (a state check, a replay's first look)
+            return self._range(stream_id, after, count)
+        copy = follow[1]
+        changed = copy.changed  # before looking
+        records = self._copied(copy, after, count)
+        if records is None:  # the copy does not reach id after + 1
+            records = self._range(stream_id, after, count, copy)
+        if not records and timeout > 0:
             changed.wait(timeout)
-            records = self._range(stream_id, after, count)
+            # Woken by a fetch, or not (a timeout, the listener's reconnect): then Redis
+            # itself, which also holds what others wrote (producer_lost).
+            records = self._copied(copy, after, count) or self._range(stream_id, after,
+                                                                      count, copy)
         return records
 
-    def _range(self, stream_id: str, after: int, count: int) -> list[Record]:
+    @staticmethod
+    def _copied(copy: Stream, after: int, count: int) -> list[Record] | None:
+        """The copy's records after id ``after`` ([] when it is at the copy's end), or None
+        when it cannot say (empty, or ``after`` outside it)."""
+        start = after + 1 - copy.first_id
+        if not copy.records or start < 0 or start > len(copy.records):
+            return None
+        return copy.records[start:start + count]
+
+    def _range(self, stream_id: str, after: int, count: int,
+               copy: Stream | None = None) -> list[Record]:
+        """Up to ``count`` records after id ``after`` from Redis (added to ``copy``, a
+        follow's, when they continue it or it is empty)."""
         with guard():
             reply: Any = self.redis.xrange(events_key(stream_id), f"(0-{after + 1}", "+",
                                            count=count)
-        records = [r for _, fields in reply for r in orjson.loads(fields[b"d"])
+        records = [(r[0], r[1], r[2]) for _, fields in reply for r in entry_records(fields)
                    if r[0] > after]
         if records and records[0][0] > after + 1:
             raise EventsExpired()
-        return [(r[0], r[1], r[2]) for r in records[:count]]
+        if copy is not None:
+            extend(copy, records, self.max_events)
+        return records[:count]
 
     def state(self, stream_id: str) -> State:
         stream = self.local.get(stream_id)

@@ -19,8 +19,9 @@ class Listener:
 
     On ``rill:signal``: ``c <id>`` (cancel), ``j <id> <subscriber> <lapses>`` (a subscriber
     elsewhere joined or renewed), ``l <id> <subscriber>`` (it left), acted on for streams
-    produced here. On ``rill:notice:<worker>``: the ids a worker just flushed, waking the
-    subscribers here that follow those streams. After a reconnect it reloads what a lost
+    produced here. On ``rill:notice:<worker>``: the ids a worker just flushed, whose new
+    records the hub's :class:`~rill.hub.redis_fetch.Fetcher` then reads for the subscribers
+    here that follow those streams. After a reconnect it reloads what a lost
     message could have said (cancel flags, remote subscribers) and wakes every follower.
     """
 
@@ -109,7 +110,7 @@ class Listener:
             for stream_id in words:
                 entry = self.follows.get(stream_id)
                 if entry is not None:
-                    self.local.wake(entry[1])
+                    self.hub.fetcher.mark(stream_id, entry[1])
             return
         produced = self.local.get(words[1]) if len(words) > 1 else None
         if produced is None or produced.finished:

@@ -1,0 +1,112 @@
+"""The Redis hub's fetcher: records of streams produced elsewhere, one round trip per notice.
+
+Subscribers here to a stream another worker produces share one copy of its recent records
+(the follow's :class:`~rill.hub.memory.Stream`). When that worker's flush notice names the
+stream, the :class:`Fetcher` reads what is new (``XRANGE`` from the copy's end) for every
+stream the notice named, in one round trip, appends it to each copy and wakes the
+subscribers, who read it from memory as on the producing worker. Without it each subscriber
+ran its own ``XRANGE`` per notice through the shared pool: 180 µs of worker CPU per event
+(``bench/PROFILE.md``, "Subscribers on another worker").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import redis
+
+from .. import tasks
+from . import TERMINAL, Record
+from .memory import Stream
+from .redis_io import ERRORS, HeldConnection, events_key
+
+log = logging.getLogger(__name__)
+
+
+def entry_records(fields: Any) -> list[list[Any]]:
+    """The records of one ``XRANGE`` entry's fields: redis-py's parsed ``{b"d": …}`` or the
+    raw ``[b"d", …]`` a held connection reads."""
+    return orjson.loads(fields[b"d"] if isinstance(fields, dict) else fields[1])
+
+
+def extend(copy: Stream, records: list[Record], max_events: int) -> None:
+    """Append ``records`` (ids from ``copy.end`` on, or a fresh start when the copy is empty
+    or they do not follow it) to ``copy``, keeping its last ``max_events``."""
+    if not records:
+        return
+    if not copy.records or records[0][0] != copy.end:
+        if records[0][0] < copy.end:  # older than the copy: keep what is newer
+            records = [r for r in records if r[0] >= copy.end]
+            if not records:
+                return
+        else:
+            copy.records, copy.first_id = [], records[0][0]
+    copy.records.extend(records)
+    excess = len(copy.records) - max_events
+    if excess > 0:
+        del copy.records[:excess]
+        copy.first_id += excess
+    copy.durable_end = copy.end
+    copy.finished = copy.records[-1][1] in TERMINAL
+
+
+class Fetcher:
+    """Reads the new records of the followed streams a notice named (the module's
+    docstring) through the hub's request-time client: on one Redis node on a connection it
+    holds (made from that pool, apart from its ``POOL_SIZE``), on a cluster in a pipeline
+    split by node. Streams named while a fetch is out go in the
+    next one. A failed fetch wakes the subscribers, who then read Redis themselves and
+    report what it says (:class:`~rill.errors.HubUnavailable`)."""
+
+    def __init__(self, hub: Any, wake: Any) -> None:
+        self.hub, self.wake = hub, wake
+        self.due: dict[str, Stream] = {}
+        self._wake = tasks.event()
+        self._task: tasks.Task | None = None
+        self._held: HeldConnection | None = None
+
+    def mark(self, stream_id: str, copy: Stream) -> None:
+        """Fetch ``stream_id``'s new records into ``copy`` (its producer flushed it)."""
+        if not self.due:
+            self._wake.set()
+            if self._task is None or self._task.dead:
+                self._task = tasks.spawn(self._run)
+        self.due[stream_id] = copy
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self.due:
+                batch, self.due = self.due, {}
+                try:
+                    self._fetch(batch)
+                except ERRORS:
+                    pass  # each subscriber reads Redis itself and reports it
+                except Exception:
+                    log.exception("the Redis fetch failed")
+                for copy in batch.values():
+                    self.wake(copy)
+
+    def _fetch(self, batch: dict[str, Stream]) -> None:
+        commands = [("XRANGE", events_key(stream_id), f"(0-{copy.end}", "+")
+                    for stream_id, copy in batch.items()]
+        client = self.hub.redis
+        if isinstance(client, redis.RedisCluster):
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = pipe.execute(raise_on_error=False)
+        else:
+            if self._held is None:
+                self._held = HeldConnection(client)
+            replies = self._held.round_trip(commands)
+        for copy, reply in zip(batch.values(), replies, strict=True):
+            if isinstance(reply, Exception):
+                continue
+            start = copy.end
+            records = [(r[0], r[1], r[2]) for _, fields in reply
+                       for r in entry_records(fields) if r[0] >= start]
+            extend(copy, records, self.hub.max_events)
