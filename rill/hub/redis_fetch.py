@@ -106,7 +106,5 @@ class Fetcher:
         for copy, reply in zip(batch.values(), replies, strict=True):
             if isinstance(reply, Exception):
                 continue
-            start = copy.end
-            records = [(r[0], r[1], r[2]) for _, fields in reply
-                       for r in entry_records(fields) if r[0] >= start]
-            extend(copy, records, self.hub.max_events)
+            extend(copy, [(r[0], r[1], r[2]) for _, fields in reply
+                          for r in entry_records(fields)], self.hub.max_events)

@@ -103,6 +103,21 @@ def test_stream_resumes_on_another_instance_byte_identical(pair) -> None:
     assert [(e.id, e.data) for e in again] == [(e.id, e.data) for e in events]
 
 
+def test_tabs_on_another_instance_each_see_the_whole_live_stream(pair) -> None:
+    """Three tabs on B follow a stream A is producing (they share B's copy of it, fed by
+    one fetch per flush): each sees every event once, as A's own client does."""
+    a, b = pair
+    model, _ = sim_model(tokens=80, itl_ms=20)
+    first = take(a.chat(ask(model)), 2)
+    stream_id = first[0].json["stream_id"]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        tabs = list(pool.map(lambda _: resume(b, stream_id, None), range(3)))
+    for events in tabs:
+        assert [e.id for e in events] == [str(i) for i in range(len(events))]
+        assert text_of(events) == expected_text(80) and events[-1].event == "done"
+    assert [(e.id, e.data) for e in tabs[1]] == [(e.id, e.data) for e in tabs[0]]
+
+
 def test_random_drops_and_resumes_lose_and_repeat_nothing(pair) -> None:
     a, b = pair
     model, _ = sim_model(tokens=30, itl_ms=5)
