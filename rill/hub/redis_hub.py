@@ -5,7 +5,9 @@ A stream produced here lives in this worker's memory (:class:`~rill.hub.memory.M
 deferred) and in Redis. The :class:`~rill.hub.redis_flush.Flusher` writes every stream's new
 records in one pipelined round trip per flush; subscribers here read a record once Redis
 holds it, so whatever a client saw can be resumed anywhere. Subscribers elsewhere read Redis
-and are woken by the flushing worker's notice (:class:`~rill.hub.redis_listener.Listener`).
+through a copy per worker that one round trip refreshes on each of the producing worker's
+flush notices (:class:`~rill.hub.redis_listener.Listener`,
+:class:`~rill.hub.redis_fetch.Fetcher`).
 
 Keys, per stream ``S`` (one hash tag, so one cluster slot; all expire
 ``RILL_STREAM_TTL_SECONDS`` after the stream finishes):
@@ -81,7 +83,7 @@ return 1
 class RedisHub:
     """Streams in Redis, and the ones produced here in memory too (the module's docstring).
     Connections per worker, whatever the number of streams: ``POOL_SIZE`` for requests (and
-    one that the stream caps' batcher holds), two for the flusher (one it holds, one for
+    one that the stream caps' batcher holds), one the fetcher holds, two for the flusher (one it holds, one for
     ``open``'s pings), one listener's and one heartbeat thread's."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:

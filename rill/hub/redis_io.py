@@ -2,11 +2,14 @@
 
 - :func:`shared`: the worker's one request-time client (:func:`connect`: one Redis or a Redis
   Cluster, ``redis+cluster://``), a blocking pool of ``POOL_SIZE`` connections that the hub
-  (remote reads, owner checks, cancels) and the stream caps share.
+  (owner checks, cancels, remote catch-up reads) and the stream caps share.
 - :class:`~rill.hub.redis_flush.Flusher`: one greenlet writing every stream's new records in
   one pipelined round trip per flush, then one ``PUBLISH`` naming the streams it wrote, on a
   connection of its own: a burst of requests waiting for the shared pool never delays a
   flush.
+- :class:`~rill.hub.redis_fetch.Fetcher`: one greenlet reading, on a connection of its own,
+  the new records of every stream followed here that a flush notice named, in one
+  pipelined round trip.
 - :class:`~rill.hub.redis_listener.Listener`: one pub/sub connection for cancels and leaves
   meant for producers here, and the flush notices of workers whose streams are followed here.
 - :class:`~rill.hub.heartbeat.Heartbeat`: one native thread renewing this worker's lease key,
@@ -143,8 +146,8 @@ def notice_channel(worker: str) -> str:
 
 class HeldConnection:
     """One connection of ``client``'s pool (a ``redis.Redis``), kept for the round trips of
-    one greenlet at a time (the flusher, a :class:`~rill.hub.redis_batch.ScriptBatcher`'s
-    sender): a pool's checkout polls the socket for stray data (``can_read``) every time,
+    one greenlet at a time (the flusher, the fetcher, a
+    :class:`~rill.hub.redis_batch.ScriptBatcher`'s sender): a pool's checkout polls the socket for stray data (``can_read``) every time,
     about half of a round trip's client CPU here (``bench/PROFILE.md``, "The flush"). It is
     closed with the pool, and made again in a forked child."""
 
