@@ -1,4 +1,5 @@
-"""Redis script calls from many greenlets, one pipelined round trip per event-loop turn.
+"""Batched Redis work: script calls from many greenlets, and the streams of the flusher and
+the fetcher, one pipelined round trip per batch.
 
 A call through a connection pool holds its connection from sending the command until its
 greenlet runs again to read the reply: on a saturated worker, or while Redis stalls, that is
@@ -15,6 +16,7 @@ One connection, however many calls wait. Used for the stream caps' slots and fla
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +25,7 @@ import gevent.event
 import redis
 
 from .. import tasks
+from .memory import Stream
 from .redis_io import HeldConnection
 
 Call = tuple[Any, Sequence[Any], Sequence[Any], gevent.event.AsyncResult]
@@ -78,3 +81,47 @@ class ScriptBatcher:
     def _pipeline(self, batch: list[Call]) -> list[Any]:
         return self._held.round_trip([("EVALSHA", script.sha, len(keys), *keys, *args)
                                       for script, keys, args, _ in batch])
+
+
+class StreamBatcher:
+    """Work on marked streams in batches, in one task (a greenlet, or a thread outside
+    gevent) started on the first mark: streams marked while a batch is out go in the next,
+    and batches start at least ``interval`` seconds apart (the first after an idle spell at
+    once). Subclasses do the batch's work in :meth:`work` (``{stream id: stream}``); the
+    hub's :class:`~rill.hub.redis_flush.Flusher` and :class:`~rill.hub.redis_fetch.Fetcher`
+    are two."""
+
+    interval = 0.0
+
+    def __init__(self) -> None:
+        self.marked: dict[str, Stream] = {}
+        self.busy = False  # a batch is out
+        self._wake = tasks.event()
+        self._task: tasks.Task | None = None
+
+    def mark(self, stream_id: str, stream: Stream) -> None:
+        """Put ``stream`` in the next batch."""
+        if not self.marked:
+            self._wake.set()
+            if self._task is None or self._task.dead:
+                self._task = tasks.spawn(self._run)
+        self.marked[stream_id] = stream
+
+    def work(self, batch: dict[str, Stream]) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        last = -self.interval
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self.marked:
+                if (wait := last + self.interval - time.monotonic()) > 0:
+                    tasks.sleep(wait)  # more streams ride this batch
+                last = time.monotonic()
+                batch, self.marked = self.marked, {}
+                self.busy = True
+                try:
+                    self.work(batch)
+                finally:
+                    self.busy = False

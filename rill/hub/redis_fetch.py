@@ -15,12 +15,11 @@ import logging
 from typing import Any
 
 import orjson
-import redis
 
-from .. import tasks
 from . import TERMINAL, Record
 from .memory import Stream
-from .redis_io import ERRORS, HeldConnection, events_key
+from .redis_batch import StreamBatcher
+from .redis_io import ERRORS, HeldConnection, events_key, round_trip
 
 log = logging.getLogger(__name__)
 
@@ -52,59 +51,36 @@ def extend(copy: Stream, records: list[Record], max_events: int) -> None:
     copy.finished = copy.records[-1][1] in TERMINAL
 
 
-class Fetcher:
+class Fetcher(StreamBatcher):
     """Reads the new records of the followed streams a notice named (the module's
     docstring) through the hub's request-time client: on one Redis node on a connection it
     holds (made from that pool, apart from its ``POOL_SIZE``), on a cluster in a pipeline
-    split by node. Streams named while a fetch is out go in the
-    next one. A failed fetch wakes the subscribers, who then read Redis themselves and
-    report what it says (:class:`~rill.errors.HubUnavailable`)."""
+    split by node. Streams named while a fetch is out go in the next one. A failed fetch
+    wakes the subscribers, who then read Redis themselves and report what it says
+    (:class:`~rill.errors.HubUnavailable`). :meth:`mark` is the listener's, on a notice."""
 
     def __init__(self, hub: Any, wake: Any) -> None:
+        super().__init__()
         self.hub, self.wake = hub, wake
-        self.due: dict[str, Stream] = {}
-        self._wake = tasks.event()
-        self._task: tasks.Task | None = None
         self._held: HeldConnection | None = None
 
-    def mark(self, stream_id: str, copy: Stream) -> None:
-        """Fetch ``stream_id``'s new records into ``copy`` (its producer flushed it)."""
-        if not self.due:
-            self._wake.set()
-            if self._task is None or self._task.dead:
-                self._task = tasks.spawn(self._run)
-        self.due[stream_id] = copy
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self.due:
-                batch, self.due = self.due, {}
-                try:
-                    self._fetch(batch)
-                except ERRORS:
-                    pass  # each subscriber reads Redis itself and reports it
-                except Exception:
-                    log.exception("the Redis fetch failed")
-                for copy in batch.values():
-                    self.wake(copy)
+    def work(self, batch: dict[str, Stream]) -> None:
+        try:
+            self._fetch(batch)
+        except ERRORS:
+            pass  # each subscriber reads Redis itself and reports it
+        except Exception:
+            log.exception("the Redis fetch failed")
+        for copy in batch.values():
+            self.wake(copy)
 
     def _fetch(self, batch: dict[str, Stream]) -> None:
+        if self._held is None:
+            self._held = HeldConnection(self.hub.redis)
         commands = [("XRANGE", events_key(stream_id), f"(0-{copy.end}", "+")
                     for stream_id, copy in batch.items()]
-        client = self.hub.redis
-        if isinstance(client, redis.RedisCluster):
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            replies = pipe.execute(raise_on_error=False)
-        else:
-            if self._held is None:
-                self._held = HeldConnection(client)
-            replies = self._held.round_trip(commands)
+        replies = round_trip(self._held, commands)
         for copy, reply in zip(batch.values(), replies, strict=True):
-            if isinstance(reply, Exception):
-                continue
-            extend(copy, [(r[0], r[1], r[2]) for _, fields in reply
-                          for r in entry_records(fields)], self.hub.max_events)
+            if not isinstance(reply, Exception):
+                extend(copy, [(r[0], r[1], r[2]) for _, fields in reply
+                              for r in entry_records(fields)], self.hub.max_events)

@@ -11,22 +11,20 @@ at most ``FLUSH_INTERVAL_SECONDS`` apart, so under load each carries more stream
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import orjson
-import redis
 
-from .. import tasks
 from . import TERMINAL
 from .memory import MemoryHub, Stream
+from .redis_batch import StreamBatcher
 from .redis_io import (
     ERRORS,
     HeldConnection,
     events_key,
-    execute,
     meta_key,
     notice_channel,
+    round_trip,
     subs_key,
 )
 
@@ -38,48 +36,28 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_SECONDS = 0.005
 
 
-class Flusher:
+class Flusher(StreamBatcher):
     """Writes what producers here appended (the module's docstring), on the hub's
     ``flushing`` client (a connection of its own), at most one flush each
     ``FLUSH_INTERVAL_SECONDS``. Records appended during a round trip go in the next one, so
-    a slow Redis gets fewer, larger flushes."""
+    a slow Redis gets fewer, larger flushes. :meth:`mark` is :meth:`MemoryHub.append`'s
+    ``on_append``."""
+
+    interval = FLUSH_INTERVAL_SECONDS
 
     def __init__(self, hub: Any, local: MemoryHub) -> None:
+        super().__init__()
         self.hub, self.local = hub, local
-        self.dirty: dict[str, Stream] = {}
-        self._wake = tasks.event()
-        self._task: tasks.Task | None = None
-        self.busy = False
-        self._held: HeldConnection | None = None  # on one Redis node
+        self._held: HeldConnection | None = None
 
-    def mark(self, stream_id: str, stream: Stream) -> None:
-        """``stream`` has records to write (called by :meth:`MemoryHub.append`)."""
-        if not self.dirty:
-            self._wake.set()
-            if self._task is None or self._task.dead:
-                self._task = tasks.spawn(self._run)
-        self.dirty[stream_id] = stream
-
-    def _run(self) -> None:
-        last = -FLUSH_INTERVAL_SECONDS
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self.dirty:
-                if (wait := last + FLUSH_INTERVAL_SECONDS - time.monotonic()) > 0:
-                    tasks.sleep(wait)  # more records, of more streams, ride this flush
-                last = time.monotonic()
-                batch, self.dirty = self.dirty, {}
-                self.busy = True
-                try:
-                    self._write(batch)
-                except ERRORS as exc:
-                    self._unreachable(exc, batch)
-                except Exception:
-                    log.exception("the Redis flush failed")
-                    self._fail(batch)
-                finally:
-                    self.busy = False
+    def work(self, batch: dict[str, Stream]) -> None:
+        try:
+            self._write(batch)
+        except ERRORS as exc:
+            self._unreachable(exc, batch)
+        except Exception:
+            log.exception("the Redis flush failed")
+            self._fail(batch)
 
     def _unreachable(self, exc: BaseException, batch: dict[str, Stream]) -> None:
         if self.hub.healthy:
@@ -121,9 +99,11 @@ class Flusher:
             stream.sent_end = end
         if not plan:
             return
-        notice = ("PUBLISH", notice_channel(hub.worker), " ".join(p[0] for p in plan))
+        if self._held is None:
+            self._held = HeldConnection(hub.flushing)
+        notice = (notice_channel(hub.worker), " ".join(p[0] for p in plan))
         try:
-            results = self._round_trip(commands, notice)
+            results = round_trip(self._held, commands, notice)
         except ERRORS as exc:
             self._unreachable(exc, {p[0]: p[1] for p in plan})
             return
@@ -135,21 +115,6 @@ class Flusher:
                 self._fail({stream_id: stream})
             else:
                 self.local.made_durable(stream, end)
-
-    def _round_trip(self, commands: list[tuple[Any, ...]], notice: tuple[str, ...]) -> list[Any]:
-        """Each command's reply or error, then ``PUBLISH`` ``notice``: on one Redis node on a
-        connection the flusher holds (:class:`~rill.hub.redis_io.HeldConnection`); on a
-        cluster in a pipeline, which splits the commands by node and cannot carry a
-        ``PUBLISH``."""
-        client = self.hub.flushing
-        if isinstance(client, redis.RedisCluster):
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return execute(client, pipe, (notice[1], notice[2]), raise_on_error=False)
-        if self._held is None:
-            self._held = HeldConnection(client)
-        return self._held.round_trip([*commands, notice])[:-1]
 
     def _fail(self, batch: dict[str, Stream]) -> None:
         for stream_id, stream in batch.items():

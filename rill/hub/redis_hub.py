@@ -83,8 +83,8 @@ return 1
 class RedisHub:
     """Streams in Redis, and the ones produced here in memory too (the module's docstring).
     Connections per worker, whatever the number of streams: ``POOL_SIZE`` for requests (and
-    one that the stream caps' batcher holds), one the fetcher holds, two for the flusher (one it holds, one for
-    ``open``'s pings), one listener's and one heartbeat thread's."""
+    one that the stream caps' batcher holds), one the fetcher holds, two for the flusher
+    (one it holds, one for ``open``'s pings), one listener's and one heartbeat thread's."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.url = config["RILL_REDIS_URL"]
@@ -196,7 +196,7 @@ class RedisHub:
     @property
     def idle(self) -> bool:
         """Nothing appended here is still on its way to Redis."""
-        return not self.flusher.dirty and not self.flusher.busy
+        return not self.flusher.marked and not self.flusher.busy
 
     # Any worker.
 

@@ -147,9 +147,10 @@ def notice_channel(worker: str) -> str:
 class HeldConnection:
     """One connection of ``client``'s pool (a ``redis.Redis``), kept for the round trips of
     one greenlet at a time (the flusher, the fetcher, a
-    :class:`~rill.hub.redis_batch.ScriptBatcher`'s sender): a pool's checkout polls the socket for stray data (``can_read``) every time,
-    about half of a round trip's client CPU here (``bench/PROFILE.md``, "The flush"). It is
-    closed with the pool, and made again in a forked child."""
+    :class:`~rill.hub.redis_batch.ScriptBatcher`'s sender): a pool's checkout polls the
+    socket for stray data (``can_read``) every time, about half of a round trip's client
+    CPU here (``bench/PROFILE.md``, "The flush"). It is closed with the pool, and made again
+    in a forked child."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -183,3 +184,20 @@ class HeldConnection:
             connection.disconnect()
             raise
         return replies
+
+
+def round_trip(held: HeldConnection, commands: list[tuple[Any, ...]],
+               publish: tuple[str, str] | None = None) -> list[Any]:
+    """Each command's reply, or the error Redis answered, in one round trip, then ``PUBLISH``
+    ``publish`` (channel, message): on one Redis node packed on ``held``; on a cluster
+    (``held.client`` a ``redis.RedisCluster``) in a pipeline, which splits the commands by
+    node and cannot carry a ``PUBLISH`` (:func:`execute`). Raises what they raise (e.g. in
+    :data:`ERRORS`)."""
+    client = held.client
+    if isinstance(client, redis.RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return execute(client, pipe, publish, raise_on_error=False)
+    extra = [("PUBLISH", *publish)] if publish is not None else []
+    return held.round_trip([*commands, *extra])[:len(commands)]
