@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable
 
 import gevent
+import redis.utils
 from gevent import monkey
 
 from .. import tasks
@@ -35,12 +36,14 @@ class Heartbeat:
         _HEARTBEATS.add(self)
         if tasks.cooperative():
             # What the thread's first connect imports, imported here first: a hub's settings
-            # (pprint), the resolver's and the thread pool's modules. A native thread
+            # (pprint), the resolver's and the thread pool's modules, and what redis-py's
+            # CLIENT SETINFO reads its version with (importlib.metadata). A native thread
             # importing them took the import lock with a gevent lock: making the process's
             # first hub so recursed until it failed, and this thread, importing the same
             # module at once, waited on a lock its own loop could not release (LoopExit).
             hub = gevent.get_hub()
             hub.resolver_class, hub.threadpool_class  # noqa: B018 (imported when first read)
+            redis.utils.get_lib_version()
             start = monkey.get_original("_thread", "start_new_thread")
         else:
             start = _start_daemon

@@ -24,10 +24,19 @@ from .redis_io import ERRORS, HeldConnection, events_key, round_trip
 log = logging.getLogger(__name__)
 
 
-def entry_records(fields: Any) -> list[list[Any]]:
-    """The records of one ``XRANGE`` entry's fields: redis-py's parsed ``{b"d": …}`` or the
-    raw ``[b"d", …]`` a held connection reads."""
-    return orjson.loads(fields[b"d"] if isinstance(fields, dict) else fields[1])
+def entries_records(reply: Any, after: int = -1) -> list[Record]:
+    """The records after id ``after`` of ``XRANGE``'s entries (redis-py's parsed
+    ``(id, {b"d": …})`` or a held connection's raw ``[id, [b"d", …]]``), up to the first
+    terminal one: a flush already out when a subscriber elsewhere wrote ``producer_lost``
+    lands after it."""
+    records: list[Record] = []
+    for _, fields in reply:
+        for r in orjson.loads(fields[b"d"] if isinstance(fields, dict) else fields[1]):
+            if r[0] > after:
+                records.append((r[0], r[1], r[2]))
+                if r[1] in TERMINAL:
+                    return records
+    return records
 
 
 def extend(copy: Stream, records: list[Record], max_events: int) -> None:
@@ -82,5 +91,4 @@ class Fetcher(StreamBatcher):
         replies = round_trip(self._held, commands)
         for copy, reply in zip(batch.values(), replies, strict=True):
             if not isinstance(reply, Exception):
-                extend(copy, [(r[0], r[1], r[2]) for _, fields in reply
-                              for r in entry_records(fields)], self.hub.max_events)
+                extend(copy, entries_records(reply), self.hub.max_events)

@@ -48,7 +48,7 @@ from ..errors import EventsExpired, HubUnavailable, StreamNotFound
 from . import Record, State
 from .heartbeat import Heartbeat
 from .memory import MemoryHub, Stream
-from .redis_fetch import Fetcher, entry_records, extend
+from .redis_fetch import Fetcher, entries_records, extend
 from .redis_flush import Flusher
 from .redis_io import (
     SIGNAL_CHANNEL,
@@ -236,8 +236,7 @@ class RedisHub:
         with guard():
             reply: Any = self.redis.xrange(events_key(stream_id), f"(0-{after + 1}", "+",
                                            count=count)
-        records = [(r[0], r[1], r[2]) for _, fields in reply for r in entry_records(fields)
-                   if r[0] > after]
+        records = entries_records(reply, after)
         if records and records[0][0] > after + 1:
             raise EventsExpired()
         if copy is not None:

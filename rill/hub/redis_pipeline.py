@@ -33,8 +33,8 @@ class Pipeline:
     module's docstring). Each batch's ``done`` gets its replies (each the reply or the
     ``redis.ResponseError`` Redis answered) or, when the connection failed, the error
     (every batch out gets it). A connection Redis closed before the oldest batch's first
-    reply (a restart, its idle ``timeout``) is made again once and the batches out sent
-    again, as :meth:`HeldConnection.round_trip` does."""
+    reply (a restart, its idle ``timeout``), found by a send or a read, is made again once
+    and the batches out sent again in order, as :meth:`HeldConnection.round_trip` does."""
 
     def __init__(self, held: HeldConnection, depth: int = DEPTH) -> None:
         self.held, self.depth = held, depth
@@ -51,8 +51,8 @@ class Pipeline:
 
     def send(self, commands: list[tuple[Any, ...]], done: Done) -> None:
         """Send ``commands`` now; ``done`` is called from the reader with the outcome.
-        Raises what sending raises (e.g. ``redis.ConnectionError``), ``done`` then never
-        called."""
+        A closed connection is the reader's to handle (the class's docstring); any other
+        error of the send is raised, ``done`` then never called."""
         while len(self._out) >= self.depth:
             self._room.clear()
             self._room.wait()
@@ -60,6 +60,10 @@ class Pipeline:
             connection = self.held.connection()
             try:
                 connection.send_packed_command(connection.pack_commands(commands))
+            except redis.ConnectionError:
+                # Queued all the same: the reader finds the connection closed, and sends
+                # every batch out again in order on a new one, or fails them all.
+                self._drop(connection)
             except BaseException:
                 self._drop(connection)
                 raise
