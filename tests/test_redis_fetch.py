@@ -138,3 +138,20 @@ def test_the_copy_keeps_the_newest_contiguous_records() -> None:
     copy = copy_of(*range(10))
     extend(copy, [(i, "delta", {}) for i in range(10, 15)], 8)  # RILL_STREAM_MAX_EVENTS
     assert [r[0] for r in copy.records] == list(range(7, 15)) and copy.first_id == 7
+
+
+def test_records_after_a_terminal_one_are_not_read() -> None:
+    """A flush of several records whose first id a subscriber elsewhere took for
+    ``producer_lost`` is still written (its entry id is past the error's): readers stop at
+    the terminal record, never reading the flush's records after it."""
+    import orjson
+
+    from rill.hub.redis_fetch import entries_records
+
+    reply = [(b"0-3", {b"d": orjson.dumps([[1, "delta", {}], [2, "delta", {}]])}),
+             (b"0-4", {b"d": orjson.dumps([[3, "error", {"code": "producer_lost"}]])}),
+             (b"0-6", {b"d": orjson.dumps([[3, "delta", {}], [4, "delta", {}],
+                                            [5, "done", {}]])})]
+    assert [(r[0], r[1]) for r in entries_records(reply, 1)] == [(2, "delta"), (3, "error")]
+    assert [r[1] for r in entries_records([[b"0-6", [b"d", reply[2][1][b"d"]]]])] == [
+        "delta", "delta", "done"]

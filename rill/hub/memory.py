@@ -99,10 +99,8 @@ class MemoryHub:
             self.made_durable(stream, stream.end)
 
     def made_durable(self, stream: Stream, end: int) -> None:
-        """Let subscribers read ``stream``'s records before id ``end``, and wake them. (Under
-        the Redis hub a later flush of it may be out already: ``sent_end`` stays past.)"""
-        stream.durable_end = end
-        stream.sent_end = max(stream.sent_end, end)
+        """Let subscribers read ``stream``'s records before id ``end``, and wake them."""
+        stream.durable_end = stream.sent_end = end
         excess = min(len(stream.records) - self.max_events, end - stream.first_id)
         if excess > 0:
             del stream.records[:excess]

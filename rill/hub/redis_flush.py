@@ -3,10 +3,9 @@
 A flush is one ``XADD`` per stream with new records (its entry holding them; the stream's
 meta at its start and end), then one ``PUBLISH`` naming the streams written, all sent at
 once. On one Redis node they go on a connection the flusher holds, packed together, and
-under gevent without waiting for the replies of the flushes before
-(:class:`~rill.hub.redis_pipeline.Pipeline`); on a Redis Cluster, in a pipeline split by
-node, one flush at a time. Flushes start at most ``FLUSH_INTERVAL_SECONDS`` apart, so under
-load each carries more streams (``bench/PROFILE.md``, "The flush").
+each reply is read in turn; on a Redis Cluster, in a pipeline split by node. Flushes start
+at most ``FLUSH_INTERVAL_SECONDS`` apart, so under load each carries more streams
+(``bench/PROFILE.md``, "The flush").
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ import logging
 from typing import Any
 
 import orjson
-import redis
 
-from .. import tasks
 from . import TERMINAL
 from .memory import MemoryHub, Stream
 from .redis_batch import StreamBatcher
@@ -30,7 +27,6 @@ from .redis_io import (
     round_trip,
     subs_key,
 )
-from .redis_pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +49,6 @@ class Flusher(StreamBatcher):
         super().__init__()
         self.hub, self.local = hub, local
         self._held: HeldConnection | None = None
-        self._pipeline: Pipeline | None = None  # one node, under gevent
-
-    @property
-    def pending(self) -> bool:
-        """Records are on their way to Redis: marked, or in a flush not yet answered."""
-        return bool(self.marked) or self.busy or (self._pipeline is not None
-                                                    and self._pipeline.pending)
 
     def work(self, batch: dict[str, Stream]) -> None:
         try:
@@ -112,30 +101,13 @@ class Flusher(StreamBatcher):
             return
         if self._held is None:
             self._held = HeldConnection(hub.flushing)
-            if tasks.cooperative() and not isinstance(hub.flushing, redis.RedisCluster):
-                self._pipeline = Pipeline(self._held)
         notice = (notice_channel(hub.worker), " ".join(p[0] for p in plan))
         try:
-            if self._pipeline is not None:
-                self._pipeline.send([*commands, ("PUBLISH", *notice)],
-                                    lambda results: self._landed(plan, results))
-                return
-            results: list[Any] | BaseException = round_trip(self._held, commands, notice)
+            results = round_trip(self._held, commands, notice)
         except ERRORS as exc:
-            results = exc
-        self._landed(plan, results)
-
-    def _landed(self, plan: list[tuple[str, Stream, int, int]],
-                results: list[Any] | BaseException) -> None:
-        """A flush's outcome: its records made durable, or its streams failed."""
-        if isinstance(results, BaseException):
-            if isinstance(results, ERRORS):
-                self._unreachable(results, {p[0]: p[1] for p in plan})
-            else:
-                log.error("the Redis flush failed: %r", results)
-                self._fail({p[0]: p[1] for p in plan})
+            self._unreachable(exc, {p[0]: p[1] for p in plan})
             return
-        self.hub.healthy = True
+        hub.healthy = True
         for stream_id, stream, end, index in plan:
             if isinstance(results[index], Exception):  # e.g. a producer_lost took the id
                 log.warning("stream %s: Redis refused its events (%s)", stream_id[:6],

@@ -196,7 +196,7 @@ class RedisHub:
     @property
     def idle(self) -> bool:
         """Nothing appended here is still on its way to Redis."""
-        return not self.flusher.pending
+        return not self.flusher.marked and not self.flusher.busy
 
     # Any worker.
 

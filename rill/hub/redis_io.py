@@ -157,20 +157,16 @@ class HeldConnection:
         self._connection: Any = None
         self._pid = 0
 
-    def connection(self) -> Any:
-        """The held connection, made when there is none (or in a forked child)."""
-        if self._connection is None or self._pid != os.getpid():
-            self._connection = self.client.connection_pool.make_connection()
-            self._pid = os.getpid()
-        return self._connection
-
     def round_trip(self, commands: list[tuple[Any, ...]], again: bool = True) -> list[Any]:
         """Send ``commands`` packed in one write, then read each one's reply: the reply, or
         the ``redis.ResponseError`` Redis answered. A connection Redis closed meanwhile (a
         restart, its idle ``timeout``) is found by the round trip and made again once, as
         redis-py's own retry does, unless a reply was already read. Raises any other error
         (e.g. in :data:`ERRORS`), after disconnecting: no reply is left half read."""
-        connection = self.connection()
+        if self._connection is None or self._pid != os.getpid():
+            self._connection = self.client.connection_pool.make_connection()
+            self._pid = os.getpid()
+        connection = self._connection
         replies: list[Any] = []
         try:
             connection.send_packed_command(connection.pack_commands(commands))
