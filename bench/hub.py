@@ -9,8 +9,9 @@
 in this process (the Redis hub's local path). With ``--remote`` a second process (a worker of
 its own) produces them and the subscribers here read them from Redis, woken by its flush
 notices: the path of a subscriber on another worker or instance (a second tab, a resume).
-Prints each process's CPU seconds and, with Redis, redis-server's (``INFO cpu``) over the
-run. Run it on an idle core, alternating the variants: a run is about ``tokens * itl`` s.
+``--remote --followed=N``: subscribers to N of the streams only. Prints each process's CPU
+seconds and, with Redis, redis-server's (``INFO cpu``) over the run. Run it on an idle core,
+alternating the variants: a run is about ``tokens * itl`` s.
 """
 
 from gevent import monkey
@@ -58,6 +59,9 @@ def main() -> None:
     flags = {a for a in rest if a.startswith("--")}
     rest = [a for a in rest if a not in flags]
     remote = "--remote" in flags
+    # --followed=N: the second process subscribes to N of the streams only (a worker where
+    # a few tabs follow streams of another).
+    followed = next((int(f.split("=")[1]) for f in flags if f.startswith("--followed=")), 0)
     streams, tokens, itl = (int(rest[0]), int(rest[1]), float(rest[2])) if rest else (500, 100, 0.1)
     hub = create({**DEFAULTS, "RILL_REDIS_URL": "" if url == "memory" else url})
     if "--producer" in flags:  # the second process of --remote
@@ -101,11 +105,12 @@ def main() -> None:
         return float(info["used_cpu_sys"] + info["used_cpu_user"])
 
     cpu_before, redis_before, wall = cpu(), redis_cpu(), time.monotonic()
-    gevent.joinall(producing + [gevent.spawn(subscribe, s) for s in ids],
+    read = ids[:followed] if remote and followed else ids
+    gevent.joinall(producing + [gevent.spawn(subscribe, s) for s in read],
                    timeout=START_SECONDS + tokens * itl + 60)
     subscribers = cpu() - cpu_before
     line = (f"{url.split(':')[0]}{' --remote' if remote else ''}: {received} of "
-            f"{streams * tokens} records, ")
+            f"{len(read) * tokens} records, ")
     if producer is not None:
         producer_cpu = float(producer.communicate(timeout=60)[0].strip() or "nan")
         line += (f"subscribers' process {subscribers:.2f} CPU s, producer's process "

@@ -6,6 +6,7 @@ Against a real redis-server, and a real Redis Cluster, on free loopback ports.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import gevent
@@ -155,3 +156,44 @@ def test_records_after_a_terminal_one_are_not_read() -> None:
     assert [(r[0], r[1]) for r in entries_records(reply, 1)] == [(2, "delta"), (3, "error")]
     assert [r[1] for r in entries_records([[b"0-6", [b"d", reply[2][1][b"d"]]]])] == [
         "delta", "delta", "done"]
+
+
+def test_flushes_name_only_streams_followed_elsewhere(redis_server) -> None:
+    """A flush's notice names the streams a worker elsewhere follows, nothing else (no
+    ``PUBLISH`` at all without one); a new follower's join gets a notice at once, so what
+    was flushed before its signal reached the producer is fetched too."""
+    import redis
+
+    producing, elsewhere = (create({**DEFAULTS, "RILL_REDIS_URL": redis_server.url})
+                            for _ in range(2))
+    followed, alone = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    for stream in (followed, alone):
+        producing.open(stream, None)
+    listener = redis.Redis.from_url(redis_server.url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(notice_channel(producing.worker))
+
+    def notices(seconds: float = 0.5) -> list[str]:
+        got, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = listener.get_message(timeout=0)
+            if message is None:
+                gevent.sleep(0.01)  # the hubs' greenlets run meanwhile
+            else:
+                got.append(message["data"].decode())
+        return got
+
+    try:
+        for stream in (followed, alone):
+            producing.append(stream, records(0, 2))
+        flushed(producing)
+        assert notices() == []  # nobody elsewhere follows either
+        elsewhere.join(followed, "tab")
+        assert notices() == [followed]  # the join's own notice
+        for stream in (followed, alone):
+            producing.append(stream, records(2, 1))
+        flushed(producing)
+        assert notices() == [followed]
+    finally:
+        listener.close()
+        producing.close()
+        elsewhere.close()

@@ -1,9 +1,10 @@
 """The Redis hub's flusher: every stream's new records, written in one round trip per flush.
 
 A flush is one ``XADD`` per stream with new records (its entry holding them; the stream's
-meta at its start and end), then one ``PUBLISH`` naming the streams written, all sent at
-once. On one Redis node they go on a connection the flusher holds, packed together, and
-each reply is read in turn; on a Redis Cluster, in a pipeline split by node. Flushes start
+meta at its start and end), then one ``PUBLISH`` naming those of them that subscribers on
+other workers follow (none: no ``PUBLISH``), all sent at once. On one Redis node they go on
+a connection the flusher holds, packed together, and each reply is read in turn; on a Redis
+Cluster, in a pipeline split by node. Flushes start
 at most ``FLUSH_INTERVAL_SECONDS`` apart, so under load each carries more streams
 (``bench/PROFILE.md``, "The flush").
 """
@@ -101,7 +102,10 @@ class Flusher(StreamBatcher):
             return
         if self._held is None:
             self._held = HeldConnection(hub.flushing)
-        notice = (notice_channel(hub.worker), " ".join(p[0] for p in plan))
+        # Named only when a subscriber elsewhere follows it (its worker's join signal): a
+        # worker following one stream here parses no ids of the others.
+        followed = [p[0] for p in plan if p[1].remote]
+        notice = (notice_channel(hub.worker), " ".join(followed)) if followed else None
         try:
             results = round_trip(self._held, commands, notice)
         except ERRORS as exc:

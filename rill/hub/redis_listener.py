@@ -19,7 +19,8 @@ class Listener:
 
     On ``rill:signal``: ``c <id>`` (cancel), ``j <id> <subscriber> <lapses>`` (a subscriber
     elsewhere joined or renewed), ``l <id> <subscriber>`` (it left), acted on for streams
-    produced here. On ``rill:notice:<worker>``: the ids a worker just flushed, whose new
+    produced here (a new follower's ``j`` gets a notice naming its stream at once). On
+    ``rill:notice:<worker>``: the ids of followed streams a worker just flushed, whose new
     records the hub's :class:`~rill.hub.redis_fetch.Fetcher` then reads for the subscribers
     here that follow those streams. After a reconnect it reloads what a lost
     message could have said (cancel flags, remote subscribers) and wakes every follower.
@@ -118,10 +119,18 @@ class Listener:
         if words[0] == "c":
             produced.cancel = True
         elif words[0] == "j" and len(words) == 4:
+            if words[2] not in produced.remote and produced.sent_end:
+                # A new follower: flushes name the stream from now on; this notice covers
+                # what was flushed before they did, since its first look at Redis.
+                tasks.spawn(lambda: self._notice(words[1]))
             produced.remote[words[2]] = float(words[3])
         elif words[0] == "l" and len(words) == 3:
             produced.remote.pop(words[2], None)
         self.local.signal(words[1])
+
+    def _notice(self, stream_id: str) -> None:
+        with contextlib.suppress(*ERRORS):
+            self.hub.redis.publish(notice_channel(self.hub.worker), stream_id)
 
     def _resync(self) -> None:
         """Reload cancel flags and remote subscribers of the live streams produced here."""
