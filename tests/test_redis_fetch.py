@@ -197,3 +197,26 @@ def test_flushes_name_only_streams_followed_elsewhere(redis_server) -> None:
         listener.close()
         producing.close()
         elsewhere.close()
+
+
+def test_a_look_without_waiting_reads_redis_past_the_copy(two_workers) -> None:
+    """A subscriber elsewhere at the end of its worker's copy, when another one has written
+    ``producer_lost`` (in Redis, with no notice: the producer is gone): a read that does not
+    wait (the relay's last look once the stream is finished) must still find it, or the
+    answer ends with no terminal event."""
+    from rill import errors
+
+    producing, elsewhere = two_workers
+    stream = secrets.token_urlsafe(16)
+    producing.open(stream, None)
+    producing.append(stream, records(0, 3))
+    flushed(producing)
+    got: list[int] = []
+    tab = follow(elsewhere, stream, "tab", got)
+    with gevent.Timeout(10):
+        while len(got) < 3:
+            gevent.sleep(0.01)
+    tab.kill()
+    create({**DEFAULTS, "RILL_REDIS_URL": producing.url}).append_if_next(
+        stream, (3, "error", errors.ProducerLost().to_dict()))
+    assert [(r[0], r[1]) for r in elsewhere.read(stream, 2, 0, 100)] == [(3, "error")]

@@ -210,7 +210,9 @@ class RedisHub:
         copy = follow[1]
         changed = copy.changed  # before looking
         records = self._copied(copy, after, count)
-        if records is None:  # the copy does not reach id after + 1
+        if records is None or (not records and timeout <= 0):
+            # The copy does not reach id after + 1; or nothing new in it and no wait: Redis
+            # may hold what others wrote (a producer_lost after the stream went quiet).
             records = self._range(stream_id, after, count, copy)
         if not records and timeout > 0:
             changed.wait(timeout)
