@@ -33,6 +33,15 @@ def two_workers(request) -> Any:
     elsewhere.close()
 
 
+def started(producing: Any, count: int) -> str:
+    """A new stream of ``producing`` with records 0..count-1 in Redis."""
+    stream = secrets.token_urlsafe(16)
+    producing.open(stream, None)
+    producing.append(stream, records(0, count))
+    flushed(producing)
+    return stream
+
+
 def follow(hub: Any, stream: str, name: str, got: list[int]) -> gevent.Greenlet:
     def run() -> None:
         hub.join(stream, name)
@@ -63,10 +72,7 @@ def test_subscribers_elsewhere_share_one_fetch_per_flush(two_workers) -> None:
     """Three tabs on another worker follow one stream: each flush there is one ``XRANGE``
     for all of them (the fetcher's), none of their own, and each sees every record once."""
     producing, elsewhere = two_workers
-    stream = secrets.token_urlsafe(16)
-    producing.open(stream, None)
-    producing.append(stream, records(0, 2))
-    flushed(producing)
+    stream = started(producing, 2)
     listening = gevent.event.Event()  # the listener's subscription to the notices is live
     on_message = elsewhere.listener._on_message
 
@@ -109,10 +115,7 @@ def test_a_failed_fetch_leaves_the_subscribers_to_read_redis_themselves(two_work
 
     assert redis.ConnectionError in ERRORS
     elsewhere.fetcher._fetch = fails
-    stream = secrets.token_urlsafe(16)
-    producing.open(stream, None)
-    producing.append(stream, records(0, 1))
-    flushed(producing)
+    stream = started(producing, 1)
     got: list[int] = []
     tab = follow(elsewhere, stream, "tab", got)
     with gevent.Timeout(10):
@@ -207,10 +210,7 @@ def test_a_look_without_waiting_reads_redis_past_the_copy(two_workers) -> None:
     from rill import errors
 
     producing, elsewhere = two_workers
-    stream = secrets.token_urlsafe(16)
-    producing.open(stream, None)
-    producing.append(stream, records(0, 3))
-    flushed(producing)
+    stream = started(producing, 3)
     got: list[int] = []
     tab = follow(elsewhere, stream, "tab", got)
     with gevent.Timeout(10):

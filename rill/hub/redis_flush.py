@@ -4,9 +4,8 @@ A flush is one ``XADD`` per stream with new records (its entry holding them; the
 meta at its start and end), then one ``PUBLISH`` naming those of them that subscribers on
 other workers follow (none: no ``PUBLISH``), all sent at once. On one Redis node they go on
 a connection the flusher holds, packed together, and each reply is read in turn; on a Redis
-Cluster, in a pipeline split by node. Flushes start
-at most ``FLUSH_INTERVAL_SECONDS`` apart, so under load each carries more streams
-(``bench/PROFILE.md``, "The flush").
+Cluster, in a pipeline split by node. Flushes start at most ``FLUSH_INTERVAL_SECONDS`` apart,
+so under load each carries more streams (``bench/PROFILE.md``, "The flush").
 """
 
 from __future__ import annotations
