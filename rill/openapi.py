@@ -38,6 +38,10 @@ STREAM_ERROR_CODES = ["upstream_error", "upstream_cut", "upstream_stalled",
                       "producer_lost", "shutdown", "hub_unavailable", "events_expired",
                       "internal"]
 
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
 _TEXT = {"type": "object", "additionalProperties": False, "required": ["content"],
          "properties": {"content": {"type": "string", "minLength": 1}}}
 _COUNT = {"type": ["integer", "null"], "minimum": 0}
@@ -68,10 +72,10 @@ EVENT_DATA: dict[str, dict[str, Any]] = {  # the JSON ``data`` of each event typ
     "done": {"type": "object", "additionalProperties": False,
              "required": ["finish_reason", "usage"], "properties": {
                  "finish_reason": {"type": ["string", "null"]},
-                 "usage": {"oneOf": [{"type": "null"}, {
+                 "usage": _or_null({
                      "type": "object", "additionalProperties": False,
                      "properties": {key: _COUNT for key in (
-                         "prompt_tokens", "completion_tokens", "total_tokens")}}]}}},
+                         "prompt_tokens", "completion_tokens", "total_tokens")}})}},
     "error": {"type": "object", "additionalProperties": False,
               "required": ["code", "message"], "properties": {
                   "code": {"enum": STREAM_ERROR_CODES}, "message": {"type": "string"},
@@ -129,15 +133,15 @@ def _add_tools(request: dict[str, Any], message: dict[str, Any],
     assistant = {"type": "object", "additionalProperties": True,
                  "required": ["role", "tool_calls"], "properties": {
                      "role": {"const": "assistant"},
-                     "content": {"oneOf": [content, {"type": "null"}]},
+                     "content": _or_null(content),
                      "tool_calls": {"type": "array", "items": call, "minItems": 1,
                                     "maxItems": config["RILL_MAX_TOOL_CALLS"]}}}
     result = {"type": "object", "additionalProperties": True,
               "required": ["role", "tool_call_id", "content"], "properties": {
                   "role": {"const": "tool"}, "tool_call_id": call_id, "content": content}}
     request["properties"]["messages"]["items"] = {"oneOf": [message, assistant, result]}
-    request["properties"]["tools"] = {"oneOf": [{"type": "null"}, {
-        "type": "array", "items": tool, "minItems": 1, "maxItems": config["RILL_MAX_TOOLS"]}]}
+    request["properties"]["tools"] = _or_null({
+        "type": "array", "items": tool, "minItems": 1, "maxItems": config["RILL_MAX_TOOLS"]})
     request["properties"]["tool_choice"] = {"oneOf": [
         {"enum": [*TOOL_CHOICES, None]},
         {"type": "object", "additionalProperties": False, "required": ["type", "function"],
@@ -160,10 +164,11 @@ def document(config: Mapping[str, Any]) -> dict[str, Any]:
                "properties": {
                    "messages": {"type": "array", "items": message, "minItems": 1,
                                 "maxItems": config["RILL_MAX_MESSAGES"]},
-                   "model": model,
-                   "max_tokens": {"type": "integer", "minimum": 1,
-                                  "maximum": config["RILL_MAX_TOKENS"]},
-                   "temperature": {"type": "number", "minimum": 0, "maximum": 2}}}
+                   # null is absent, as in OpenAI's API: the default model, the cap
+                   "model": _or_null(model),
+                   "max_tokens": _or_null({"type": "integer", "minimum": 1,
+                                           "maximum": config["RILL_MAX_TOKENS"]}),
+                   "temperature": _or_null({"type": "number", "minimum": 0, "maximum": 2})}}
     if config["RILL_CLIENT_TOOLS"]:
         _add_tools(request, message, config)
     failures = {str(s): _error(s, c) for s, c in ERROR_CODES.items()}

@@ -11,6 +11,7 @@ from gevent import monkey
 
 monkey.patch_socket()
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,15 @@ class FakeStream:
 
     def close(self) -> None:
         self.upstream.closed += 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_after_each_module() -> Iterator[None]:
+    """Collect garbage as each test file ends, so an object left unclosed (a socket, a
+    file: ResourceWarning, an error here) fails a test of the file that leaked it, not of
+    whichever file happened to be running when the collector came by."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def test_tools_are_described_only_when_client_tools_are_on() -> None:
     off = request_schema({**DEFAULTS})["properties"]
     assert "tools" not in off and "tool_choice" not in off
     on = request_schema({**ON, "RILL_MAX_TOOLS": 5, "RILL_MAX_TOOL_CALLS": 7})["properties"]
-    assert on["tools"]["oneOf"][1]["maxItems"] == 5
+    assert on["tools"]["oneOf"][0]["maxItems"] == 5
     roles = [variant["properties"]["role"] for variant in on["messages"]["items"]["oneOf"]]
     assert roles == [{"enum": ["system", "user", "assistant"]}, {"const": "assistant"},
                      {"const": "tool"}]
@@ -42,6 +42,7 @@ GOOD = [
     {"messages": [USER, ASSISTANT, RESULT]},
     {"messages": [USER, {**ASSISTANT, "content": "Looking."}, RESULT, USER]},
     {"messages": [{**USER, "tool_calls": None}], "tools": None, "tool_choice": None},
+    {"messages": [USER], "model": None, "max_tokens": None, "temperature": None},
 ]
 BAD = [
     {"messages": [USER], "tools": []},
@@ -54,6 +55,8 @@ BAD = [
     {"messages": [USER, {**RESULT, "tool_call_id": "has space"}]},
     {"messages": [USER, {"role": "tool", "content": "x"}]},
     {"messages": [{**USER, "tool_calls": ASSISTANT["tool_calls"]}]},
+    {"messages": [USER], "max_tokens": 0},
+    {"messages": [USER], "temperature": "hot"},
 ]
 
 
