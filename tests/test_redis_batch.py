@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gevent
 import pytest
 import redis
 
 from rill import tasks
 from rill.hub.redis_batch import ScriptBatcher
-from rill.hub.redis_io import HeldConnection
+from rill.hub.redis_io import HeldConnection, disconnect
 
 ECHO = """if ARGV[1] == 'bad' then return redis.error_reply('refused') end
 return tonumber(ARGV[1])"""
 
 
 @pytest.fixture
-def batcher(redis_server, monkeypatch) -> ScriptBatcher:
+def batcher(redis_server, monkeypatch) -> Iterator[ScriptBatcher]:
     monkeypatch.setattr(tasks, "cooperative", lambda: True)  # as in a gevent worker
     rounds: list[int] = []
     round_trip = HeldConnection.round_trip
@@ -28,7 +30,8 @@ def batcher(redis_server, monkeypatch) -> ScriptBatcher:
     monkeypatch.setattr(HeldConnection, "round_trip", counted)
     batcher = ScriptBatcher(redis.Redis.from_url(redis_server.url), timeout=5)
     batcher.rounds = rounds  # type: ignore[attr-defined]
-    return batcher
+    yield batcher
+    disconnect(batcher.client)
 
 
 def test_the_calls_of_one_turn_share_a_round_trip_and_each_gets_its_reply(batcher) -> None:
@@ -76,3 +79,15 @@ def test_a_connection_redis_closed_is_made_again(batcher, redis_server) -> None:
     with redis.Redis.from_url(redis_server.url) as admin:
         assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
     assert batcher.call(script, ["k"], [2]) == 2
+
+
+def test_the_held_connection_closes_with_its_client(batcher) -> None:
+    """The pool makes the held connection but does not keep it: closing the client must
+    close it too (it was left to the garbage collector: a descriptor per hub closed)."""
+    script = batcher.client.register_script(ECHO)
+    assert batcher.call(script, ["k"], [1]) == 1
+    sock = batcher._held._connection._sock
+    assert sock.fileno() != -1
+    disconnect(batcher.client)
+    assert sock.fileno() == -1
+    assert batcher.call(script, ["k"], [2]) == 2  # a new one, on next use

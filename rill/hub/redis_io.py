@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,6 +109,8 @@ def disconnect(client: Any) -> None:
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         pool.disconnect()
+    for held in list(_held.get(client, ())):
+        held.close()  # made by the pool, but not kept in it
     client.close()
 
 
@@ -149,13 +152,20 @@ class HeldConnection:
     one greenlet at a time (the flusher, the fetcher, a
     :class:`~rill.hub.redis_batch.ScriptBatcher`'s sender): a pool's checkout polls the
     socket for stray data (``can_read``) every time, about half of a round trip's client
-    CPU here (``bench/PROFILE.md``, "The flush"). It is closed with the pool, and made again
-    in a forked child."""
+    CPU here (``bench/PROFILE.md``, "The flush"). :func:`disconnect` of ``client`` closes it
+    (the pool made it, but does not keep it), and it is made again in a forked child."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self._connection: Any = None
         self._pid = 0
+        _held.setdefault(client, weakref.WeakSet()).add(self)
+
+    def close(self) -> None:
+        """Close the connection (the next round trip makes another)."""
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._connection = None
 
     def round_trip(self, commands: list[tuple[Any, ...]], again: bool = True) -> list[Any]:
         """Send ``commands`` packed in one write, then read each one's reply: the reply, or
@@ -184,6 +194,11 @@ class HeldConnection:
             connection.disconnect()
             raise
         return replies
+
+
+# Each client's held connections, for disconnect(): weak both ways, so neither outlives its use.
+_held: weakref.WeakKeyDictionary[Any, weakref.WeakSet[HeldConnection]] = (
+    weakref.WeakKeyDictionary())
 
 
 def round_trip(held: HeldConnection, commands: list[tuple[Any, ...]],
