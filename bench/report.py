@@ -72,16 +72,27 @@ class Row:
         total = cpu + redis_cpu
         kib = (peak_kib - before.rss_kib) / n
         codes = error_codes(s["errors"])
+        tab = s.get("follow")  # the second tabs' summary (scenarios with ``follow``)
+        tab_codes = error_codes(tab["errors"]) if tab else Counter()
+        tokens = s["tokens"] + (tab["tokens"] if tab else 0)  # every tab's
         numbers: dict[str, Any] = {
             "complete": s["completed"] / n, "exact": s["exact"] / n,
             "ttft_p50": percentile(ttft, 50), "ttft_p99": percentile(ttft, 99),
             "itl_p99": s["itl_p99_ms"] if s["itl_count"] else None,
             "kib_per_stream": kib, "cpu": cpu, "redis_cpu": redis_cpu, "total_cpu": total,
-            "tokens": s["tokens"], "tokens_per_cpu": s["tokens"] / total if total > 0 else None,
-            "redis_conns": redis_conns, "producer_lost": codes["error producer_lost"],
+            "tokens": tokens, "tokens_per_cpu": tokens / total if total > 0 else None,
+            "redis_conns": redis_conns,
+            "producer_lost": codes["error producer_lost"] + tab_codes["error producer_lost"],
             "sim_cpu": after.sim_cpu - before.sim_cpu, "loadgen_cpu": load.cpu,
             "wall": load.wall, "statuses": s["statuses"], "errors": dict(codes),
         }
+        if tab:
+            numbers.update(
+                tab_complete=tab["completed"] / n, tab_exact=tab["exact"] / n,
+                tab_tokens=tab["tokens"], lag_p50=tab["lag_p50_ms"] if tab["lag_count"] else None,
+                lag_p99=tab["lag_p99_ms"] if tab["lag_count"] else None,
+                join_p50=percentile(tab["join_ms"], 50), join_p99=percentile(tab["join_ms"], 99),
+                tab_errors=dict(tab_codes))
         redis = redis_conns is not None
         close_cell = "—"
         if closes is not None:
@@ -109,6 +120,9 @@ class Row:
         if codes:
             note = "; ".join(filter(None, [note, ", ".join(
                 f"{k}: {v}" for k, v in codes.most_common(4))]))
+        if tab_codes:
+            note = "; ".join(filter(None, [note, "second tabs: " + ", ".join(
+                f"{k}: {v}" for k, v in tab_codes.most_common(4))]))
         return cls(system.name, scenario.name, n, cells, numbers, commands, note)
 
 
@@ -156,7 +170,7 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
           loadgen: list[str], soak: list[str] | None = None) -> None:
     """Write ``RESULTS.md``: the run, the table, then ``bench/sections.py``'s sections
     (``soak``: the soak's printed outcome, when the run ran it)."""
-    from bench.sections import readme_section, soak_section, targets
+    from bench.sections import readme_section, soak_section, tabs_section, targets
 
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     took = time.time() - started
@@ -167,7 +181,8 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         f"- Machine: {machine()}; load average before the run "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
         f"- Versions: {versions()}.",
-        "- Each system: one worker (`rill-redis-2w`: two gevent workers) pinned to core 0 "
+        "- Each system: one worker (`rill-redis-2w`: two gevent workers; `rill-redis-2i`: two "
+        "instances of one worker each on one Redis) pinned to core 0 "
         "(`taskset -c 0`), started fresh per scenario after 4 warm-up streams. Simulator "
         "(`rill.simulator`) and load generator "
         f"(`bench/loadgen`, {'Go' if len(loadgen) == 1 else 'its Python fallback'}) on core 1; "
@@ -177,7 +192,8 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         "configured TTFT. ITL: gaps between `delta` events at the client. KiB / stream: (peak "
         "RSS of the worker during the scenario minus its RSS before) / streams. CPU s: utime + "
         "stime of the server's whole process tree (all workers); redis-server CPU s: its own, "
-        "apart; tokens / CPU-s: tokens over CPU s (worker + redis). Redis conns peak: the most "
+        "apart; tokens / CPU-s: tokens (every tab's) over CPU s (worker + redis). Redis conns "
+        "peak: the most "
         "`connected_clients` of redis-server's `INFO clients` (sampled every 200 ms, minus the "
         "sampler's own). producer_lost: streams that ended in `error` `producer_lost`. Upstream "
         "closed: simulator's end of the upstream request minus the moment the client closed "
@@ -203,6 +219,7 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         *(f"- {r.system} / {r.scenario}: {r.note}" for r in rows if r.note)]
     if notes:
         lines += ["Notes:", "", *notes, ""]
+    lines += tabs_section(rows)
     lines += readme_section(rows, scenarios)
     lines += soak_section(soak or [])
     lines += ["## Commands", ""]

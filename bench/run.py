@@ -20,9 +20,12 @@ line with what a stream start cost the worker (ms of CPU per stream in ``starts`
 ``--hub memory|redis|both`` picks which Rill systems run (default ``both``; with ``--smoke``,
 ``memory``): ``rill`` is Rill on its memory hub; ``rill-redis`` on its Redis hub
 (``RILL_REDIS_URL``) with one gevent worker, ``rill-redis-2w`` with two (``WEB_CONCURRENCY=2``,
-both on core 0; ``--smoke`` runs ``rill-redis`` only). Each start of a Redis-hub system gets a
-fresh ``redis-server`` (Debian's, no persistence) on core 1; its CPU is shown apart from the
-worker's, and the peak of its client connections is sampled. ``--systems`` overrides ``--hub``.
+both on core 0), ``rill-redis-2i`` two instances of one worker each on one Redis, run in
+``tabs`` only: its streams start on the first and their second tabs read them from the second,
+through Redis (``--smoke`` runs ``rill-redis`` and ``rill-redis-2i``). Each start of a
+Redis-hub system gets a fresh ``redis-server`` (Debian's, no persistence) on core 1; its CPU is
+shown apart from the worker's, and the peak of its client connections is sampled.
+``--systems`` overrides ``--hub``.
 
 ``--soak`` runs only the Redis hub's soak (``bench/soak.py``: two Rill instances on one
 redis-server, 400 streams, one instance SIGKILLed mid-run, its clients resuming on the other;
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             scenario = scenarios[name]
             for system_name in systems:
                 system: System = SYSTEMS[system_name]
+                if system.runs and name not in system.runs:
+                    continue
                 if name in system.skip and not opts.smoke:
                     rows.append(report.skipped(system, scenario, system.skip[name]))
                     continue
@@ -179,7 +184,7 @@ def default_systems(hub: str, smoke: bool) -> list[str]:
     hubs = {"memory", "redis"} if hub == "both" else {hub}
     picked = [n for n, s in SYSTEMS.items() if s.hub in hubs]
     if smoke:
-        return [n for n in picked if n in ("rill", "rill-redis")]
+        return [n for n in picked if n in ("rill", "rill-redis", "rill-redis-2i")]
     return picked + [n for n, s in SYSTEMS.items() if not s.hub]
 
 
@@ -198,7 +203,7 @@ def run_one(system: System, scenario: Scenario, simulator: SimulatorProcess,
         sampler.start()
         if clients is not None:
             clients.start()
-        command = scenario.loadgen_command(loadgen, sut.url)
+        command = scenario.loadgen_command(loadgen, sut.url, sut.follow_url)
         load = measure.run_loadgen(command)
         sampler.stop()
         redis_conns = clients.stop() if clients is not None else None

@@ -114,7 +114,8 @@ def _redis_targets(got: dict[tuple[str, str], dict[str, Any]], check: Any) -> No
 
 
 LABELS = {"rill": "Rill (memory hub)", "rill-redis": "Rill, Redis hub",
-          "rill-redis-2w": "Rill, Redis hub, 2 workers", "fastapi": "FastAPI + sse-starlette",
+          "rill-redis-2w": "Rill, Redis hub, 2 workers",
+          "rill-redis-2i": "Rill, Redis hub, 2 instances", "fastapi": "FastAPI + sse-starlette",
           "fastapi-tuned": "FastAPI, tuned", "flask": "Flask gthread"}
 PEERS = ("fastapi", "fastapi-tuned")  # the peers Rill's ratios are given against
 README_COLUMNS = ("complete", "added TTFT p50 / p99", "ITL p99", "KiB / stream",
@@ -207,6 +208,33 @@ def hub_ratios(rows: list[Row]) -> list[str]:
             "memory | tokens / CPU-s, Redis 2 workers ÷ 1 | redis-server's share of the Redis "
             "hub's CPU | complete: memory / Redis / Redis 2w | producer_lost: Redis / 2w |",
             "|---|---|---|---|---|---|---|", *lines]
+
+
+TAB_WHERE = {"rill": "the same worker", "rill-redis": "the same worker",
+             "rill-redis-2w": "either worker (the kernel's pick)",
+             "rill-redis-2i": "the other instance"}
+
+
+def tabs_section(rows: list[Row]) -> list[str]:
+    """The second tabs of scenarios with ``follow``: where each read its stream, how many
+    ended complete and byte-exact, and how far behind the first tab each delta arrived."""
+    lines = [f"| {r.system} | `{r.scenario}` | {TAB_WHERE.get(r.system, '—')} "
+             f"| {r.numbers['tab_complete']:.0%} | {r.numbers['tab_exact']:.0%} "
+             f"| {_ms(r.numbers['join_p50'])} / {_ms(r.numbers['join_p99'])} "
+             f"| {_ms(r.numbers['lag_p50'])} / {_ms(r.numbers['lag_p99'])} "
+             f"| {r.numbers['tokens_per_cpu'] or 0:,.0f} |"
+             for r in rows if r.numbers and "tab_complete" in r.numbers]
+    if not lines:
+        return []
+    return ["## Second tabs", "",
+            "Each stream read twice: by the client that started it and by a second tab "
+            "(`GET /api/chat/<id>/events` from the start event on, as a browser's second tab "
+            "or a resume does). Join: the second tab's request to its first delta. Lag: each "
+            "delta's arrival at the second tab minus its arrival at the first (the same event "
+            "id). Tokens / CPU-s counts both tabs' tokens.", "",
+            "| system | scenario | second tab reads from | complete | byte-exact "
+            "| join p50 / p99 | lag p50 / p99 | tokens / CPU-s |",
+            "|---|---|---|---|---|---|---|---|", *lines, ""]
 
 
 def soak_section(lines: list[str]) -> list[str]:

@@ -60,3 +60,30 @@ def test_the_stream_start_cost_is_worker_cpu_over_the_streams_of_starts():
         "streams; target ≤ 0.6 ms)"]
     assert ("| `starts`: a stream start ≤ 0.6 ms of worker CPU | 1.20 ms | missed |"
             in sections.targets(rows))
+
+
+def test_second_tabs_count_in_tokens_per_cpu_and_get_their_own_table():
+    from types import SimpleNamespace
+
+    from bench.report import Row as ReportRow
+    from bench.systems import SYSTEMS
+
+    summary = {"completed": 10, "exact": 10, "tokens": 1000, "ttft_ms": [5.0] * 10,
+               "itl_p99_ms": 100.0, "itl_count": 990, "errors": {}, "statuses": {"200": 10},
+               "left": {}, "follow": {
+                   "streams": 10, "completed": 9, "exact": 9, "tokens": 950, "statuses": {},
+                   "errors": {'error event: {"code":"producer_lost"}': 1},
+                   "join_ms": [20.0] * 10, "lag_p50_ms": 3.0, "lag_p99_ms": 40.0,
+                   "lag_count": 900}}
+    load = SimpleNamespace(summary=summary, cpu=0.5, wall=12.0)
+    before = SimpleNamespace(sut_cpu={1: 0.0}, redis_cpu=0.0, sim_cpu=0.0, rss_kib=0)
+    after = SimpleNamespace(sut_cpu={1: 1.5}, redis_cpu=0.5, sim_cpu=1.0, rss_kib=0)
+    scenario = SimpleNamespace(streams=10, ttft_ms=0, name="tabs")
+    tabs = ReportRow.of(SYSTEMS["rill-redis-2i"], scenario, load, before, after, 0, None, [],
+                        alive=True, redis_conns=3)
+    assert tabs.numbers["tokens_per_cpu"] == (1000 + 950) / 2.0
+    assert tabs.numbers["producer_lost"] == 1
+    assert "second tabs: error producer_lost: 1" in tabs.note
+    assert sections.tabs_section([tabs])[-2] == (
+        "| rill-redis-2i | `tabs` | the other instance | 90% | 90% | 20 ms / 20 ms "
+        "| 3 ms / 40 ms | 975 |")

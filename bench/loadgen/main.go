@@ -11,6 +11,11 @@
 // stream counts as completed when it left as planned, and byte-exact when what it saw
 // begins the simulator's text. An error event ends the stream; its data (Rill's {"code",
 // "message"}) is kept in errors as "error event: <data>".
+// With -follow <base URL> each stream gets a second tab: once the start event names the
+// stream, a GET <base>/api/chat/<id>/events reads it from its beginning to its end (on
+// another instance, when -follow names one), as a browser's second tab or a resume does;
+// its outcome and the lag of each of its deltas behind the first tab's (matched by event
+// id) are summed in "follow".
 // Prints one JSON object on stdout.
 package main
 
@@ -42,6 +47,26 @@ type result struct {
 	tokens   int
 	leftUnix float64
 	tag      string
+	arrivals []arrival // each delta's id and arrival, with -follow only
+	follower *result   // the second tab's, with -follow only
+}
+
+type arrival struct {
+	id string
+	at time.Time
+}
+
+type followSummary struct {
+	Streams   int            `json:"streams"`
+	Completed int            `json:"completed"`
+	Exact     int            `json:"exact"`
+	Tokens    int            `json:"tokens"`
+	Statuses  map[string]int `json:"statuses"`
+	Errors    map[string]int `json:"errors"`
+	JoinMs    []float64      `json:"join_ms"` // from its GET to its first delta
+	LagP50ms  float64        `json:"lag_p50_ms"`
+	LagP99ms  float64        `json:"lag_p99_ms"`
+	LagCount  int            `json:"lag_count"`
 }
 
 type summary struct {
@@ -58,6 +83,7 @@ type summary struct {
 	ITLcount    int                `json:"itl_count"`
 	Left        map[string]float64 `json:"left"`
 	WallSeconds float64            `json:"wall_s"`
+	Follow      *followSummary     `json:"follow,omitempty"`
 }
 
 func expected(tokens int) string {
@@ -77,6 +103,7 @@ func main() {
 	tokens := flag.Int("tokens", 20, "tokens each answer should have")
 	leaveAfter := flag.Int("leave-after", 0, "close the connection after this many deltas (0: read to the end)")
 	deadline := flag.Float64("deadline", 120, "seconds after which unfinished streams are abandoned")
+	follow := flag.String("follow", "", "base URL a second tab of each stream reads it from (none: no second tab)")
 	flag.Parse()
 
 	want := expected(*tokens)
@@ -109,7 +136,7 @@ func main() {
 		go func(i int) {
 			defer wg.Done()
 			t := fmt.Sprintf("%s-%d", *tag, i)
-			results[i] = one(ctx, client, *url, *model+"&tag="+t, want, *leaveAfter)
+			results[i] = one(ctx, client, *url, *model+"&tag="+t, want, *leaveAfter, *follow)
 			results[i].tag = t
 		}(i)
 	}
@@ -148,6 +175,9 @@ func main() {
 		s.ITLp99ms = float64(gaps[min(len(gaps)*99/100, len(gaps)-1)])
 	}
 	s.WallSeconds = time.Since(start).Seconds()
+	if *follow != "" {
+		s.Follow = summarizeFollowers(results)
+	}
 	out, _ := json.Marshal(s)
 	os.Stdout.Write(out)
 }
@@ -159,18 +189,48 @@ func min(a, b int) int {
 	return b
 }
 
-func one(ctx context.Context, client *http.Client, url, model, want string, leaveAfter int) result {
-	r := result{ttft: -1}
+func one(ctx context.Context, client *http.Client, url, model, want string, leaveAfter int,
+	follow string) result {
 	body, _ := json.Marshal(map[string]any{
 		"messages": []map[string]string{{"role": "user", "content": "Hi"}},
 		"model":    model,
 	})
 	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
 	if err != nil {
-		r.err = err.Error()
-		return r
+		return result{ttft: -1, err: err.Error()}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	var second sync.WaitGroup
+	var follower *result
+	r := read(client, req, want, leaveAfter, follow != "", func(data []byte) {
+		var start struct {
+			StreamID string `json:"stream_id"`
+		}
+		if follow == "" || json.Unmarshal(data, &start) != nil {
+			return
+		}
+		second.Add(1)
+		go func() {
+			defer second.Done()
+			f := result{ttft: -1, err: "not started"}
+			events := follow + "/api/chat/" + start.StreamID + "/events"
+			if req, err := http.NewRequestWithContext(ctx, "GET", events, nil); err == nil {
+				f = read(client, req, want, 0, true, nil)
+			}
+			follower = &f
+		}()
+	})
+	second.Wait()
+	r.follower = follower
+	return r
+}
+
+// read sends req and reads its event stream to its end (or, with leaveAfter, that many
+// deltas); onStart gets the start event's data; with stamp each delta's id and arrival
+// are kept.
+func read(client *http.Client, req *http.Request, want string, leaveAfter int, stamp bool,
+	onStart func([]byte)) result {
+	r := result{ttft: -1}
 	req.Header.Set("Accept", "text/event-stream")
 	sent := time.Now()
 	resp, err := client.Do(req)
@@ -186,7 +246,7 @@ func one(ctx context.Context, client *http.Client, url, model, want string, leav
 	}
 	reader := bufio.NewReaderSize(resp.Body, 16384)
 	var content strings.Builder
-	var event string
+	var event, id string
 	var data []byte
 	var last time.Time
 	deltas := 0
@@ -208,6 +268,9 @@ func one(ctx context.Context, client *http.Client, url, model, want string, leav
 				} else {
 					r.gaps = append(r.gaps, float32(now.Sub(last).Microseconds())/1000)
 				}
+				if stamp {
+					r.arrivals = append(r.arrivals, arrival{id, now})
+				}
 				last = now
 				deltas++
 				if leaveAfter > 0 && deltas >= leaveAfter {
@@ -215,6 +278,8 @@ func one(ctx context.Context, client *http.Client, url, model, want string, leav
 					resp.Body.Close()
 					break
 				}
+			} else if event == "start" && onStart != nil {
+				onStart(data)
 			} else if event == "done" {
 				var d struct {
 					Finish string `json:"finish_reason"`
@@ -234,6 +299,8 @@ func one(ctx context.Context, client *http.Client, url, model, want string, leav
 		case line[0] == ':':
 		case bytes.HasPrefix(line, []byte("event:")):
 			event = strings.TrimSpace(string(line[6:]))
+		case bytes.HasPrefix(line, []byte("id:")):
+			id = strings.TrimSpace(string(line[3:]))
 		case bytes.HasPrefix(line, []byte("data:")):
 			v := line[5:]
 			if len(v) > 0 && v[0] == ' ' {
@@ -250,6 +317,51 @@ func one(ctx context.Context, client *http.Client, url, model, want string, leav
 	// A client that left as planned must have seen the beginning of the text.
 	r.exact = text == want || (r.leftUnix > 0 && strings.HasPrefix(want, text))
 	return r
+}
+
+// summarizeFollowers sums the second tabs: their outcomes, and how long after the first
+// tab each of their deltas arrived (the same event id in both).
+func summarizeFollowers(results []result) *followSummary {
+	f := &followSummary{Streams: len(results), Statuses: map[string]int{},
+		Errors: map[string]int{}, JoinMs: []float64{}}
+	var lags []float64
+	for _, r := range results {
+		t := r.follower
+		if t == nil {
+			f.Errors["no second tab"]++
+			continue
+		}
+		f.Statuses[fmt.Sprint(t.status)]++
+		if t.err != "" {
+			f.Errors[t.err]++
+		}
+		if t.done && t.finish == "stop" && t.status == 200 {
+			f.Completed++
+			if t.exact {
+				f.Exact++
+			}
+		}
+		f.Tokens += t.tokens
+		if t.ttft >= 0 {
+			f.JoinMs = append(f.JoinMs, t.ttft)
+		}
+		first := make(map[string]time.Time, len(r.arrivals))
+		for _, a := range r.arrivals {
+			first[a.id] = a.at
+		}
+		for _, a := range t.arrivals {
+			if at, ok := first[a.id]; ok {
+				lags = append(lags, float64(a.at.Sub(at).Microseconds())/1000)
+			}
+		}
+	}
+	sort.Float64s(lags)
+	f.LagCount = len(lags)
+	if len(lags) > 0 {
+		f.LagP50ms = lags[len(lags)*50/100]
+		f.LagP99ms = lags[min(len(lags)*99/100, len(lags)-1)]
+	}
+	return f
 }
 
 var contentPrefix, contentSuffix = []byte(`{"content":"`), []byte(`"}`)
