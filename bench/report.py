@@ -133,7 +133,7 @@ def skipped(system: Any, scenario: Any, why: str) -> Row:
 def _ms(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:.0f} ms"
+    return f"{value / 1000:.1f} s" if value >= 10_000 else f"{round(value)} ms"  # never "-0"
 
 
 def table(rows: list[Row], header: bool = True) -> str:

@@ -56,26 +56,45 @@ type arrival struct {
 	at time.Time
 }
 
-type followSummary struct {
+// outcomes counts how streams ended (a summary's first fields).
+type outcomes struct {
 	Streams   int            `json:"streams"`
 	Completed int            `json:"completed"`
 	Exact     int            `json:"exact"`
 	Tokens    int            `json:"tokens"`
 	Statuses  map[string]int `json:"statuses"`
 	Errors    map[string]int `json:"errors"`
-	JoinMs    []float64      `json:"join_ms"` // from its GET to its first delta
-	LagP50ms  float64        `json:"lag_p50_ms"`
-	LagP99ms  float64        `json:"lag_p99_ms"`
-	LagCount  int            `json:"lag_count"`
+}
+
+func newOutcomes(streams int) outcomes {
+	return outcomes{Streams: streams, Statuses: map[string]int{}, Errors: map[string]int{}}
+}
+
+// add counts r: complete when it ended in done "stop", or left as planned.
+func (o *outcomes) add(r *result) {
+	o.Statuses[fmt.Sprint(r.status)]++
+	if r.err != "" {
+		o.Errors[r.err]++
+	}
+	if r.leftUnix > 0 || (r.done && r.finish == "stop" && r.status == 200) {
+		o.Completed++
+		if r.exact {
+			o.Exact++
+		}
+	}
+	o.Tokens += r.tokens
+}
+
+type followSummary struct {
+	outcomes
+	JoinMs   []float64 `json:"join_ms"` // from its GET to its first delta
+	LagP50ms float64   `json:"lag_p50_ms"`
+	LagP99ms float64   `json:"lag_p99_ms"`
+	LagCount int       `json:"lag_count"`
 }
 
 type summary struct {
-	Streams     int                `json:"streams"`
-	Completed   int                `json:"completed"`
-	Exact       int                `json:"exact"`
-	Tokens      int                `json:"tokens"`
-	Statuses    map[string]int     `json:"statuses"`
-	Errors      map[string]int     `json:"errors"`
+	outcomes
 	Finish      map[string]int     `json:"finish_reasons"`
 	TTFTms      []float64          `json:"ttft_ms"`
 	ITLp50ms    float64            `json:"itl_p50_ms"`
@@ -142,24 +161,14 @@ func main() {
 	}
 	wg.Wait()
 
-	s := summary{Streams: *n, Statuses: map[string]int{}, Errors: map[string]int{},
-		Finish: map[string]int{}, Left: map[string]float64{}, TTFTms: []float64{}}
+	s := summary{outcomes: newOutcomes(*n), Finish: map[string]int{},
+		Left: map[string]float64{}, TTFTms: []float64{}}
 	var gaps []float32
 	for _, r := range results {
-		s.Statuses[fmt.Sprint(r.status)]++
-		if r.err != "" {
-			s.Errors[r.err]++
-		}
+		s.add(&r)
 		if r.done {
 			s.Finish[r.finish]++
 		}
-		if r.leftUnix > 0 || (r.done && r.finish == "stop" && r.status == 200) {
-			s.Completed++
-			if r.exact {
-				s.Exact++
-			}
-		}
-		s.Tokens += r.tokens
 		if r.ttft >= 0 {
 			s.TTFTms = append(s.TTFTms, r.ttft)
 		}
@@ -322,8 +331,7 @@ func read(client *http.Client, req *http.Request, want string, leaveAfter int, s
 // summarizeFollowers sums the second tabs: their outcomes, and how long after the first
 // tab each of their deltas arrived (the same event id in both).
 func summarizeFollowers(results []result) *followSummary {
-	f := &followSummary{Streams: len(results), Statuses: map[string]int{},
-		Errors: map[string]int{}, JoinMs: []float64{}}
+	f := &followSummary{outcomes: newOutcomes(len(results)), JoinMs: []float64{}}
 	var lags []float64
 	for _, r := range results {
 		t := r.follower
@@ -331,17 +339,7 @@ func summarizeFollowers(results []result) *followSummary {
 			f.Errors["no second tab"]++
 			continue
 		}
-		f.Statuses[fmt.Sprint(t.status)]++
-		if t.err != "" {
-			f.Errors[t.err]++
-		}
-		if t.done && t.finish == "stop" && t.status == 200 {
-			f.Completed++
-			if t.exact {
-				f.Exact++
-			}
-		}
-		f.Tokens += t.tokens
+		f.add(t)
 		if t.ttft >= 0 {
 			f.JoinMs = append(f.JoinMs, t.ttft)
 		}
