@@ -1,6 +1,6 @@
 """flask-limiter's Redis storage for a gevent worker: the rate-limit checks of one event-loop
 turn share one pipelined round trip on one connection
-(:class:`~rill.hub.redis_batch.ScriptBatcher`).
+(:class:`~rill.hub.redis_batch.Batcher`).
 
 ``limits``' own Redis storage holds a pooled connection per check until its greenlet reads
 the reply: under bench's `held` burst one worker opened 107 connections, and redis-py ≥ 7,
@@ -15,7 +15,7 @@ from typing import Any
 
 from limits.storage import RedisStorage
 
-from .hub.redis_batch import ScriptBatcher
+from .hub.redis_batch import Batcher
 
 SCHEME_PREFIX = "rill+"
 
@@ -39,7 +39,7 @@ class PipelinedRedisStorage(RedisStorage):
 
     def __init__(self, uri: str, **options: Any) -> None:
         super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
-        self._batcher = ScriptBatcher(self.storage, float(options.get("socket_timeout") or 5))
+        self._batcher = Batcher(self.storage, float(options.get("socket_timeout") or 5))
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         return int(self._batcher.call(self.lua_incr_expire, [self.prefixed_key(key)],

@@ -227,10 +227,10 @@ class RedisStreamCaps(StreamCaps):
 
     @functools.cached_property
     def _batcher(self) -> Any:
-        """A burst's slot checks share round trips (:mod:`rill.hub.redis_batch`)."""
-        from .hub.redis_batch import ScriptBatcher
+        """A burst's slot checks share round trips with the hub's (:mod:`rill.hub.redis_batch`)."""
+        from .hub.redis_batch import batcher
 
-        return ScriptBatcher(self.redis, self._timeout)
+        return batcher(self.redis, self._timeout)
 
     def _take_client_slot(self, key: str, stream_id: str, cap: int) -> bool:
         caps_key = f"{self.counted.prefix}{key}"

@@ -1,4 +1,4 @@
-"""ScriptBatcher: script calls from many greenlets share pipelined round trips
+"""Batcher: commands and script calls from many greenlets share pipelined round trips
 (rill.hub.redis_batch), against a real redis-server."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from rill import tasks
-from rill.hub.redis_batch import ScriptBatcher
+from rill.hub.redis_batch import Batcher
 from rill.hub.redis_io import HeldConnection, disconnect
 
 ECHO = """if ARGV[1] == 'bad' then return redis.error_reply('refused') end
@@ -18,7 +18,7 @@ return tonumber(ARGV[1])"""
 
 
 @pytest.fixture
-def batcher(redis_server, monkeypatch) -> Iterator[ScriptBatcher]:
+def batcher(redis_server, monkeypatch) -> Iterator[Batcher]:
     monkeypatch.setattr(tasks, "cooperative", lambda: True)  # as in a gevent worker
     rounds: list[int] = []
     round_trip = HeldConnection.round_trip
@@ -28,7 +28,7 @@ def batcher(redis_server, monkeypatch) -> Iterator[ScriptBatcher]:
         return round_trip(self, commands, **options)
 
     monkeypatch.setattr(HeldConnection, "round_trip", counted)
-    batcher = ScriptBatcher(redis.Redis.from_url(redis_server.url), timeout=5)
+    batcher = Batcher(redis.Redis.from_url(redis_server.url), timeout=5)
     batcher.rounds = rounds  # type: ignore[attr-defined]
     yield batcher
     disconnect(batcher.client)
@@ -65,7 +65,7 @@ def test_a_script_redis_lost_is_loaded_again(batcher) -> None:
 
 def test_redis_away_fails_every_call_of_the_batch(batcher) -> None:
     script = batcher.client.register_script(ECHO)
-    batcher = ScriptBatcher(redis.Redis(port=1, socket_connect_timeout=0.5), timeout=5)
+    batcher = Batcher(redis.Redis(port=1, socket_connect_timeout=0.5), timeout=5)
     calls = [gevent.spawn(batcher.call, script, ["k"], [n]) for n in range(3)]
     gevent.joinall(calls)
     assert all(isinstance(c.exception, redis.ConnectionError) for c in calls)

@@ -1,22 +1,25 @@
-"""Batched Redis work: script calls from many greenlets, and the streams of the flusher and
-the fetcher, one pipelined round trip per batch.
+"""Batched Redis work: commands and script calls from many greenlets, and the streams of
+the flusher and the fetcher, one pipelined round trip per batch.
 
 A call through a connection pool holds its connection from sending the command until its
 greenlet runs again to read the reply: on a saturated worker, or while Redis stalls, that is
 a whole loop iteration or more. So under a burst a pool of *n* serves about *n* calls per
 iteration and the rest wait out ``RILL_REDIS_TIMEOUT_SECONDS`` (a bounded pool), or each
 waiting call opens a connection (an unbounded one: 214 from one worker in
-``tests/integration/test_redis_connections.py``). :class:`ScriptBatcher` queues each call
-and one greenlet sends every queued call in one write on a connection it holds (``EVALSHA``
-each; a script Redis lost is loaded again and the batch sent once more), handing each reply
-back; calls queued meanwhile go in the next write, as the hub's flusher does for events.
-One connection, however many calls wait. Used for the stream caps' slots and flask-limiter's counts
-(:mod:`rill.limit_storage`); measured in ``bench/PROFILE.md``, "Redis connections".
+``tests/integration/test_redis_connections.py``). :class:`Batcher` queues each call and one
+greenlet sends every queued call in one write on a connection it holds (a script as
+``EVALSHA``; one Redis lost is loaded again and the batch sent once more), handing each
+caller its replies; calls queued meanwhile go in the next write, as the hub's flusher does
+for events. One connection, however many calls wait. Used for the Redis hub's request-time
+commands (owner, state, join, leave, cancel, catch-up reads: 2,000 second tabs joining at
+once on one worker got 503 ``hub_unavailable`` from a pool of 32), the stream caps' slots
+and flask-limiter's counts (:mod:`rill.limit_storage`); measured in ``bench/PROFILE.md``,
+"Redis connections" and "A join storm".
 """
-
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,18 +29,20 @@ import redis
 
 from .. import tasks
 from .memory import Stream
-from .redis_io import HeldConnection
+from .redis_io import HeldConnection, execute
 
-Call = tuple[Any, Sequence[Any], Sequence[Any], gevent.event.AsyncResult]
+# A caller's commands, the script of each (``None``: a plain command) and its replies.
+Call = tuple[list[tuple[Any, ...]], list[Any], gevent.event.AsyncResult]
 
 
-class ScriptBatcher:
-    """Runs ``redis.commands.core.Script`` calls for ``client`` (a ``redis.Redis``), batched
-    under gevent; directly outside it, or for a ``redis.RedisCluster`` (whose pipelines
-    split by slot). ``timeout``: the client's reply timeout in seconds
-    (``RILL_REDIS_TIMEOUT_SECONDS``); a call waits three times it for its reply (the round
-    trip, and its turns in a busy event loop), past it ``redis.TimeoutError``. A reply
-    that is an error is raised in its caller."""
+class Batcher:
+    """Runs Redis commands and ``redis.commands.core.Script`` calls for ``client`` (a
+    ``redis.Redis``), each caller's in one round trip with every other greenlet's waiting
+    then (the module's docstring); directly outside gevent, or for a ``redis.RedisCluster``
+    (a pipeline per caller, split by slot). ``timeout``: the client's reply timeout in
+    seconds (``RILL_REDIS_TIMEOUT_SECONDS``); a caller waits three times it for its replies
+    (the round trip, and its turns in a busy event loop), past it ``redis.TimeoutError``.
+    :func:`batcher` gives the one of a client."""
 
     def __init__(self, client: Any, timeout: float) -> None:
         self.client, self.timeout = client, 3 * timeout
@@ -47,40 +52,84 @@ class ScriptBatcher:
         self._held = HeldConnection(client)  # the sender's (connected when first used)
 
     def call(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """``script(keys=keys, args=args)``, its reply; raises a ``redis.RedisError``."""
+        """``script(keys=keys, args=args)``, its reply; raises a ``redis.RedisError`` (the
+        error Redis answered, too)."""
         if self._direct or not tasks.cooperative():
             return script(keys=keys, args=args, client=self.client)
+        return _raised(self._queue([("EVALSHA", script.sha, len(keys), *keys, *args)],
+                                   [script]))[0]
+
+    def run(self, commands: list[tuple[Any, ...]],
+            publish: tuple[str, str] | None = None) -> list[Any]:
+        """Each of ``commands``' replies (as Redis sent them: bytes, ints, lists; redis-py's
+        parsed forms on a cluster), then ``PUBLISH`` ``publish`` (channel, message). Raises
+        a ``redis.RedisError``: the first error Redis answered, or Redis unreachable."""
+        if self._direct or not tasks.cooperative():
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return execute(self.client, pipe, publish)
+        extra = [("PUBLISH", *publish)] if publish is not None else []
+        every = [*commands, *extra]
+        return _raised(self._queue(every, [None] * len(every)))[:len(commands)]
+
+    def _queue(self, commands: list[tuple[Any, ...]], scripts: list[Any]) -> list[Any]:
         reply = gevent.event.AsyncResult()
-        self._queued.append((script, keys, args, reply))
+        self._queued.append((commands, scripts, reply))
         if self._sender is None or self._sender.dead:
             self._sender = gevent.spawn(self._send)
         reply.wait(self.timeout)  # returns the value, which may be falsy
         if not reply.ready():
             raise redis.TimeoutError("no reply from Redis in time")
-        return reply.get()
+        return reply.get()  # type: ignore[no-any-return]
 
     def _send(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
             try:
-                replies = self._pipeline(batch)
-                lost = {id(s): s for (s, *_), r in zip(batch, replies, strict=True)
-                        if isinstance(r, redis.exceptions.NoScriptError)}
+                replies = self._round_trip(batch)
+                lost = {id(s): s for (_, scripts, _), rs in zip(batch, replies, strict=True)
+                        for s, r in zip(scripts, rs, strict=True)
+                        if s is not None and isinstance(r, redis.exceptions.NoScriptError)}
                 if lost:
                     for script in lost.values():
                         self.client.script_load(script.script)
-                    replies = self._pipeline(batch)
+                    replies = self._round_trip(batch)
             except Exception as exc:  # Redis away: every call of the batch fails alike
-                replies = [exc] * len(batch)
+                for *_, reply in batch:
+                    reply.set_exception(exc)
+                continue
             for (*_, reply), value in zip(batch, replies, strict=True):
-                if isinstance(value, Exception):
-                    reply.set_exception(value)
-                else:
-                    reply.set(value)
+                reply.set(value)
 
-    def _pipeline(self, batch: list[Call]) -> list[Any]:
-        return self._held.round_trip([("EVALSHA", script.sha, len(keys), *keys, *args)
-                                      for script, keys, args, _ in batch])
+    def _round_trip(self, batch: list[Call]) -> list[list[Any]]:
+        """Every call's commands in one write; each call's replies."""
+        replies = self._held.round_trip([c for commands, _, _ in batch for c in commands])
+        split, at = [], 0
+        for commands, _, _ in batch:
+            split.append(replies[at:at + len(commands)])
+            at += len(commands)
+        return split
+
+
+def _raised(replies: list[Any]) -> list[Any]:
+    """``replies``, unless one is an error Redis answered: then that is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+_batchers: weakref.WeakKeyDictionary[Any, Batcher] = weakref.WeakKeyDictionary()
+
+
+def batcher(client: Any, timeout: float) -> Batcher:
+    """``client``'s one :class:`Batcher` (made on first use): the hub's request-time calls
+    and the stream caps' share its round trips and its one connection."""
+    made = _batchers.get(client)
+    if made is None:
+        made = _batchers[client] = Batcher(client, timeout)
+    return made
 
 
 class StreamBatcher:

@@ -48,6 +48,7 @@ from ..errors import EventsExpired, HubUnavailable, StreamNotFound
 from . import Record, State
 from .heartbeat import Heartbeat
 from .memory import MemoryHub, Stream
+from .redis_batch import Batcher, batcher
 from .redis_fetch import Fetcher, entries_records, extend
 from .redis_flush import Flusher
 from .redis_io import (
@@ -55,7 +56,6 @@ from .redis_io import (
     connect,
     disconnect,
     events_key,
-    execute,
     guard,
     meta_key,
     shared,
@@ -102,6 +102,7 @@ class RedisHub:
         self.listener = Listener(self, self.local)
         self.fetcher = Fetcher(self, self.local.wake)
         self.healthy = False  # the last round trip worked; until one has, open() asks
+        self._checking: Any = None  # the event of open()'s check in flight
         self._reachable, self._pinged_at = False, -READY_CACHE_SECONDS
         self._pid = 0
         self.worker = ""
@@ -113,6 +114,13 @@ class RedisHub:
     @functools.cached_property
     def redis(self) -> Any:
         return shared(self.url, self.timeout)
+
+    @functools.cached_property
+    def batch(self) -> Batcher:
+        """Request-time commands (owner, state, join, leave, cancel, reads from Redis): the
+        calls of many requests share round trips on one connection, never waiting for the
+        pool (``rill.hub.redis_batch``)."""
+        return batcher(self.redis, self.timeout)
 
     @functools.cached_property
     def flushing(self) -> Any:
@@ -138,12 +146,30 @@ class RedisHub:
         does not."""
         self._start()
         if not self.healthy:
-            with guard():
-                self.redis.set(worker_key(self.worker), 1, px=self._lease_ttl_ms)
-                self.flushing.ping()  # connected now, not at the first flush (a cluster's
-                # client finds its slots when made)
-            self.healthy = True
+            self._check()
         self.local.open(stream_id, owner)
+
+    def _check(self) -> None:
+        """Whether Redis answers (this worker's lease key written, the flusher's client
+        connected: a cluster's finds its slots when made), one check at a time: a burst of
+        starts waits for the check in flight instead of sending one each (1,500 at once on a
+        fresh worker waited out the flusher's one spare connection: 503s from a healthy
+        Redis). Raises :class:`HubUnavailable`."""
+        checking = self._checking
+        if checking is not None:
+            checking.wait(3 * self.timeout)
+            if not self.healthy:
+                raise HubUnavailable()
+            return
+        checking = self._checking = tasks.event()
+        try:
+            with guard():
+                self.batch.run([("SET", worker_key(self.worker), 1, "PX", self._lease_ttl_ms)])
+                self.flushing.ping()
+            self.healthy = True
+        finally:
+            self._checking = None
+            checking.set()
 
     def _start(self) -> None:
         """This process's worker id, heartbeat and listener (never in a preloading arbiter:
@@ -236,8 +262,8 @@ class RedisHub:
         """Up to ``count`` records after id ``after`` from Redis (added to ``copy``, a
         follow's, when they continue it or it is empty)."""
         with guard():
-            reply: Any = self.redis.xrange(events_key(stream_id), f"(0-{after + 1}", "+",
-                                           count=count)
+            reply = self.batch.run([("XRANGE", events_key(stream_id), f"(0-{after + 1}", "+",
+                                     "COUNT", count)])[0]
         records = entries_records(reply, after)
         if records and records[0][0] > after + 1:
             raise EventsExpired()
@@ -253,12 +279,13 @@ class RedisHub:
             if confirming:  # before anyone writes producer_lost: still gone a beat later?
                 tasks.sleep(self.lease / 6)
             with guard():
-                finished, worker = self.redis.hmget(meta_key(stream_id), "finished", "worker")
+                finished, worker = self.batch.run([("HMGET", meta_key(stream_id), "finished",
+                                                    "worker")])[0]
                 if finished is None:
                     raise StreamNotFound()
                 if finished == b"1":
                     return "finished"
-                if worker and self.redis.exists(worker_key(worker.decode())):
+                if worker and self.batch.run([("EXISTS", worker_key(worker.decode()))])[0]:
                     return "live"
         return "lost"
 
@@ -266,7 +293,7 @@ class RedisHub:
         if self.local.get(stream_id) is not None:
             return self.local.owner(stream_id)
         with guard():
-            owner: Any = self.redis.hget(meta_key(stream_id), "owner")
+            owner = self.batch.run([("HGET", meta_key(stream_id), "owner")])[0]
         if owner is None:
             raise StreamNotFound()
         return owner.decode() or None
@@ -275,9 +302,9 @@ class RedisHub:
         if self.local.get(stream_id) is not None:
             self.local.request_cancel(stream_id)
             return
-        with guard(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(meta_key(stream_id), "cancel", 1)
-            execute(self.redis, pipe, (SIGNAL_CHANNEL, f"c {stream_id}"))
+        with guard():
+            self.batch.run([("HSET", meta_key(stream_id), "cancel", 1)],
+                           (SIGNAL_CHANNEL, f"c {stream_id}"))
 
     def join(self, stream_id: str, subscriber: str) -> None:
         """Mark ``subscriber`` present: in memory for a stream produced here, else in the
@@ -286,12 +313,12 @@ class RedisHub:
             self.local.join(stream_id, subscriber)
             return
         lapses = time.time() + self.presence
-        with guard(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(meta_key(stream_id), "worker")
-            pipe.zadd(subs_key(stream_id), {subscriber: lapses})
-            pipe.expire(subs_key(stream_id), self.live_ttl)
-            worker = execute(self.redis, pipe,
-                             (SIGNAL_CHANNEL, f"j {stream_id} {subscriber} {lapses:.3f}"))[0]
+        subs = subs_key(stream_id)
+        with guard():
+            worker = self.batch.run(
+                [("HGET", meta_key(stream_id), "worker"), ("ZADD", subs, lapses, subscriber),
+                 ("EXPIRE", subs, self.live_ttl)],
+                (SIGNAL_CHANNEL, f"j {stream_id} {subscriber} {lapses:.3f}"))[0]
         if worker is not None:
             self.listener.follow(stream_id, worker.decode(), subscriber)
 
@@ -300,9 +327,9 @@ class RedisHub:
             self.local.leave(stream_id, subscriber)
             return
         self.listener.unfollow(stream_id, subscriber)
-        with guard(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(subs_key(stream_id), subscriber)
-            execute(self.redis, pipe, (SIGNAL_CHANNEL, f"l {stream_id} {subscriber}"))
+        with guard():
+            self.batch.run([("ZREM", subs_key(stream_id), subscriber)],
+                           (SIGNAL_CHANNEL, f"l {stream_id} {subscriber}"))
 
     def append_if_next(self, stream_id: str, record: Record) -> None:
         """Write ``record`` (``producer_lost``) once, only right after the last event."""
@@ -312,7 +339,8 @@ class RedisHub:
         id_ = record[0]
         keys = [events_key(stream_id), meta_key(stream_id), subs_key(stream_id)]
         with guard(), contextlib.suppress(redis.ResponseError):
-            if self._append_if_next(keys=keys, args=[f"0-{id_ + 1}", orjson.dumps([record]),
-                                                     f"0-{id_}", self.ttl]):
+            if self.batch.call(self._append_if_next, keys, [f"0-{id_ + 1}",
+                                                             orjson.dumps([record]),
+                                                             f"0-{id_}", self.ttl]):
                 # Its producer is gone and cannot count it; whoever wrote it, once.
                 metrics.STREAMS.labels(record[2].get("code", "internal")).inc()

@@ -150,7 +150,7 @@ def notice_channel(worker: str) -> str:
 class HeldConnection:
     """One connection of ``client``'s pool (a ``redis.Redis``), kept for the round trips of
     one greenlet at a time (the flusher, the fetcher, a
-    :class:`~rill.hub.redis_batch.ScriptBatcher`'s sender): a pool's checkout polls the
+    :class:`~rill.hub.redis_batch.Batcher`'s sender): a pool's checkout polls the
     socket for stray data (``can_read``) every time, about half of a round trip's client
     CPU here (``bench/PROFILE.md``, "The flush"). :func:`disconnect` of ``client`` closes it
     (the pool made it, but does not keep it), and it is made again in a forked child."""

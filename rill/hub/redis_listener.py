@@ -130,7 +130,7 @@ class Listener:
 
     def _notice(self, stream_id: str) -> None:
         with contextlib.suppress(*ERRORS):
-            self.hub.redis.publish(notice_channel(self.hub.worker), stream_id)
+            self.hub.batch.run([], (notice_channel(self.hub.worker), stream_id))
 
     def _resync(self) -> None:
         """Reload cancel flags and remote subscribers of the live streams produced here."""

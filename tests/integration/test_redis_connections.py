@@ -8,6 +8,7 @@ together; redis-server's ``connected_clients`` is sampled the whole time.
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import socket
 import threading
@@ -39,14 +40,25 @@ def _burst(port: int, body: bytes, count: int, timeout: float = 60.0,
     head = (f"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
             f"\r\nContent-Length: {len(body)}\r\n{headers}Connection: close\r\n\r\n"
             ).encode()
-    selector = selectors.DefaultSelector()
-    answers: dict[socket.socket, bytearray] = {}
-    for _ in range(count):
+    return _read_all(_send_all(port, [head + body] * count), timeout)
+
+
+def _send_all(port: int, requests: list[bytes]) -> dict[socket.socket, bytearray]:
+    """Send each request on a connection of its own; each socket with what it read so far."""
+    sent: dict[socket.socket, bytearray] = {}
+    for request in requests:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(head + body)
+        sock.sendall(request)
+        sent[sock] = bytearray()
+    return sent
+
+
+def _read_all(answers: dict[socket.socket, bytearray], timeout: float = 60.0) -> list[bytes]:
+    """Read every socket to its end (or ``timeout`` s); each whole response."""
+    selector = selectors.DefaultSelector()
+    for sock in answers:
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ)
-        answers[sock] = bytearray()
     deadline = time.monotonic() + timeout
     while selector.get_map() and time.monotonic() < deadline:
         for key, _ in selector.select(timeout=1):
@@ -130,3 +142,54 @@ def test_a_rate_limit_holds_exactly_under_a_burst(simulator, redis_server) -> No
     statuses = [a.split(b" ", 2)[1] for a in answers]
     assert (statuses.count(b"200"), statuses.count(b"429")) == (100, 200), statuses
     assert "Failed to rate limit" not in log
+
+
+def test_a_storm_of_second_tabs_on_another_instance_streams_every_one(simulator,
+                                                                      redis_server) -> None:
+    """1,500 streams at once on a fresh instance A, then a second tab of each on B at once
+    (clients of an instance that died resuming elsewhere, or a deploy), both instances on one
+    core. The request-time round trips (owner, join, catch-up reads) went through the pool
+    of ``POOL_SIZE``, and each start on a worker not yet known healthy pinged through the
+    flusher's one spare connection: on a saturated worker each holds its connection for a
+    loop iteration or more, so calls waited past ``RILL_REDIS_TIMEOUT_SECONDS`` and got 503
+    ``hub_unavailable`` (or an ``error`` mid-stream) from a healthy Redis. Now they share
+    batched round trips and one health check: every stream and tab runs to its end."""
+    env = relay_env(simulator, RILL_REDIS_URL=redis_server.url, RILL_MAX_STREAMS="10000",
+                    WEB_CONCURRENCY="1", RILL_WORKER_CONNECTIONS="10000")
+    model, _ = sim_model(tokens=40, itl_ms=100)
+    body = json.dumps(ask(model)).encode()
+    post = (f"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    with run_rill(env, "storm-a") as a, run_rill(env, "storm-b") as b:
+        for server in (a, b):  # one core for both, as a busy machine gives them
+            for pid in (server.process.pid, *_children(server.process.pid)):
+                os.sched_setaffinity(pid, {0})
+        firsts = _send_all(int(a.url.rsplit(":", 1)[1]), [post] * TABS)
+        ids = [_stream_id(sock, seen) for sock, seen in firsts.items()]
+        tabs = _send_all(int(b.url.rsplit(":", 1)[1]), [
+            f"GET /api/chat/{stream_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Accept: text/event-stream\r\nConnection: close\r\n\r\n".encode()
+            for stream_id in ids])
+        seconds = _read_all(tabs)
+        _read_all(firsts)
+    failed = [t for t in seconds if not t.startswith(b"HTTP/1.1 200")
+              or b"event: done" not in t]
+    assert not failed, f"{len(failed)} of {TABS} second tabs failed; one: {failed[0][-400:]!r}"
+
+
+TABS = 1500
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listed:
+        return [int(child) for child in listed.read().split()]
+
+
+def _stream_id(sock: socket.socket, seen: bytearray) -> str:
+    """Read ``sock`` up to its ``start`` event's data (kept in ``seen``); its stream id."""
+    while b"event: start" not in seen or b"\n\n" not in seen.split(b"event: start", 1)[1]:
+        chunk = sock.recv(65536)
+        assert chunk, bytes(seen[-400:])
+        seen.extend(chunk)
+    data = seen.split(b"event: start", 1)[1].split(b"data: ", 1)[1].split(b"\n", 1)[0]
+    return str(json.loads(data)["stream_id"])
