@@ -14,7 +14,7 @@ import gevent.event
 import pytest
 
 from rill.config import DEFAULTS
-from rill.hub import create
+from rill.hub import create, redis_fetch
 from rill.hub.memory import Stream
 from rill.hub.redis_fetch import extend
 from rill.hub.redis_io import ERRORS, notice_channel
@@ -68,7 +68,7 @@ def counting(hub: Any, name: str) -> list[int]:
     return calls
 
 
-def test_subscribers_elsewhere_share_one_fetch_per_flush(two_workers) -> None:
+def test_subscribers_elsewhere_share_one_fetch_per_flush(two_workers, monkeypatch) -> None:
     """Three tabs on another worker follow one stream: each flush there is one ``XRANGE``
     for all of them (the fetcher's), none of their own, and each sees every record once."""
     producing, elsewhere = two_workers
@@ -90,7 +90,11 @@ def test_subscribers_elsewhere_share_one_fetch_per_flush(two_workers) -> None:
         while any(len(g) < 2 for g in got):  # caught up: from Redis, once each
             gevent.sleep(0.01)
         gevent.sleep(0.05)
-    ranges, fetches = counting(elsewhere, "_range"), counting(elsewhere.fetcher, "_fetch")
+    ranges: list[int] = []
+    range_records = redis_fetch.range_records
+    monkeypatch.setattr(redis_fetch, "range_records",  # looked up at each call
+                        lambda *a, **k: ranges.append(1) or range_records(*a, **k))
+    fetches = counting(elsewhere.fetcher, "_fetch")
     with gevent.Timeout(10):
         for first in range(2, 12, 2):
             producing.append(stream, records(first, 2, terminal=first == 10))

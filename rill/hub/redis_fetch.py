@@ -1,4 +1,5 @@
-"""The Redis hub's fetcher: records of streams produced elsewhere, one round trip per notice.
+"""The Redis hub's reads of streams produced elsewhere: the fetcher, one round trip per notice,
+and a subscriber's read (:func:`read_elsewhere`).
 
 Subscribers here to a stream another worker produces share one copy of its recent records
 (the follow's :class:`~rill.hub.memory.Stream`). When that worker's flush notice names the
@@ -16,10 +17,11 @@ from typing import Any
 
 import orjson
 
+from ..errors import EventsExpired
 from . import TERMINAL, Record
 from .memory import Stream
 from .redis_batch import StreamBatcher
-from .redis_io import ERRORS, HeldConnection, events_key, round_trip
+from .redis_io import ERRORS, HeldConnection, events_key, guard, round_trip
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +94,52 @@ class Fetcher(StreamBatcher):
         for copy, reply in zip(batch.values(), replies, strict=True):
             if not isinstance(reply, Exception):
                 extend(copy, entries_records(reply), self.hub.max_events)
+
+
+def read_elsewhere(hub: Any, stream_id: str, after: int, timeout: float,
+                   count: int) -> list[Record]:
+    """Up to ``count`` records after id ``after`` of ``stream_id``, produced elsewhere,
+    waiting up to ``timeout`` s for one: from the copy the fetcher keeps when a subscriber
+    here follows it, else (or when the copy cannot say) from Redis. Raises
+    :class:`~rill.errors.HubUnavailable`, :class:`~rill.errors.EventsExpired`."""
+    follow = hub.listener.follows.get(stream_id)
+    if follow is None:  # not joined here (a state check, a replay's first look)
+        return range_records(hub, stream_id, after, count)
+    copy = follow[1]
+    changed = copy.changed  # before looking
+    records = copied(copy, after, count)
+    if records is None or (not records and timeout <= 0):
+        # The copy does not reach id after + 1; or nothing new in it and no wait: Redis
+        # may hold what others wrote (a producer_lost after the stream went quiet).
+        records = range_records(hub, stream_id, after, count, copy)
+    if not records and timeout > 0:
+        changed.wait(timeout)
+        # Woken by a fetch, or not (a timeout, the listener's reconnect): then Redis
+        # itself, which also holds what others wrote (producer_lost).
+        records = copied(copy, after, count) or range_records(hub, stream_id, after, count,
+                                                              copy)
+    return records
+
+
+def copied(copy: Stream, after: int, count: int) -> list[Record] | None:
+    """The copy's records after id ``after`` ([] when it is at the copy's end), or None when
+    it cannot say (empty, or ``after`` outside it)."""
+    start = after + 1 - copy.first_id
+    if not copy.records or start < 0 or start > len(copy.records):
+        return None
+    return copy.records[start:start + count]
+
+
+def range_records(hub: Any, stream_id: str, after: int, count: int,
+                  copy: Stream | None = None) -> list[Record]:
+    """Up to ``count`` records after id ``after`` from Redis, through the hub's batcher
+    (added to ``copy``, a follow's, when they continue it or it is empty)."""
+    with guard():
+        reply = hub.batch.run([("XRANGE", events_key(stream_id), f"(0-{after + 1}", "+",
+                                "COUNT", count)])[0]
+    records = entries_records(reply, after)
+    if records and records[0][0] > after + 1:
+        raise EventsExpired()
+    if copy is not None:
+        extend(copy, records, hub.max_events)
+    return records[:count]

@@ -44,12 +44,12 @@ import orjson
 import redis
 
 from .. import metrics, tasks
-from ..errors import EventsExpired, HubUnavailable, StreamNotFound
+from ..errors import HubUnavailable, StreamNotFound
 from . import Record, State
 from .heartbeat import Heartbeat
-from .memory import MemoryHub, Stream
+from .memory import MemoryHub
 from .redis_batch import Batcher, batcher
-from .redis_fetch import Fetcher, entries_records, extend
+from .redis_fetch import Fetcher, read_elsewhere
 from .redis_flush import Flusher
 from .redis_io import (
     SIGNAL_CHANNEL,
@@ -230,46 +230,7 @@ class RedisHub:
         stream = self.local.get(stream_id)
         if stream is not None and after + 1 >= stream.first_id:
             return self.local.read(stream_id, after, timeout, count)
-        follow = self.listener.follows.get(stream_id)
-        if follow is None:  # not joined here (a state check, a replay's first look)
-            return self._range(stream_id, after, count)
-        copy = follow[1]
-        changed = copy.changed  # before looking
-        records = self._copied(copy, after, count)
-        if records is None or (not records and timeout <= 0):
-            # The copy does not reach id after + 1; or nothing new in it and no wait: Redis
-            # may hold what others wrote (a producer_lost after the stream went quiet).
-            records = self._range(stream_id, after, count, copy)
-        if not records and timeout > 0:
-            changed.wait(timeout)
-            # Woken by a fetch, or not (a timeout, the listener's reconnect): then Redis
-            # itself, which also holds what others wrote (producer_lost).
-            records = self._copied(copy, after, count) or self._range(stream_id, after,
-                                                                      count, copy)
-        return records
-
-    @staticmethod
-    def _copied(copy: Stream, after: int, count: int) -> list[Record] | None:
-        """The copy's records after id ``after`` ([] when it is at the copy's end), or None
-        when it cannot say (empty, or ``after`` outside it)."""
-        start = after + 1 - copy.first_id
-        if not copy.records or start < 0 or start > len(copy.records):
-            return None
-        return copy.records[start:start + count]
-
-    def _range(self, stream_id: str, after: int, count: int,
-               copy: Stream | None = None) -> list[Record]:
-        """Up to ``count`` records after id ``after`` from Redis (added to ``copy``, a
-        follow's, when they continue it or it is empty)."""
-        with guard():
-            reply = self.batch.run([("XRANGE", events_key(stream_id), f"(0-{after + 1}", "+",
-                                     "COUNT", count)])[0]
-        records = entries_records(reply, after)
-        if records and records[0][0] > after + 1:
-            raise EventsExpired()
-        if copy is not None:
-            extend(copy, records, self.max_events)
-        return records[:count]
+        return read_elsewhere(self, stream_id, after, timeout, count)
 
     def state(self, stream_id: str) -> State:
         stream = self.local.get(stream_id)
