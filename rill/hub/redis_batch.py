@@ -16,6 +16,7 @@ once on one worker got 503 ``hub_unavailable`` from a pool of 32), the stream ca
 and flask-limiter's counts (:mod:`rill.limit_storage`); measured in ``bench/PROFILE.md``,
 "Redis connections" and "A join storm".
 """
+
 from __future__ import annotations
 
 import time
