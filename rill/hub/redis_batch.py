@@ -30,7 +30,7 @@ import redis
 
 from .. import tasks
 from .memory import Stream
-from .redis_io import HeldConnection, execute
+from .redis_io import HeldConnection, pipelined
 
 # A caller's commands, the script of each (``None``: a plain command) and its replies.
 Call = tuple[list[tuple[Any, ...]], list[Any], gevent.event.AsyncResult]
@@ -66,10 +66,7 @@ class Batcher:
         parsed forms on a cluster), then ``PUBLISH`` ``publish`` (channel, message). Raises
         a ``redis.RedisError``: the first error Redis answered, or Redis unreachable."""
         if self._direct or not tasks.cooperative():
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return execute(self.client, pipe, publish)
+            return pipelined(self.client, commands, publish)
         extra = [("PUBLISH", *publish)] if publish is not None else []
         every = [*commands, *extra]
         return _raised(self._queue(every, [None] * len(every)))[:len(commands)]

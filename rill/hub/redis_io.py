@@ -127,6 +127,17 @@ def execute(client: Any, pipe: Any, publish: tuple[str, str] | None = None,
     return results
 
 
+def pipelined(client: Any, commands: list[tuple[Any, ...]],
+              publish: tuple[str, str] | None = None, **options: Any) -> list[Any]:
+    """Each command's reply (redis-py's parsed forms), in one pipeline of ``client``'s pool
+    (a cluster's split by node), then ``PUBLISH`` ``publish`` (:func:`execute`, which takes
+    ``options``)."""
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return execute(client, pipe, publish, **options)
+
+
 def events_key(stream_id: str) -> str:
     return f"rill:{{{stream_id}}}:events"
 
@@ -210,9 +221,6 @@ def round_trip(held: HeldConnection, commands: list[tuple[Any, ...]],
     :data:`ERRORS`)."""
     client = held.client
     if isinstance(client, redis.RedisCluster):
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return execute(client, pipe, publish, raise_on_error=False)
+        return pipelined(client, commands, publish, raise_on_error=False)
     extra = [("PUBLISH", *publish)] if publish is not None else []
     return held.round_trip([*commands, *extra])[:len(commands)]

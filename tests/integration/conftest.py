@@ -40,6 +40,13 @@ class RillServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def pids(self) -> list[int]:
+        """The workers, then gunicorn's arbiter (so a kill -9 in this order leaves no worker
+        behind for the arbiter to replace)."""
+        pid = self.process.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [*map(int, children.read().split()), pid]
+
     def chat(self, body: dict, **kwargs) -> requests.Response:
         return requests.post(f"{self.url}/api/chat", json=body, stream=True,
                              timeout=kwargs.pop("timeout", 30), **kwargs)

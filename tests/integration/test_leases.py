@@ -28,11 +28,6 @@ LEASE = 1.0
 STREAMS = 12
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
 def _follow(url: str, stream_id: str, seen: list[tuple[float, Event]]) -> None:
     with requests.get(f"{url}/api/chat/{stream_id}/events", stream=True,
                       timeout=30) as response:
@@ -89,7 +84,7 @@ def test_a_busy_worker_keeps_its_streams_and_a_killed_one_is_lost_within_the_lea
         for seen in follows:
             assert not any(e.event == "error" for _, e in seen), seen[-1]
             assert any(at > busy_to for at, _ in seen), "a stream stopped after the spell"
-        for pid in [*_children(a.process.pid), a.process.pid]:
+        for pid in a.pids():
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         for future in [*producing, *follows_done]:

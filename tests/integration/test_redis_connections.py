@@ -162,7 +162,7 @@ def test_a_storm_of_second_tabs_on_another_instance_streams_every_one(simulator,
             f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     with run_rill(env, "storm-a") as a, run_rill(env, "storm-b") as b:
         for server in (a, b):  # one core for both, as a busy machine gives them
-            for pid in (server.process.pid, *_children(server.process.pid)):
+            for pid in server.pids():
                 os.sched_setaffinity(pid, {0})
         firsts = _send_all(int(a.url.rsplit(":", 1)[1]), [post] * TABS)
         ids = [_stream_id(sock, seen) for sock, seen in firsts.items()]
@@ -178,11 +178,6 @@ def test_a_storm_of_second_tabs_on_another_instance_streams_every_one(simulator,
 
 
 TABS = 1500
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as listed:
-        return [int(child) for child in listed.read().split()]
 
 
 def _stream_id(sock: socket.socket, seen: bytearray) -> str:

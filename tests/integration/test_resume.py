@@ -211,7 +211,7 @@ def test_killed_producer_is_reported_as_producer_lost(simulator, backend, reques
                                 timeout=30)
         items = parse(response.iter_content(chunk_size=None))
         next(i for i in items if isinstance(i, Event) and i.event == "delta")
-        for pid in [*_children(a.process.pid), a.process.pid]:
+        for pid in a.pids():
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         events = events_only(items)
@@ -296,12 +296,6 @@ def test_sigterm_ends_every_in_flight_stream_with_done_or_shutdown(simulator, ba
     assert shutdown.json["retry_after"] == 1
 
 
-def _children(pid: int) -> list[int]:
-    path = f"/proc/{pid}/task/{pid}/children"
-    with open(path) as f:
-        return [int(p) for p in f.read().split()]
-
-
 @pytest.mark.parametrize("backend", ["redis", "cluster"])
 def test_per_client_stream_cap_is_shared_across_instances(simulator, backend,
                                                           request) -> None:
@@ -323,7 +317,7 @@ def test_per_client_stream_cap_is_shared_across_instances(simulator, backend,
             assert time.monotonic() < deadline, "a cancelled stream kept its slot"
             time.sleep(0.1)
         take(response, 100)
-        for pid in [*_children(a.process.pid), a.process.pid]:
+        for pid in a.pids():
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         held = []
