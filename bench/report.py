@@ -181,8 +181,9 @@ def write(path: Path, rows: list[Row], names: list[str], systems: list[str],
         f"- Machine: {machine()}; load average before the run "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
         f"- Versions: {versions()}.",
-        "- Each system: one worker (`rill-redis-2w`: two gevent workers; `rill-redis-2i`: two "
-        "instances of one worker each on one Redis) pinned to core 0 "
+        "- Each system: one worker (`rill-redis-2w`: two gevent workers; `rill-2w`: two on the "
+        "memory hub, a control for the two-worker target, which Rill refuses to deploy; "
+        "`rill-redis-2i`: two instances of one worker each on one Redis) pinned to core 0 "
         "(`taskset -c 0`), started fresh per scenario after 4 warm-up streams. Simulator "
         "(`rill.simulator`) and load generator "
         f"(`bench/loadgen`, {'Go' if len(loadgen) == 1 else 'its Python fallback'}) on core 1; "

@@ -20,7 +20,9 @@ line with what a stream start cost the worker (ms of CPU per stream in ``starts`
 ``--hub memory|redis|both`` picks which Rill systems run (default ``both``; with ``--smoke``,
 ``memory``): ``rill`` is Rill on its memory hub; ``rill-redis`` on its Redis hub
 (``RILL_REDIS_URL``) with one gevent worker, ``rill-redis-2w`` with two (``WEB_CONCURRENCY=2``,
-both on core 0), ``rill-redis-2i`` two instances of one worker each on one Redis, run in
+both on core 0), ``rill-2w`` two on the memory hub (a control for the two-worker target:
+what a second process on the core costs with no Redis; ``bench/control_app.py`` lifts Rill's
+refusal of it), ``rill-redis-2i`` two instances of one worker each on one Redis, run in
 ``tabs`` only: its streams start on the first and their second tabs read them from the second,
 through Redis (``--smoke`` runs ``rill-redis`` and ``rill-redis-2i``). Each start of a
 Redis-hub system gets a fresh ``redis-server`` (Debian's, no persistence) on core 1; its CPU is

@@ -200,6 +200,12 @@ def _uvicorn(app: str) -> tuple[str, ...]:
 SYSTEMS = {s.name: s for s in (
     System("rill", "Rill (gunicorn, 1 gevent worker, memory hub)", RILL_ARGV, RILL_ENV,
            hub="memory"),
+    # The control for the two-worker target: two workers on one core with no Redis at all
+    # (bench/control_app.py lifts Rill's refusal of it). Second tabs would 404 on the other.
+    System("rill-2w", "Rill (gunicorn, 2 gevent workers on one core, memory hub: a control, "
+           "not a deployment)", (*GUNICORN, "-c", "gunicorn.conf.py", "bench.control_app:app"),
+           {**RILL_ENV, "WEB_CONCURRENCY": "2"}, hub="memory", workers=2,
+           runs=("throughput", "disconnect", "flowing", "held", "steady")),
     # The Redis hub: gunicorn's default is then a worker per core, so the count is set.
     System("rill-redis", "Rill (gunicorn, 1 gevent worker, Redis hub)", RILL_ARGV,
            {**RILL_ENV, "RILL_REDIS_URL": "{redis_url}", "WEB_CONCURRENCY": "1"}, hub="redis"),

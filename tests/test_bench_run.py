@@ -36,7 +36,8 @@ def test_a_full_run_has_both_fastapi_peers_and_writes_results():
 
 def row(system: str, scenario: str, streams: int = 100, **numbers: float) -> Row:
     base = {"complete": 1.0, "tokens_per_cpu": 1000.0, "ttft_p99": 10.0,
-            "kib_per_stream": 10.0, "cpu": 1.0, "itl_p99": 5.0}
+            "kib_per_stream": 10.0, "cpu": 1.0, "itl_p99": 5.0, "total_cpu": 1.0,
+            "redis_cpu": 0.0, "producer_lost": 0, "redis_conns": 7}
     return Row(system, scenario, streams, {"complete": "100%"}, {**base, **numbers}, [])
 
 
@@ -87,3 +88,19 @@ def test_second_tabs_count_in_tokens_per_cpu_and_get_their_own_table():
     assert sections.tabs_section([tabs])[-2] == (
         "| rill-redis-2i | `tabs` | the other instance | 90% | 90% | 20 ms / 20 ms "
         "| 3 ms / 40 ms | 975 |")
+
+
+def test_the_two_worker_target_names_its_worst_scenario_beside_the_memory_hubs_control():
+    rows = [row("rill-redis", "flowing", tokens_per_cpu=10_000.0, redis_cpu=1.0, total_cpu=2.0),
+            row("rill-redis-2w", "flowing", tokens_per_cpu=8_000.0),
+            row("rill-redis", "steady", tokens_per_cpu=10_000.0),
+            row("rill-redis-2w", "steady", tokens_per_cpu=9_500.0),
+            row("rill", "flowing", tokens_per_cpu=12_000.0),
+            row("rill-2w", "flowing", tokens_per_cpu=9_600.0)]
+    text = "\n".join(sections.targets(rows) + sections.hub_ratios(rows))
+    assert ("| Redis hub, 2 workers: tokens per CPU-second ≥ 0.9x one worker's (worst scenario "
+            "but `throughput`) | 0.80x (`flowing`; the memory hub's two workers, a control: "
+            "0.80x) | missed |") in text
+    assert "| `flowing` | 2.00x | 0.83x | 0.80x | 0.80x | 50% |" in text
+    # Without the control in the run, the target says only its own worst scenario.
+    assert "| 0.80x (`flowing`) | missed |" in "\n".join(sections.targets(rows[:4]))
