@@ -145,9 +145,10 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """A real ``redis-server`` on a free loopback port, with no persistence."""
+    """A real ``redis-server`` on a free loopback port, with no persistence (``extra``
+    arguments come after, and win)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         import shutil
         import subprocess
 
@@ -158,6 +159,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._binary = binary
         self._subprocess = subprocess
+        self._extra = extra
         self.process: Any = None
         self.start()
 
@@ -166,7 +168,7 @@ class RedisServer:
 
         self.process = self._subprocess.Popen(
             [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+             "--appendonly", "no", *self._extra],
             stdout=self._subprocess.DEVNULL, stderr=self._subprocess.DEVNULL)
         _wait_ping(redis.Redis.from_url(self.url))
 

@@ -50,7 +50,7 @@ class Heartbeat:
         start(self._run, ())
 
     def _run(self) -> None:
-        client = None
+        client, failing = None, False
         try:
             while not self.stopped:
                 started = time.monotonic()
@@ -59,10 +59,13 @@ class Heartbeat:
                         client = connect(self.url, max(self.every, 0.5), pool_size=2)
                     client.set(self.key, 1, px=self.ttl_ms)
                     self.beats += 1
+                    failing = False
                 except ERRORS:
-                    pass  # Redis is away: the lease lapses, as it should
-                except Exception:
-                    log.exception("the worker's heartbeat failed")
+                    pass  # Redis is away or refuses writes: the lease lapses, as it should
+                except Exception:  # Redis's other refusals (MISCONF): logged once a spell
+                    if not failing:
+                        log.exception("the worker's heartbeat failed")
+                    failing = True
                 self._wake.acquire(timeout=max(self.every - (time.monotonic() - started),
                                                0.01))
             if client is not None:

@@ -60,9 +60,11 @@ class Flusher(StreamBatcher):
             self._fail(batch)
 
     def _unreachable(self, exc: BaseException, batch: dict[str, Stream]) -> None:
+        """Fail ``batch``'s streams; the next stream's start checks Redis first. Logged once
+        an outage, not once a flush or a stream."""
         if self.hub.healthy:
-            log.warning("Redis is unreachable (%r): %d streams end with hub_unavailable",
-                        exc, len(batch))
+            log.warning("Redis is unreachable or refused the flush (%r): %d streams end with "
+                        "hub_unavailable", exc, len(batch))
         self.hub.healthy = False
         self._fail(batch)
 
@@ -110,14 +112,16 @@ class Flusher(StreamBatcher):
         except ERRORS as exc:
             self._unreachable(exc, {p[0]: p[1] for p in plan})
             return
-        hub.healthy = True
+        refused: dict[str, Stream] = {}
         for stream_id, stream, end, index in plan:
-            if isinstance(results[index], Exception):  # e.g. a producer_lost took the id
-                log.warning("stream %s: Redis refused its events (%s)", stream_id[:6],
-                            results[index])
-                self._fail({stream_id: stream})
+            if isinstance(results[index], Exception):
+                refused[stream_id], error = stream, results[index]
             else:
                 self.local.made_durable(stream, end)
+        if refused:  # Redis full, read-only or failing its snapshots; or producer_lost took an id
+            self._unreachable(error, refused)
+        else:
+            hub.healthy = True
 
     def _fail(self, batch: dict[str, Stream]) -> None:
         for stream_id, stream in batch.items():

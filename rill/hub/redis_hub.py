@@ -32,7 +32,6 @@ go on ``rill:signal``. Redis errors become :class:`~rill.errors.HubUnavailable`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import secrets
@@ -41,7 +40,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-import redis
 
 from .. import metrics, tasks
 from ..errors import HubUnavailable, StreamNotFound
@@ -299,7 +297,7 @@ class RedisHub:
             return
         id_ = record[0]
         keys = [events_key(stream_id), meta_key(stream_id), subs_key(stream_id)]
-        with guard(), contextlib.suppress(redis.ResponseError):
+        with guard():  # Redis refusing the write (full, read-only) ends the subscriber's stream
             if self.batch.call(self._append_if_next, keys, [f"0-{id_ + 1}",
                                                              orjson.dumps([record]),
                                                              f"0-{id_}", self.ttl]):

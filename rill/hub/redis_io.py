@@ -34,18 +34,26 @@ log = logging.getLogger(__name__)
 
 POOL_SIZE = 32  # request-time connections per worker (a request waits for a free one)
 SIGNAL_CHANNEL = "rill:signal"
-# Redis away, or a cluster without a quorum or a node for a slot (RedisClusterException is
-# not a RedisError: no startup node answered).
-ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.cluster.ClusterError,
+# Redis away; refusing every write for now (full at its maxmemory with the noeviction
+# policy: OOM; a replica, after a failover: READONLY); or a cluster without a quorum or a
+# node for a slot (RedisClusterException is not a RedisError: no startup node answered).
+ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError,
+          redis.exceptions.ReadOnlyError, redis.cluster.ClusterError,
           redis.exceptions.RedisClusterException)
 
 
 @contextlib.contextmanager
 def guard() -> Iterator[None]:
-    """Redis unreachable (or a cluster without a quorum) becomes :class:`HubUnavailable`."""
+    """Redis unreachable or refusing writes (:data:`ERRORS`) becomes :class:`HubUnavailable`,
+    and so does any other error Redis answers (``MISCONF`` when its snapshots fail, ``NOPERM``
+    from its ACLs): a request fails with a 503, never a 500. The latter are logged, with
+    Redis's own words (which hold no secret)."""
     try:
         yield
     except ERRORS as exc:
+        raise HubUnavailable() from exc
+    except redis.ResponseError as exc:
+        log.warning("Redis refused a command: %s", exc)
         raise HubUnavailable() from exc
 
 
