@@ -30,7 +30,7 @@ import redis
 
 from .. import tasks
 from .memory import Stream
-from .redis_io import HeldConnection, pipelined
+from .redis_io import HeldConnection, pipelined, with_publish
 
 # A caller's commands, the script of each (``None``: a plain command) and its replies.
 Call = tuple[list[tuple[Any, ...]], list[Any], gevent.event.AsyncResult]
@@ -67,8 +67,7 @@ class Batcher:
         a ``redis.RedisError``: the first error Redis answered, or Redis unreachable."""
         if self._direct or not tasks.cooperative():
             return pipelined(self.client, commands, publish)
-        extra = [("PUBLISH", *publish)] if publish is not None else []
-        every = [*commands, *extra]
+        every = with_publish(commands, publish)
         return _raised(self._queue(every, [None] * len(every)))[:len(commands)]
 
     def _queue(self, commands: list[tuple[Any, ...]], scripts: list[Any]) -> list[Any]:

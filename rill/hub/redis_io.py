@@ -230,5 +230,10 @@ def round_trip(held: HeldConnection, commands: list[tuple[Any, ...]],
     client = held.client
     if isinstance(client, redis.RedisCluster):
         return pipelined(client, commands, publish, raise_on_error=False)
-    extra = [("PUBLISH", *publish)] if publish is not None else []
-    return held.round_trip([*commands, *extra])[:len(commands)]
+    return held.round_trip(with_publish(commands, publish))[:len(commands)]
+
+
+def with_publish(commands: list[tuple[Any, ...]],
+                 publish: tuple[str, str] | None) -> list[tuple[Any, ...]]:
+    """``commands``, then ``PUBLISH`` ``publish`` (channel, message) if given."""
+    return [*commands, ("PUBLISH", *publish)] if publish is not None else commands
