@@ -179,7 +179,9 @@ SETTINGS: tuple[Setting, ...] = (
             "several tabs' EventSource reconnects)."),
     Setting("RILL_RATELIMIT_ENABLED", True, _bool, "`false` turns rate limiting off."),
     Setting("RILL_RATELIMIT_STORAGE_URI", "memory://", str,
-            "flask-limiter storage; RILL_REDIS_URL when that is set and this is left as is."),
+            "flask-limiter storage; RILL_REDIS_URL when that is set and this is left as is. "
+            "While it is unreachable or refuses writes, each worker counts in its own memory "
+            "(one warning in the log) and goes back to it once it answers."),
     Setting("RILL_USER_LIMITS", {}, _user_limits,
             'Per-user overrides, JSON: `{"alice": {"rate_limit": "100/minute", '
             '"max_streams": 10}}` (user ids as RILL_AUTH gives them).'),

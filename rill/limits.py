@@ -24,7 +24,14 @@ from flask import Flask, current_app, request
 from flask_limiter import Limiter
 
 from . import tasks
-from .errors import RequestTimeout, RillError, TooManyStreams, TooManySubscribers, Unavailable
+from .errors import (
+    HubUnavailable,
+    RequestTimeout,
+    RillError,
+    TooManyStreams,
+    TooManySubscribers,
+    Unavailable,
+)
 
 
 def client_key() -> str:
@@ -109,13 +116,19 @@ def init_limiter(app: Flask, limits: Mapping[str, Callable[[], str]]) -> Limiter
                                            "socket_connect_timeout": timeout}
                           if storage.startswith(("redis", "rill+redis")) else {},
                           enabled=config["RILL_RATELIMIT_ENABLED"], strategy="fixed-window",
-                          # A store that is down should not turn requests into 500s; the hub
+                          # A store that is down or refusing writes should not turn requests
+                          # into 500s, nor lift the limits: each worker counts in memory (one
+                          # warning), checking the store again 1, 2, 4 … 32 s apart. The hub
                           # answers 503 hub_unavailable on its own when it is the same Redis.
-                          swallow_errors=True)
+                          swallow_errors=True, in_memory_fallback_enabled=True)
         before = set(config)
         limiter.init_app(app)
         for key in set(config) - before:
             del config[key]  # flask-limiter records its defaults there
+        # Its before_request runs on every route of the app: the other routes (a host's, the
+        # probes) skip it whole, so none of them waits on the store or pays for the pass.
+        endpoints = frozenset(limits)
+        limiter.request_filter(lambda: request.endpoint not in endpoints)
     # The limit runs in the wrapper that is the registered view.
     for view, limit in limits.items():
         limited = limiter.limit(limit, key_func=client_key)
@@ -270,7 +283,9 @@ class RedisStreamCaps(StreamCaps):
     def _write_releases(self) -> None:
         while self._released:
             batch, self._released = self._released, []
-            with contextlib.suppress(*self._io.ERRORS):  # else it lapses with its stream
+            # Redis away or refusing writes (guard() logs a refusal): the slot lapses with its
+            # stream instead.
+            with contextlib.suppress(HubUnavailable), self._io.guard():
                 pipe = self.redis.pipeline(transaction=False)
                 for key, stream_id in batch:
                     pipe.zrem(f"{self.counted.prefix}{key}", stream_id)

@@ -311,3 +311,40 @@ def test_rate_limit_counts_in_redis_on_one_node_and_on_a_cluster(store, request)
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
     assert client.post("/api/chat", json=USER).json["error"]["code"] == "rate_limited"
+
+
+def test_a_rate_limit_store_that_is_away_is_asked_again_only_by_the_limited_routes(
+        monkeypatch) -> None:
+    """While its store is away, flask-limiter counts in memory and asks the store again now and
+    then, waiting for its answer: only on the routes Rill limits, never on a probe or a page
+    (a hung store would hold them); and the limit still holds meanwhile."""
+    import time
+
+    from flask import request as current_request
+
+    from app import create_app
+    from rill.limit_storage import PipelinedRedisStorage
+    from tests.conftest import TEST_CONFIG, FakeUpstream, _free_port
+
+    asked: list[str] = []
+    monkeypatch.setattr(PipelinedRedisStorage, "check",
+                        lambda self: asked.append(current_request.path) or False)
+    app = create_app({**TEST_CONFIG, "RILL_RATELIMIT_ENABLED": True,
+                      "RILL_RATE_LIMIT": "2/minute", "RILL_REDIS_TIMEOUT_SECONDS": 0.5,
+                      "RILL_RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{_free_port()}/0"})
+    app.extensions["rill"].upstream = fake = FakeUpstream()
+    client = app.test_client()
+
+    def chat() -> int:
+        fake.enqueue([DONE])
+        response = client.post("/api/chat", json=USER)
+        response.get_data()
+        return response.status_code
+
+    assert chat() == 200  # the store refused the connection: counted in memory from now on
+    time.sleep(1.1)  # the first look again is due a second after the last
+    for path in ("/healthz", "/readyz", "/", "/api/openapi.json"):
+        app.test_client().get(path)  # (the page's session cookie would ask chat for a token)
+    assert asked == []
+    assert [chat(), chat()] == [200, 429]
+    assert asked == ["/api/chat"]

@@ -23,7 +23,7 @@ import redis
 
 from rill.simulator import expected_text
 from tests.conftest import RedisServer
-from tests.integration.conftest import ask, free_port, run_rill, sim_model
+from tests.integration.conftest import ask, free_port, relay_env, run_rill, sim_model
 from tests.integration.test_resume import hub_env, hub_unavailable, take
 from tests.sse_client import Event, parse, text_of
 
@@ -100,6 +100,44 @@ def test_a_redis_that_refuses_writes_ends_streams_cleanly_then_service_resumes(
                  if line.startswith("{")]
         assert not [line for line in lines if line.get("status") == 500]
         assert not [line for line in lines if "unhandled" in line.get("message", "")]
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        client.close()
+        server_redis.stop()
+
+
+def test_rate_limits_hold_while_their_redis_is_away_and_go_back_to_it(simulator) -> None:
+    """The limiter's own Redis (``RILL_RATELIMIT_STORAGE_URI``, here beside the memory hub)
+    stopped: the limit still holds, counted in the worker's memory (flask-limiter's in-memory
+    fallback; failing open lifted it), with one warning and no traceback per request; once
+    Redis is back the counts go to it again."""
+    server_redis = RedisServer()
+    client = redis.Redis.from_url(server_redis.url)
+    env = relay_env(simulator, RILL_RATELIMIT_ENABLED="true", RILL_RATE_LIMIT="3/minute",
+                    RILL_RATELIMIT_STORAGE_URI=server_redis.url)
+    model, _ = sim_model(tokens=2)
+
+    def status() -> int:
+        response = server.chat(ask(model))
+        text = response.text  # the whole stream, so its slot is free for the next
+        assert response.status_code in (200, 429), text
+        return response.status_code
+
+    try:
+        with run_rill(env, "refusal-limiter") as server:
+            assert [status(), status()] == [200, 200]
+            assert client.keys("LIMITS*")  # counted in Redis
+            server_redis.stop()
+            assert [status() for _ in range(4)] == [200, 200, 200, 429]
+            server_redis.start()  # empty: a fresh count
+            deadline = time.monotonic() + 15  # rechecked 1, 2, 4 … s apart
+            while status() == 429:
+                assert time.monotonic() < deadline, "the limiter never went back to Redis"
+                time.sleep(0.5)
+            assert client.keys("LIMITS*")
+        log = server.log()
+        assert log.count("falling back to in-memory storage") == 1
+        assert "Traceback" not in log, log[-3000:]
     finally:
         client.close()
         server_redis.stop()
