@@ -1,0 +1,154 @@
+"""The chat page deployed as production runs it: Chromium, nginx, two Rill instances and one
+Redis (the Redis hub), with the tabs' requests split across the instances.
+
+nginx sends every ``POST /api/chat`` (a stream's start) to instance A and everything else
+(the page, its files, ``GET …/events``, ``POST …/cancel``) to instance B, so each flow
+below crosses instances on every run: the page and its CSRF token come from B and the
+stream starts on A (a secret shared through Redis), a second tab reads A's stream through
+Redis on B, and a Stop pressed there cancels the generation on A. The split is this test's
+own nginx configuration; ``tests/integration/test_nginx.py`` runs the shipped one.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rill.simulator import expected_text
+from tests.conftest import RedisServer
+from tests.integration.browser import (
+    current_conversation,
+    expect,
+    open_conversation,
+    send,
+    stored,
+)
+from tests.integration.conftest import ARTIFACTS, free_port, page_env, run_rill
+from tests.integration.test_nginx import _wait_listening
+from tests.integration.test_page_tabs import DONE, answer, two_tabs, wait_settled
+from tests.test_deploy import nginx_binary, nginx_main_conf
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (.ci/run "
+                       "installs Debian's)"),
+]
+
+TOKENS = 160
+FULL = expected_text(TOKENS)
+MODEL = f"sim?tokens={TOKENS}&itl_ms=50&ttft_ms=100"
+
+SPLIT = """map "$request_method $uri" $rill_instance {{
+    "POST /api/chat" rill_a;
+    default rill_b;
+}}
+upstream rill_a {{
+    server {a};
+    keepalive 8;
+}}
+upstream rill_b {{
+    server {b};
+    keepalive 8;
+}}
+server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        proxy_pass http://$rill_instance;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_buffering off;
+        proxy_read_timeout 300s;
+    }}
+}}
+"""
+
+
+class Deployment:
+    def __init__(self, url: str, a, b) -> None:
+        self.url, self.a, self.b = url, a, b
+
+    def served(self, instance, method: str, path: str) -> int:
+        """How many ``method path…`` requests ``instance``'s access log shows."""
+        return instance.log().count(f'"{method} {path}')
+
+
+@pytest.fixture(scope="module")
+def deployment(simulator) -> Iterator[Deployment]:
+    redis = RedisServer()
+    env = page_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=MODEL,
+                   RILL_REDIS_URL=redis.url)
+    port = free_port()
+    try:
+        with run_rill(env, "page-instance-a") as a, run_rill(env, "page-instance-b") as b, \
+                tempfile.TemporaryDirectory(prefix="rill-nginx-") as temp:
+            prefix = Path(temp)
+            prefix.chmod(0o711)  # as root, nginx's workers run as nobody
+            site = prefix / "split.conf"
+            site.write_text(SPLIT.format(a=a.url.removeprefix("http://"),
+                                         b=b.url.removeprefix("http://"), port=port))
+            name = f"nginx-split-{port}"
+            conf = prefix / "nginx.conf"
+            conf.write_text(nginx_main_conf(prefix, site, ARTIFACTS, name))
+            error_log = ARTIFACTS / f"{name}-error.log"
+            nginx = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c", str(conf),
+                                      "-e", str(error_log)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_listening(nginx, port, error_log)
+                yield Deployment(f"http://127.0.0.1:{port}", a, b)
+            finally:
+                nginx.terminate()
+                nginx.wait(timeout=10)
+    finally:
+        redis.stop()
+
+
+def test_a_tab_on_the_other_instance_follows_the_answer_and_its_stop_stops_it(
+        deployment, context, simulator) -> None:
+    first, second = two_tabs(context, deployment.url, "Stream across instances", "tok5")
+    expect(answer(second)).to_have_text(re.compile(r"tok\d+"), timeout=2_000)
+    expect(second.locator("#status")).to_have_text(re.compile("^Generating"))
+    expect(answer(second)).to_have_text(re.compile(r"tok2\d\b"), timeout=10_000)  # live
+    second.click("#stop")
+    for page in (first, second):
+        expect(page.locator("#status")).to_have_text(re.compile("^Stopped"), timeout=10_000)
+    wait_settled(first)
+    wait_settled(second)
+    [reply] = [t for t in stored(first)[current_conversation(first)] if t["role"] == "assistant"]
+    assert reply["status"] == "stopped"
+    assert 0 < len(reply["content"]) < len(FULL) and FULL.startswith(reply["content"])
+    assert stored(second) == stored(first)
+    # The page (and its CSRF token) came from B, the stream started on A (each request is
+    # logged as it ends); read on B from Redis, cancelled from B: A's generation stopped.
+    assert deployment.served(deployment.b, "GET", "/ HTTP") >= 2
+    assert deployment.served(deployment.a, "POST", "/api/chat HTTP") == 1
+    assert deployment.served(deployment.a, "GET", "/ HTTP") == 0
+    assert deployment.served(deployment.a, "GET", "/api/") == 0
+    assert deployment.served(deployment.b, "GET", "/api/chat/") >= 1
+    assert deployment.served(deployment.b, "POST", "/api/chat/") == 1  # …/cancel
+    outcomes = {r["body"]["messages"][-1]["content"]: r["outcome"] for r in simulator.requests()}
+    assert outcomes["Stream across instances"] == "client_closed"
+
+
+def test_a_follow_up_asked_in_another_tab_runs_on_a_and_shows_in_both(deployment,
+                                                                        context) -> None:
+    first, second = two_tabs(context, deployment.url, "First question", "tok2")
+    expect(first.locator("#status")).to_have_text(DONE, timeout=20_000)
+    conversation = current_conversation(first)
+    open_conversation(second, conversation)
+    send(second, "Second question")
+    expect(answer(first)).to_have_text(re.compile(r"tok\d+"))  # first follows it, through B
+    expect(second.locator("#status")).to_have_text(DONE, timeout=20_000)
+    expect(first.locator("#status")).to_have_text(DONE, timeout=20_000)
+    wait_settled(first)
+    assert [(t["role"], t["content"], t["status"]) for t in stored(first)[conversation]] == [
+        ("user", "First question", None), ("assistant", FULL, None),
+        ("user", "Second question", None), ("assistant", FULL, None)]
+    expect(answer(first)).to_have_text(FULL.strip())
+    expect(answer(second)).to_have_text(FULL.strip())
