@@ -11,10 +11,14 @@ own nginx configuration; ``tests/integration/test_nginx.py`` runs the shipped on
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,16 +77,23 @@ class Deployment:
     def __init__(self, url: str, a, b) -> None:
         self.url, self.a, self.b = url, a, b
 
-    def served(self, instance, method: str, path: str) -> int:
-        """How many ``method path…`` requests ``instance``'s access log shows."""
-        return instance.log().count(f'"{method} {path}')
+    def served(self, instance, method: str, path: str, least: int = 0) -> int:
+        """How many ``method path…`` requests ``instance``'s access log shows (a request is
+        logged as it ends: waits up to 5 s for at least ``least``)."""
+        deadline = time.monotonic() + 5
+        while (count := instance.log().count(f'"{method} {path}')) < least:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return count
 
 
-@pytest.fixture(scope="module")
-def deployment(simulator) -> Iterator[Deployment]:
+@contextmanager
+def deploy(simulator, **env: str) -> Iterator[Deployment]:
+    """Two instances sharing a fresh redis-server, behind nginx splitting them as above."""
     redis = RedisServer()
-    env = page_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=MODEL,
-                   RILL_REDIS_URL=redis.url)
+    env = page_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=MODEL, RILL_REDIS_URL=redis.url,
+                   **env)
     port = free_port()
     try:
         with run_rill(env, "page-instance-a") as a, run_rill(env, "page-instance-b") as b, \
@@ -109,6 +120,12 @@ def deployment(simulator) -> Iterator[Deployment]:
         redis.stop()
 
 
+@pytest.fixture(scope="module")
+def deployment(simulator) -> Iterator[Deployment]:
+    with deploy(simulator) as deployed:
+        yield deployed
+
+
 def test_a_tab_on_the_other_instance_follows_the_answer_and_its_stop_stops_it(
         deployment, context, simulator) -> None:
     first, second = two_tabs(context, deployment.url, "Stream across instances", "tok5")
@@ -127,11 +144,11 @@ def test_a_tab_on_the_other_instance_follows_the_answer_and_its_stop_stops_it(
     # The page (and its CSRF token) came from B, the stream started on A (each request is
     # logged as it ends); read on B from Redis, cancelled from B: A's generation stopped.
     assert deployment.served(deployment.b, "GET", "/ HTTP") >= 2
-    assert deployment.served(deployment.a, "POST", "/api/chat HTTP") == 1
+    assert deployment.served(deployment.a, "POST", "/api/chat HTTP", least=1) == 1
     assert deployment.served(deployment.a, "GET", "/ HTTP") == 0
     assert deployment.served(deployment.a, "GET", "/api/") == 0
-    assert deployment.served(deployment.b, "GET", "/api/chat/") >= 1
-    assert deployment.served(deployment.b, "POST", "/api/chat/") == 1  # …/cancel
+    assert deployment.served(deployment.b, "GET", "/api/chat/", least=1) >= 1
+    assert deployment.served(deployment.b, "POST", "/api/chat/", least=1) == 1  # …/cancel
     outcomes = {r["body"]["messages"][-1]["content"]: r["outcome"] for r in simulator.requests()}
     assert outcomes["Stream across instances"] == "client_closed"
 
@@ -152,3 +169,27 @@ def test_a_follow_up_asked_in_another_tab_runs_on_a_and_shows_in_both(deployment
         ("user", "Second question", None), ("assistant", FULL, None)]
     expect(answer(first)).to_have_text(FULL.strip())
     expect(answer(second)).to_have_text(FULL.strip())
+
+
+def test_an_instance_killed_mid_answer_leaves_every_token_it_wrote_in_both_tabs(
+        simulator, context) -> None:
+    """kill -9 of A (its arbiter too) mid-answer: both tabs keep the text written so far,
+    say the answer is incomplete (``producer_lost`` from B, within the lease) and agree."""
+    with deploy(simulator, RILL_PRODUCER_LEASE_SECONDS="2") as deployment:
+        first, second = two_tabs(context, deployment.url, "Stream, then lose A", "tok5")
+        expect(answer(second)).to_have_text(re.compile(r"tok1\d\b"), timeout=10_000)
+        seen = answer(second).inner_text()
+        for pid in deployment.a.pids():  # the worker, then its arbiter: A is gone
+            os.kill(pid, signal.SIGKILL)
+        for page in (first, second):
+            expect(page.locator("#status")).to_have_text(
+                re.compile("^The server generating this answer stopped"), timeout=15_000)
+        wait_settled(first)
+        wait_settled(second)
+        conversation = current_conversation(first)
+        assert stored(second)[conversation] == stored(first)[conversation]
+        reply = stored(first)[conversation][-1]
+        assert reply["status"] == "failed"
+        assert reply["content"].startswith(seen) and FULL.startswith(reply["content"])
+        assert len(reply["content"]) < len(FULL)
+        expect(answer(first)).to_have_text(reply["content"].strip())
