@@ -99,8 +99,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RILL_STREAM_MAX_SECONDS", 1800.0, float,
             "Longest a stream may last; then it ends with `timeout`."),
     Setting("RILL_REDIS_URL", "", str,
-            "Redis for the stream hub, rate limits and stream caps (`redis://host:6379/0`, "
-            "or `redis+cluster://host:port[,host:port…]` for a Redis Cluster); empty keeps "
+            "Redis for the stream hub, rate limits and stream caps (`redis://host:6379/0`; "
+            "TLS and a password as managed services want them: "
+            "`rediss://:password@host:6380/0`, plus `?ssl_ca_certs=/path/ca.pem` for a private "
+            "CA; or `redis+cluster://host:port[,host:port…]` for a Redis Cluster); empty keeps "
             "streams in this worker's memory."),
     Setting("RILL_REDIS_TIMEOUT_SECONDS", 2.0, float,
             "Longest wait for Redis to connect or answer (every client Rill makes; the "

@@ -184,6 +184,43 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+# A password that looks like none of the shapes the log filter knows (no key prefix, no JWT).
+REDIS_PASSWORD = "tide-marsh-0451-lantern"
+
+
+class TlsRedisServer(RedisServer):
+    """A ``redis-server`` that speaks only TLS and wants a password, as managed Redis services
+    run (``rediss://:<password>@…``): a self-signed certificate for 127.0.0.1 in ``folder``,
+    passed to clients as the URL's ``ssl_ca_certs``."""
+
+    def __init__(self, folder: Any, *extra: str) -> None:
+        from tests.test_deploy import self_signed_cert
+
+        self.cert, self._key = self_signed_cert(folder)
+        super().__init__(*extra)
+
+    def start(self) -> None:
+        import redis
+
+        self.url = (f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{self.port}/0"
+                    f"?ssl_ca_certs={self.cert}")
+        self.process = self._subprocess.Popen(
+            [self._binary, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
+             "--tls-cert-file", str(self.cert), "--tls-key-file", str(self._key),
+             "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no",
+             "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no",
+             *self._extra],
+            stdout=self._subprocess.DEVNULL, stderr=self._subprocess.DEVNULL)
+        _wait_ping(redis.Redis.from_url(self.url))
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server(tmp_path_factory) -> Iterator[TlsRedisServer]:
+    server = TlsRedisServer(tmp_path_factory.mktemp("redis-tls"))
+    yield server
+    server.stop()
+
+
 class RedisCluster:
     """A real Redis Cluster: three ``redis-server --cluster-enabled yes`` masters on free
     loopback ports (each with its bus port, +10000, free too), joined by

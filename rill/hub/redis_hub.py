@@ -128,9 +128,11 @@ class RedisHub:
 
     @functools.cached_property
     def signals(self) -> Any:
-        """The listener's: it waits for messages indefinitely, so no read timeout."""
+        """The listener's: it waits for messages indefinitely, so no read timeout; a broken
+        connection is the listener's to make again (it then reloads what a lost message
+        could have said), not redis-py's."""
         return connect(self.url, self.timeout, pool_size=2, socket_timeout=None,
-                       socket_keepalive=True)
+                       socket_keepalive=True, again=False)
 
     @functools.cached_property
     def _append_if_next(self) -> Any:

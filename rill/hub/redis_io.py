@@ -27,6 +27,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..errors import HubUnavailable
 
@@ -57,7 +59,8 @@ def guard() -> Iterator[None]:
         raise HubUnavailable() from exc
 
 
-def connect(url: str, timeout: float, *, pool_size: int = POOL_SIZE, **options: Any) -> Any:
+def connect(url: str, timeout: float, *, pool_size: int = POOL_SIZE, again: bool = True,
+            **options: Any) -> Any:
     """A client for ``url``: ``redis://`` / ``rediss://`` / ``unix://`` for one Redis, or
     ``redis+cluster://host:port[,host:port…]`` (``rediss+cluster://`` with TLS) for a
     Redis Cluster, the scheme ``limits`` (flask-limiter's storage) uses for one too.
@@ -65,10 +68,18 @@ def connect(url: str, timeout: float, *, pool_size: int = POOL_SIZE, **options: 
     ``timeout`` (seconds, ``RILL_REDIS_TIMEOUT_SECONDS``) bounds connecting, each reply
     (``socket_timeout``, which ``options`` may override: None for a pub/sub connection)
     and the wait for a free connection of the pool; past it, redis-py raises an error
-    in :data:`ERRORS`."""
+    in :data:`ERRORS`. ``again``: a command that finds its connection closed is sent once
+    more on a new one (below); off for a pub/sub client, whose owner must see the break."""
     options = {"socket_connect_timeout": timeout, "socket_timeout": timeout, **options}
     if urlsplit(url).scheme.endswith("+cluster"):
         return redis.RedisCluster(**cluster_options(url, pool_size), timeout=timeout, **options)
+    # A pooled connection Redis closed while it sat idle (a restart, a failover, Redis's
+    # idle `timeout`) is made again once, at once: the pool's check before lending it does
+    # not see the close over TLS, and a pool from a URL retries nothing. An outage still
+    # fails at once (the second connect is refused), a hung Redis after one timeout.
+    options = {"retry": Retry(NoBackoff(), 1 if again else 0,
+                              supported_errors=(redis.ConnectionError,)),
+               "retry_on_error": [redis.ConnectionError], **options}
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size,
                                                  timeout=timeout, **options)
     return redis.Redis(connection_pool=pool)

@@ -20,6 +20,7 @@ import requests
 
 from rill.simulator import expected_text
 from tests.integration.conftest import ask, relay_env, run_rill, sim_model
+from tests.integration.test_resume import redis_url_for
 from tests.sse_client import Event, parse, text_of
 
 pytestmark = pytest.mark.integration
@@ -38,11 +39,10 @@ def _follow(url: str, stream_id: str, seen: list[tuple[float, Event]]) -> None:
                     return
 
 
-@pytest.mark.parametrize("backend", ["redis", "cluster"])
+@pytest.mark.parametrize("backend", ["redis", "redis-tls", "cluster"])
 def test_a_busy_worker_keeps_its_streams_and_a_killed_one_is_lost_within_the_lease(
         simulator, backend, request) -> None:
-    url = request.getfixturevalue("redis_server" if backend == "redis"
-                                  else "redis_cluster").url
+    url = redis_url_for(request, backend)
     env = relay_env(simulator, RILL_REDIS_URL=url, RILL_PRODUCER_LEASE_SECONDS=str(LEASE),
                     RILL_STALL_TIMEOUT_SECONDS="60", RILL_ORPHAN_GRACE_SECONDS="30")
     model, _ = sim_model(tokens=120, itl_ms=100)  # 12 s each

@@ -21,7 +21,7 @@ import requests
 from rill.config import DEFAULTS
 from rill.hub import create
 from rill.simulator import expected_text
-from tests.conftest import RedisCluster, RedisServer
+from tests.conftest import RedisCluster, RedisServer, TlsRedisServer
 from tests.integration.conftest import RillServer, ask, relay_env, run_rill, sim_model
 from tests.sse_client import Event, events_only, parse, text_of
 
@@ -36,14 +36,15 @@ def hub_env(simulator, redis_url: str | None = None, **overrides: str) -> dict[s
 
 
 def redis_url_for(request, backend: str) -> str | None:
-    """The hub's URL for ``backend``: None (memory), one redis-server, or a Redis Cluster."""
+    """The hub's URL for ``backend``: None (memory), one redis-server (``redis-tls``: over
+    TLS, with a password), or a Redis Cluster."""
     if backend == "memory":
         return None
-    return request.getfixturevalue("redis_server" if backend == "redis"
-                                   else "redis_cluster").url
+    return request.getfixturevalue({"redis": "redis_server", "redis-tls": "redis_tls_server",
+                                    "cluster": "redis_cluster"}[backend]).url
 
 
-@pytest.fixture(scope="module", params=["memory", "redis", "cluster"])
+@pytest.fixture(scope="module", params=["memory", "redis", "redis-tls", "cluster"])
 def pair(request, simulator) -> Iterator[tuple[RillServer, RillServer]]:
     if request.param == "memory":
         with run_rill(hub_env(simulator), "hub-memory") as server:
@@ -200,7 +201,7 @@ def test_orphan_is_cancelled_after_the_grace_and_a_resumed_one_is_not(simulator,
         assert simulator.find(tag)["outcome"] == "completed"
 
 
-@pytest.mark.parametrize("backend", ["redis", "cluster"])
+@pytest.mark.parametrize("backend", ["redis", "redis-tls", "cluster"])
 def test_killed_producer_is_reported_as_producer_lost(simulator, backend, request) -> None:
     env = hub_env(simulator, redis_url_for(request, backend), RILL_PRODUCER_LEASE_SECONDS="2")
     with run_rill(env, f"lost-{backend}-a") as a, run_rill(env, f"lost-{backend}-b") as b:
@@ -221,10 +222,11 @@ def test_killed_producer_is_reported_as_producer_lost(simulator, backend, reques
     assert int(events[-1].id) == int(events[-2].id) + 1
 
 
-@pytest.mark.parametrize("backend", ["redis", "cluster"])
+@pytest.mark.parametrize("backend", ["redis", "redis-tls", "cluster"])
 def test_redis_outage_gives_documented_errors_then_service_resumes(simulator, backend,
                                                                    tmp_path) -> None:
     redis: RedisServer | RedisCluster = (RedisServer() if backend == "redis"
+                                         else TlsRedisServer(tmp_path) if backend == "redis-tls"
                                          else RedisCluster(tmp_path))
     env = hub_env(simulator, redis.url, RILL_PRODUCER_LEASE_SECONDS="1")
     try:
@@ -296,7 +298,7 @@ def test_sigterm_ends_every_in_flight_stream_with_done_or_shutdown(simulator, ba
     assert shutdown.json["retry_after"] == 1
 
 
-@pytest.mark.parametrize("backend", ["redis", "cluster"])
+@pytest.mark.parametrize("backend", ["redis", "redis-tls", "cluster"])
 def test_per_client_stream_cap_is_shared_across_instances(simulator, backend,
                                                           request) -> None:
     """Streams count while their producer's lease lives: a killed instance frees its own."""
