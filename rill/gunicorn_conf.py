@@ -98,11 +98,27 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rill-metrics-")
 
 
-def child_exit(server, worker):
-    """Fold a dead worker's live gauges out of the metrics (prometheus_client's recipe)."""
-    from prometheus_client import multiprocess
+_dead_workers: list[int] = []
 
-    multiprocess.mark_process_dead(worker.pid)
+
+def child_exit(server, worker):
+    """Fold a dead worker's live gauges out of the metrics (prometheus_client's recipe).
+
+    gunicorn before 22 runs this inside its SIGCHLD handler, so one call can come inside
+    another: a second worker's exit during the first one's import of prometheus_client met
+    the half-imported module (an ImportError that crashed the arbiter's shutdown). The inner
+    call leaves its pid to the outer one."""
+    _dead_workers.append(worker.pid)
+    if len(_dead_workers) > 1:
+        return
+    try:
+        from prometheus_client import multiprocess
+
+        while _dead_workers:
+            multiprocess.mark_process_dead(_dead_workers[0])
+            del _dead_workers[0]
+    finally:
+        _dead_workers.clear()
 
 
 # Each stream holds two sockets (client and upstream): lift the soft open-files limit to the

@@ -468,3 +468,39 @@ def test_nginx_answers_like_rill_when_rill_is_unreachable(nginx_conf) -> None:
     headers = {words[0]: words[1:] for words in directives(fallback, "add_header")}
     assert headers["Retry-After"][-1] == "always"
     assert directives(fallback, "default_type") == [["application/json"]]
+
+
+
+CHILD_EXIT_INSIDE_ANOTHER = """
+import importlib.abc, sys, types
+import rill.gunicorn_conf as conf
+
+
+class SecondExit(importlib.abc.MetaPathFinder):
+    # gunicorn < 22 reaps from its SIGCHLD handler: a second worker's exit arrives while
+    # the first one's child_exit is still importing prometheus_client.
+    def find_spec(self, name, path=None, target=None):
+        if name == "prometheus_client.context_managers":  # metrics.py half run
+            sys.meta_path.remove(self)
+            conf.child_exit(None, types.SimpleNamespace(pid=222))
+        return None
+
+
+sys.meta_path.insert(0, SecondExit())
+conf.child_exit(None, types.SimpleNamespace(pid=111))
+"""
+
+
+def test_a_worker_exit_reaped_inside_another_is_folded_out_of_the_metrics_too(tmp_path) -> None:
+    """gunicorn < 22 runs child_exit in its SIGCHLD handler: one inside another's import of
+    prometheus_client met the half-imported module (an ImportError that crashed the
+    arbiter's shutdown). Both workers' live gauges must go."""
+    import sys
+
+    for pid in (111, 222):
+        (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", CHILD_EXIT_INSIDE_ANOTHER], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
