@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +36,9 @@ from tests.integration.conftest import (
 from tests.sse_client import Event, events_only, parse, text_of
 from tests.test_deploy import nginx_binary, nginx_main_conf, nginx_site, self_signed_cert
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (.ci/run "
-                       "installs Debian's)"),
-]
+needs_nginx = pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed "
+                                 "(.ci/run installs Debian's)")
+pytestmark = [pytest.mark.integration, needs_nginx]
 
 
 @dataclass
@@ -57,11 +55,13 @@ class Nginx:
 
 
 @contextmanager
-def run_nginx(rill: RillServer) -> Iterator[Nginx]:
-    """Start nginx in front of ``rill`` on free loopback ports; kill it after."""
+def run_nginx(rill: RillServer, site: Callable[[int, int, Path, Path], str] | None = None
+              ) -> Iterator[Nginx]:
+    """Start nginx in front of ``rill`` on free loopback ports; kill it after. ``site``
+    (HTTP port, HTTPS port, certificate, key: the text of the site) replaces the shipped
+    sample, which serves ``rill``; nginx counts as started once the HTTP port listens."""
     nginx = nginx_binary()
     assert nginx is not None
-    rill_address = rill.url.removeprefix("http://")
     http_port, https_port = free_port(), free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rill-nginx-") as temp:
@@ -69,18 +69,19 @@ def run_nginx(rill: RillServer) -> Iterator[Nginx]:
         # As root, nginx's workers run as nobody: let them reach their temp folders in here.
         prefix.chmod(0o711)
         cert, key = self_signed_cert(prefix)
-        site = prefix / "rill.conf"
-        site.write_text(nginx_site(rill_address, http_port, https_port, cert, key))
+        site_file = prefix / "rill.conf"
+        site_file.write_text(site(http_port, https_port, cert, key) if site else nginx_site(
+            rill.url.removeprefix("http://"), http_port, https_port, cert, key))
         conf = prefix / "nginx.conf"
         name = f"nginx-{https_port}"
-        conf.write_text(nginx_main_conf(prefix, site, ARTIFACTS, name))
+        conf.write_text(nginx_main_conf(prefix, site_file, ARTIFACTS, name))
         error_log = ARTIFACTS / f"{name}-error.log"
         with open(ARTIFACTS / f"{name}-stderr.log", "wb") as stderr:
             process = subprocess.Popen(
                 [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(error_log)],
                 stdin=subprocess.DEVNULL, stdout=stderr, stderr=subprocess.STDOUT)
         try:
-            _wait_listening(process, https_port, error_log)
+            _wait_listening(process, http_port if site else https_port, error_log)
             yield Nginx(f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}",
                         cert, process, error_log)
         finally:

@@ -14,12 +14,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -32,16 +29,11 @@ from tests.integration.browser import (
     send,
     stored,
 )
-from tests.integration.conftest import ARTIFACTS, free_port, page_env, run_rill
-from tests.integration.test_nginx import _wait_listening
+from tests.integration.conftest import page_env, run_rill
+from tests.integration.test_nginx import needs_nginx, run_nginx
 from tests.integration.test_page_tabs import DONE, answer, two_tabs, wait_settled
-from tests.test_deploy import nginx_binary, nginx_main_conf
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (.ci/run "
-                       "installs Debian's)"),
-]
+pytestmark = [pytest.mark.integration, needs_nginx]
 
 TOKENS = 160
 FULL = expected_text(TOKENS)
@@ -94,28 +86,14 @@ def deploy(simulator, **env: str) -> Iterator[Deployment]:
     redis = RedisServer()
     env = page_env(simulator, RILL_MODEL=MODEL, RILL_MODELS=MODEL, RILL_REDIS_URL=redis.url,
                    **env)
-    port = free_port()
     try:
-        with run_rill(env, "page-instance-a") as a, run_rill(env, "page-instance-b") as b, \
-                tempfile.TemporaryDirectory(prefix="rill-nginx-") as temp:
-            prefix = Path(temp)
-            prefix.chmod(0o711)  # as root, nginx's workers run as nobody
-            site = prefix / "split.conf"
-            site.write_text(SPLIT.format(a=a.url.removeprefix("http://"),
-                                         b=b.url.removeprefix("http://"), port=port))
-            name = f"nginx-split-{port}"
-            conf = prefix / "nginx.conf"
-            conf.write_text(nginx_main_conf(prefix, site, ARTIFACTS, name))
-            error_log = ARTIFACTS / f"{name}-error.log"
-            nginx = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c", str(conf),
-                                      "-e", str(error_log)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                _wait_listening(nginx, port, error_log)
-                yield Deployment(f"http://127.0.0.1:{port}", a, b)
-            finally:
-                nginx.terminate()
-                nginx.wait(timeout=10)
+        with run_rill(env, "page-instance-a") as a, run_rill(env, "page-instance-b") as b:
+            def split(port: int, *_: object) -> str:
+                return SPLIT.format(a=a.url.removeprefix("http://"),
+                                    b=b.url.removeprefix("http://"), port=port)
+
+            with run_nginx(a, split) as nginx:
+                yield Deployment(nginx.http_url, a, b)
     finally:
         redis.stop()
 
